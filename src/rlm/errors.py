@@ -1,0 +1,65 @@
+"""The one exception tree of rlm.
+
+Control flow between the agent loop, the orchestrator and the CLI goes through these
+classes, so callers can catch ``rlm.RLMError`` and know they caught everything rlm raises.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "ConfigError",
+    "DepthLimitError",
+    "KernelDiedError",
+    "KernelError",
+    "ModelError",
+    "RLMError",
+    "ToolError",
+]
+
+
+class RLMError(Exception):
+    """Base class of every error rlm raises on purpose."""
+
+
+class ConfigError(RLMError):
+    """A setting, flag or input file is invalid; the CLI exits with code 2."""
+
+
+class ModelError(RLMError):
+    """The model endpoint failed for good (retries exhausted or a non-retryable error)."""
+
+
+class KernelError(RLMError):
+    """The Jupyter kernel could not be started or driven."""
+
+
+class KernelDiedError(KernelError):
+    """The kernel process exited while rlm was using it."""
+
+
+class DepthLimitError(RLMError):
+    """``rlm.run`` was called where no sub-agent is allowed (``RLM_MAX_DEPTH``)."""
+
+
+class AgentError(RLMError):
+    """An agent ended without an answer (max turns, token budget, model error, ...).
+
+    ``reason`` is the stop reason recorded in the agent's ``meta.json``; ``session_path``
+    is the agent's session folder, where its full log lives.
+    """
+
+    def __init__(self, message: str, *, reason: str = "error", session_path: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.session_path = session_path
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.session_path:
+            text += f" (session: {self.session_path})"
+        return text
+
+
+class ToolError(RLMError):
+    """A tool call failed in a way the model should hear about (sent back as the tool result)."""
