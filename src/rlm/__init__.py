@@ -1,1 +1,74 @@
-"""rlm."""
+"""rlm: LLM agents on real Jupyter kernels that spawn sub-agents from their own cells.
+
+``await rlm.run(task)`` is the one entry point. Outside an rlm kernel it starts an
+orchestrator and a root agent; inside one (where ``rlm`` is pre-imported) it asks the parent
+orchestrator, over the signed control channel, for a child agent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import inkernel
+from .config import Settings, load_settings
+from .errors import (
+    AgentError,
+    ConfigError,
+    DepthLimitError,
+    KernelDiedError,
+    KernelError,
+    ModelError,
+    RLMError,
+)
+from .events import EventCallback
+
+__all__ = [
+    "AgentError",
+    "ConfigError",
+    "DepthLimitError",
+    "KernelDiedError",
+    "KernelError",
+    "ModelError",
+    "RLMError",
+    "Settings",
+    "__version__",
+    "run",
+]
+
+__version__ = "0.1.0"
+
+
+async def run(
+    task: str,
+    *,
+    inputs: dict[str, Any] | None = None,
+    model: str | None = None,
+    max_turns: int | None = None,
+    tools: list[str] | str | None = None,
+    on_event: EventCallback | None = None,
+    **settings: Any,
+) -> str:
+    """Run an agent on ``task`` and return its final answer.
+
+    ``inputs`` become variables of the agent's kernel (described, not pasted, in its
+    prompt). ``model``, ``max_turns`` and ``tools`` override the settings; outside a kernel
+    any other setting may be overridden too (``max_depth=2``, ``base_url=...``). Raises
+    ``AgentError`` when the agent ends without an answer, ``DepthLimitError`` when called
+    where no sub-agent is allowed, ``ConfigError`` for bad settings.
+    """
+    if inkernel.active():
+        if settings or on_event is not None:
+            names = ", ".join(sorted([*settings, *(["on_event"] if on_event else [])]))
+            raise ConfigError(
+                f"a sub-agent call only accepts model, max_turns and tools (got {names})"
+            )
+        return await inkernel.run(
+            task, inputs=inputs, model=model, max_turns=max_turns, tools=tools
+        )
+    from .orchestrator import Orchestrator
+
+    if isinstance(tools, (list, tuple)):
+        tools = ",".join(tools)
+    resolved = load_settings(model=model, max_turns=max_turns, tools=tools, **settings)
+    async with Orchestrator(resolved, on_event=on_event) as orchestrator:
+        return await orchestrator.run(task, inputs=inputs)

@@ -25,7 +25,11 @@ class Settings(BaseSettings):
     """Everything that shapes one run. Children inherit their parent's settings."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RLM_", extra="forbid", frozen=True, populate_by_name=True
+        env_prefix="RLM_",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
     model: str = "gpt-4o"
@@ -93,6 +97,17 @@ class Settings(BaseSettings):
     def _check_turns_in_context(cls, value: int) -> int:
         if value in (0, 1) or value < -1:
             raise ValueError("must be -1 (keep all) or at least 2")
+        return value
+
+    @field_validator("system_prompt_path")
+    @classmethod
+    def _check_prompt_path(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                value.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
         return value
 
     @field_validator("tools", mode="before")

@@ -1,0 +1,281 @@
+"""One agent: a model, a kernel, tools and a live context, looping until an answer.
+
+The agent is also a node of the session tree: it knows its parent, depth and session
+folder, keeps its own and its subtree's token usage, and tracks the sub-agents started from
+its current cell so they can be cancelled when the cell ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from . import events as ev
+from .config import Settings
+from .context import LiveContext
+from .errors import AgentError, ModelError, RLMError, ToolError
+from .kernel import Kernel, truncate
+from .model import Usage
+from .prompt import InputInfo, PromptParts, render_system_prompt
+from .session_log import SessionLog
+from .tools import ToolContext, enabled_tools
+
+if TYPE_CHECKING:
+    from .orchestrator import Orchestrator
+
+__all__ = ["Agent"]
+
+_EMPTY_REPLY_NUDGE = (
+    "Your last reply had neither text nor a tool call. Call a tool, or reply with your final "
+    "answer as plain text."
+)
+
+
+class Agent:
+    def __init__(
+        self,
+        orch: Orchestrator,
+        settings: Settings,
+        task: str,
+        *,
+        log: SessionLog,
+        agent_id: str,
+        parent: Agent | None = None,
+        inputs: tuple[list[dict[str, str]], list[bytes]] = ([], []),
+        context: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.orch = orch
+        self.settings = settings
+        self.task = task
+        self.log = log
+        self.id = agent_id
+        self.parent = parent
+        self.depth = parent.depth + 1 if parent else 0
+        self.inputs = inputs
+        self.prior_context = context or []
+        self.tools = enabled_tools(settings)
+        self.kernel: Kernel | None = None
+        self.context = LiveContext([], settings.max_turns_in_context)
+        self.usage = Usage()
+        self.usage_total = Usage()
+        self.cell_children: set[asyncio.Task[Any]] = set()
+        self.children: list[dict[str, Any]] = []
+        self._started = time.monotonic()
+        self._tool_ctx = ToolContext(settings=settings, cwd=orch.cwd, agent=self)
+
+    # -- tree bookkeeping ------------------------------------------------------------------
+
+    def emit(self, event_type: type[ev.Event], **fields: Any) -> None:
+        self.orch.emit(event_type(agent_id=self.id, depth=self.depth, **fields))
+
+    def add_usage(self, usage: Usage) -> None:
+        self.usage = self.usage + usage
+        node: Agent | None = self
+        while node is not None:
+            node.usage_total = node.usage_total + usage
+            node.log.update(usage=node.usage.as_dict(), usage_total=node.usage_total.as_dict())
+            node = node.parent
+
+    def child_changed(self, entry: dict[str, Any]) -> None:
+        """A child started or ended: keep the ``children`` list of meta.json current."""
+        if entry not in self.children:
+            self.children.append(entry)
+        self.log.update(children=self.children)
+
+    async def cell_finished(self) -> None:
+        """Cancel sub-agents the cell left running and wait until they are gone."""
+        tasks = [t for t in self.cell_children if not t.done()]
+        self.cell_children.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def kernel_restarted(self, reason: str) -> None:
+        self.log.event("kernel_restarted", reason=reason)
+        self.emit(ev.KernelRestarted, reason=reason)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Run to an answer; raises ``AgentError`` on failure, ``CancelledError`` passes."""
+        self.emit(
+            ev.AgentStarted,
+            parent_id=self.parent.id if self.parent else None,
+            session_path=str(self.log.path),
+            task=self.task,
+        )
+        status, reason, answer, error = "error", "error", None, None
+        try:
+            await self._start()
+            answer = await self._loop()
+            status, reason = "done", "answer"
+            return answer
+        except asyncio.CancelledError:
+            status, reason, error = "cancelled", "cancelled", "cancelled"
+            raise
+        except AgentError as exc:
+            reason, error = exc.reason, str(exc)
+            exc.session_path = str(self.log.path)
+            raise
+        except ModelError as exc:
+            reason, error = "model_error", str(exc)
+            raise AgentError(str(exc), reason=reason, session_path=str(self.log.path)) from None
+        except RLMError as exc:
+            reason, error = "kernel_error", str(exc)
+            raise AgentError(str(exc), reason=reason, session_path=str(self.log.path)) from None
+        except Exception as exc:
+            reason, error = "crash", f"{type(exc).__name__}: {exc}"
+            self.log.event("crash", error=error)
+            raise AgentError(error, reason=reason, session_path=str(self.log.path)) from exc
+        finally:
+            await asyncio.shield(self._cleanup())
+            self.log.close(
+                status=status,
+                stop_reason=reason,
+                answer=answer,
+                error=error,
+                turns=self.context.turn_count,
+            )
+            self.emit(
+                ev.AgentFinished,
+                status=status,
+                stop_reason=reason,
+                turns=self.context.turn_count,
+                prompt_tokens=self.usage.prompt_tokens,
+                completion_tokens=self.usage.completion_tokens,
+                elapsed=time.monotonic() - self._started,
+            )
+
+    async def _cleanup(self) -> None:
+        await self.cell_finished()
+        if self.kernel is not None:
+            await self.kernel.shutdown()
+        self.orch.forget(self)
+
+    async def _start(self) -> None:
+        if "ipython" in self.settings.tools or self.inputs[0]:
+            self.kernel = await self.orch.start_kernel(self)
+            self._tool_ctx.kernel = self.kernel
+            if self.inputs[0]:
+                await self.kernel.execute("await rlm.inkernel.load_inputs()", 60)
+        parts = PromptParts(
+            cwd=self.orch.cwd,
+            depth=self.depth,
+            skills=self.orch.skills_prompt,
+            inputs=[InputInfo(**info) for info in self.inputs[0]],
+        )
+        system = {"role": "system", "content": render_system_prompt(self.settings, parts)}
+        user = {"role": "user", "content": self.task}
+        for message in [system, *self.prior_context, user]:
+            self.context.head.append(message)
+            self.log.append(message)
+
+    async def _loop(self) -> str:
+        schemas = [tool.schema(self.settings) for tool in self.tools.values()]
+        while True:
+            if self.context.turn_count >= self.settings.max_turns:
+                raise AgentError(
+                    f"stopped after {self.settings.max_turns} turns without a final answer "
+                    "(RLM_MAX_TURNS)",
+                    reason="max_turns",
+                )
+            turn = self.context.turn_count + 1
+            messages = self.context.messages()
+            self.emit(ev.ModelRequest, turn=turn, messages=len(messages))
+            reply = await self.orch.model.complete(messages, schemas, self.settings.model)
+            message = reply.message
+            calls = message.get("tool_calls") or []
+            self.log.append({**message, "usage": reply.usage.as_dict()})
+            self.add_usage(reply.usage)
+            self.log.update(turns=turn)
+            self.emit(
+                ev.ModelResponse,
+                turn=turn,
+                prompt_tokens=reply.usage.prompt_tokens,
+                completion_tokens=reply.usage.completion_tokens,
+                latency=reply.latency,
+                tool_calls=len(calls),
+            )
+            dropped = self.context.add_assistant(message)
+            if dropped:
+                self.log.event(
+                    "context_window", dropped_turns=dropped, kept=len(self.context.turns)
+                )
+            content = (message.get("content") or "").strip()
+            if not calls and content:
+                return content
+            budget = self.settings.max_tokens
+            if budget and self.usage.completion_tokens >= budget:
+                raise AgentError(
+                    f"completion-token budget of {budget} spent (RLM_MAX_TOKENS)",
+                    reason="token_budget",
+                )
+            if not calls:
+                nudge = {"role": "user", "content": _EMPTY_REPLY_NUDGE}
+                self.context.add(nudge)
+                self.log.append(nudge)
+                continue
+            for call in calls:
+                result = await self._call_tool(turn, call)
+                tool_message = {"role": "tool", "tool_call_id": call["id"], "content": result}
+                self.context.add(tool_message)
+                self.log.append(tool_message)
+
+    async def _call_tool(self, turn: int, call: dict[str, Any]) -> str:
+        name = call["function"]["name"]
+        raw = call["function"].get("arguments") or "{}"
+        started = time.monotonic()
+        self.emit(ev.ToolStarted, turn=turn, name=name, preview=_preview_args(raw))
+        error = True
+        try:
+            tool = self.tools.get(name)
+            if tool is None:
+                raise ToolError(
+                    f"unknown tool {name!r}; available: {', '.join(self.tools) or 'none'}"
+                )
+            try:
+                arguments = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ToolError(f"the arguments are not valid JSON ({exc})") from None
+            try:
+                args = tool.Args.model_validate(arguments)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise ToolError(f"invalid arguments for {name}: {problems}") from None
+            text = await tool.run(args, self._tool_ctx)
+            error = False
+        except ToolError as exc:
+            text = f"Error: {exc}"
+        text = truncate(text, self.settings.max_output)
+        if self.context.max_turns > 0:
+            text += "\n" + self.context.status()
+        self.emit(
+            ev.ToolFinished,
+            turn=turn,
+            name=name,
+            duration=time.monotonic() - started,
+            preview=text[:200],
+            error=error,
+        )
+        return text
+
+
+def _preview_args(raw: str) -> str:
+    try:
+        args = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw[:80]
+    if isinstance(args, dict):
+        for key in ("code", "command", "path", "summary"):
+            if isinstance(args.get(key), str):
+                lines = args[key].strip().splitlines()
+                return lines[0][:80] if lines else ""
+    return raw[:80]

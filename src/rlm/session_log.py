@@ -1,0 +1,68 @@
+"""The session folder of one agent: ``meta.json`` and ``messages.jsonl``.
+
+``messages.jsonl`` is append-only and flushed line by line, so a killed run leaves a valid
+file holding everything up to the kill. A line with a ``role`` is a chat message exactly as
+sent to or received from the model, plus ``timestamp``; a line with an ``event`` records
+something that changed the live context or the kernel (see docs/sessions.md).
+``meta.json`` is rewritten atomically (temp file + rename) so readers never see half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SessionLog", "new_session_id", "now_iso"]
+
+
+def now_iso() -> str:
+    """UTC timestamp with microseconds: precise enough to order parallel agents' lines."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def new_session_id() -> str:
+    """Sortable by start time, unique without coordination: ``20261123-121314-a1b2c3``."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+class SessionLog:
+    """Writes one agent's folder. Creating it writes ``meta.json`` with status ``running``."""
+
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=False)
+        self.meta: dict[str, Any] = {"status": "running", "started_at": now_iso(), **meta}
+        self._messages = open(path / "messages.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.write_meta()
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one message or event line and flush it to the OS at once."""
+        line = json.dumps({**record, "timestamp": now_iso()}, ensure_ascii=False, default=str)
+        self._messages.write(line + "\n")
+        self._messages.flush()
+
+    def event(self, name: str, **fields: Any) -> None:
+        self.append({"event": name, **fields})
+
+    def update(self, **fields: Any) -> None:
+        """Change meta fields and rewrite ``meta.json``."""
+        self.meta.update(fields)
+        self.write_meta()
+
+    def write_meta(self) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".meta-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.meta, handle, indent=2, ensure_ascii=False, default=str)
+            handle.write("\n")
+        os.replace(tmp, self.path / "meta.json")
+
+    def close(self, **fields: Any) -> None:
+        """Final meta (status, answer, ...) with ``ended_at``; the log file is closed."""
+        self.update(ended_at=now_iso(), **fields)
+        if not self._messages.closed:
+            self._messages.close()
