@@ -232,8 +232,8 @@ class Agent:
         started = time.monotonic()
         self.emit(ev.ToolStarted, turn=turn, name=name, preview=_preview_args(raw))
         error = True
+        tool = self.tools.get(name)
         try:
-            tool = self.tools.get(name)
             if tool is None:
                 raise ToolError(
                     f"unknown tool {name!r}; available: {', '.join(self.tools) or 'none'}"
@@ -254,7 +254,8 @@ class Agent:
             error = False
         except ToolError as exc:
             text = f"Error: {exc}"
-        text = truncate(text, self.settings.max_output)
+        if tool is None or not tool.caps_own_output:
+            text = truncate(text, self.settings.max_output)
         if self.context.max_turns > 0:
             text += "\n" + self.context.status()
         self.emit(

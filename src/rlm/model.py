@@ -9,6 +9,7 @@ no choices) are retried the same way: they are what a flaky gateway returns.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +60,14 @@ class _BadReply(Exception):
 
 
 def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, _BadReply)):
+    # A 2xx body that is not JSON surfaces from the SDK as a bare JSONDecodeError.
+    retry_types = (
+        openai.APIConnectionError,
+        openai.APITimeoutError,
+        _BadReply,
+        json.JSONDecodeError,
+    )
+    if isinstance(exc, retry_types):
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code == 429 or exc.status_code >= 500

@@ -41,6 +41,9 @@ class Tool:
     name: ClassVar[str]
     description: ClassVar[str]
     Args: ClassVar[type[BaseModel]]
+    caps_own_output: ClassVar[bool] = False
+    """True when ``run`` already keeps its result within ``RLM_MAX_OUTPUT`` (with a note), so
+    the agent must not cut it again and lose the tool's own notes."""
 
     def schema(self, settings: Settings) -> dict[str, Any]:
         """The OpenAI function-tool schema sent to the model."""

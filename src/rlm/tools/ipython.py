@@ -26,6 +26,7 @@ class IPythonTool(Tool):
         "displayed, its value, and the traceback if it raised."
     )
     Args = IPythonArgs
+    caps_own_output = True
 
     async def run(self, args: IPythonArgs, ctx: ToolContext) -> str:
         if ctx.kernel is None:
