@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an LLM agent on a real Jupyter kernel. The final answer goes to "
         "stdout, progress to stderr. Every flag overrides the environment variable named in "
         "its help. Without a prompt, rlm reads one task per line (interactive when stdin is a "
-        "terminal). Other commands: `rlm skill new NAME`. A prompt that equals a command "
-        "name goes after `--`: rlm -- skill.",
+        "terminal). Other commands: `rlm sessions ...` (browse and export logs), `rlm skill new NAME`. A prompt that equals a command "
+        "name goes after `--`: rlm -- sessions.",
         epilog="The API key is read from RLM_API_KEY (falling back to OPENAI_API_KEY), never "
         "from a flag. Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "
         "configuration, 130/143 interrupted.",
@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         from .skill_command import main as skill_main
 
         return skill_main(argv[1:])
+    if argv and argv[0] == "sessions":
+        from .sessions_cli import main as sessions_main
+
+        return sessions_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {
