@@ -164,3 +164,13 @@ async def test_prompt_append_replace_and_precedence(model, rlm_env, monkeypatch,
     monkeypatch.setenv("RLM_SYSTEM_PROMPT_PATH", str(replacement))
     await rlm.run("task")
     assert model.requests[1]["messages"][0]["content"] == "You are a replaced prompt."
+
+
+async def test_bash_does_not_see_the_api_key(model, rlm_env, monkeypatch):
+    monkeypatch.setenv("RLM_TOOLS", "bash")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-fallback")
+    model.script(reply(None, call("bash", {"command": "env"})), reply("ok"))
+    await rlm.run("task")
+    (output,) = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "RLM_HOME=" in output  # the environment is passed, minus credentials
+    assert "sk-test-secret-key" not in output and "sk-openai-fallback" not in output

@@ -127,6 +127,34 @@ async def test_bash_cancel_kills_process_group(tmp_path: Path) -> None:
     assert await wait_until(lambda: is_dead(pid)), f"grandchild {pid} survived cancellation"
 
 
+def running_with_args(*argv: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line is exactly ``argv``."""
+    wanted = "\0".join(argv) + "\0"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_text()
+        except OSError:
+            continue
+        if cmdline == wanted and not is_dead(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+async def test_bash_cancel_while_starting_leaves_no_process(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, exec_timeout=30.0)
+    marker = str(900_000 + os.getpid() % 10_000)
+    task = asyncio.create_task(BashTool().run(BashTool.Args(command=f"sleep {marker}"), ctx))
+    # One loop turn: bash is forked synchronously, then the task awaits the pipe set-up.
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_until(lambda: not running_with_args("sleep", marker))
+
+
 async def test_bash_output_memory_is_bounded(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, max_output=100)
     out = await bash(ctx, "echo BEGIN; yes x | head -c 100000; echo END")

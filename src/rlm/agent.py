@@ -8,6 +8,7 @@ its current cell so they can be cancelled when the cell ends.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,9 @@ class Agent:
         self.usage_total = Usage()
         self.cell_children: set[asyncio.Task[Any]] = set()
         self.children: list[dict[str, Any]] = []
+        self.skills_prompt = orch.skills_prompt
+        self.answer: str | None = None
+        self.last_status: tuple[str, str, str | None] = ("error", "error", None)
         self._started = time.monotonic()
         self._tool_ctx = ToolContext(settings=settings, cwd=orch.cwd, agent=self)
 
@@ -102,54 +106,120 @@ class Agent:
     # -- running ---------------------------------------------------------------------------
 
     async def run(self) -> str:
-        """Run to an answer; raises ``AgentError`` on failure, ``CancelledError`` passes."""
+        """Run the task to an answer; raises ``AgentError`` on failure; cancellation passes."""
+        try:
+            await self.open()
+            answer = await self.send(self.task)
+        except BaseException as exc:
+            await self.close(exc)
+            raise
+        await self.close()
+        return answer
+
+    async def open(self) -> None:
+        """Start the kernel and write the head of the conversation (system prompt, context)."""
         self.emit(
             ev.AgentStarted,
             parent_id=self.parent.id if self.parent else None,
             session_path=str(self.log.path),
             task=self.task,
         )
-        status, reason, answer, error = "error", "error", None, None
         try:
-            await self._start()
-            answer = await self._loop()
-            status, reason = "done", "answer"
-            return answer
+            if "ipython" in self.settings.tools or self.inputs[0]:
+                await self.start_kernel()
+            if self.context.head:  # resumed: the head was rebuilt from the log
+                return
+            parts = PromptParts(
+                cwd=self.orch.cwd,
+                depth=self.depth,
+                skills=self.skills_prompt,
+                inputs=[InputInfo(**info) for info in self.inputs[0]],
+            )
+            system = {"role": "system", "content": render_system_prompt(self.settings, parts)}
+            for message in [system, *self.prior_context]:
+                self.context.head.append(message)
+                self.log.append(message)
+        except BaseException as exc:
+            raise self._as_agent_error(exc) from None
+
+    async def start_kernel(self) -> None:
+        self.kernel = await self.orch.start_kernel(self)
+        self._tool_ctx.kernel = self.kernel
+        self.skills_prompt = self.orch.skills_prompt_for(self.kernel)
+        if self.inputs[0]:
+            await self.kernel.execute("await rlm.inkernel.load_inputs()", 60)
+
+    async def send(self, text: str) -> str:
+        """One user message to an answer. Cancelling it rolls the live context back to where
+        it was before the message, so no tool call is left without its result."""
+        snapshot = copy.deepcopy(self.context)
+        logged = self.log.lines
+        user = {"role": "user", "content": text}
+        self.context.add_user(user)
+        self.log.append(user)
+        try:
+            answer = await self._loop(first_turn=self.context.turn_count)
         except asyncio.CancelledError:
-            status, reason, error = "cancelled", "cancelled", "cancelled"
+            self.context = snapshot
+            self.log.event("turn_cancelled", discard_lines=self.log.lines - logged)
+            await asyncio.shield(self._settle_after_cancel())
+            self.last_status = ("cancelled", "cancelled", "cancelled")
             raise
-        except AgentError as exc:
-            reason, error = exc.reason, str(exc)
-            exc.session_path = str(self.log.path)
-            raise
-        except ModelError as exc:
-            reason, error = "model_error", str(exc)
-            raise AgentError(str(exc), reason=reason, session_path=str(self.log.path)) from None
-        except RLMError as exc:
-            reason, error = "kernel_error", str(exc)
-            raise AgentError(str(exc), reason=reason, session_path=str(self.log.path)) from None
-        except Exception as exc:
-            reason, error = "crash", f"{type(exc).__name__}: {exc}"
+        except BaseException as exc:
+            error = self._as_agent_error(exc)
+            self.last_status = ("error", error.reason, str(error).split(" (session:")[0])
+            raise error from None
+        self.last_status = ("done", "answer", None)
+        self.answer = answer
+        return answer
+
+    async def _settle_after_cancel(self) -> None:
+        await self.cell_finished()
+        if self.kernel is not None:
+            await self.kernel.settle()
+
+    def _as_agent_error(self, exc: BaseException) -> BaseException:
+        """Map what ended a turn to the ``AgentError`` the caller sees (cancellation passes)."""
+        path = str(self.log.path)
+        if isinstance(exc, asyncio.CancelledError):
+            return exc
+        if isinstance(exc, AgentError):
+            exc.session_path = path
+            return exc
+        if isinstance(exc, ModelError):
+            return AgentError(str(exc), reason="model_error", session_path=path)
+        if isinstance(exc, RLMError):
+            return AgentError(str(exc), reason="kernel_error", session_path=path)
+        if isinstance(exc, Exception):
+            error = f"{type(exc).__name__}: {exc}"
             self.log.event("crash", error=error)
-            raise AgentError(error, reason=reason, session_path=str(self.log.path)) from exc
-        finally:
-            await asyncio.shield(self._cleanup())
-            self.log.close(
-                status=status,
-                stop_reason=reason,
-                answer=answer,
-                error=error,
-                turns=self.context.turn_count,
-            )
-            self.emit(
-                ev.AgentFinished,
-                status=status,
-                stop_reason=reason,
-                turns=self.context.turn_count,
-                prompt_tokens=self.usage.prompt_tokens,
-                completion_tokens=self.usage.completion_tokens,
-                elapsed=time.monotonic() - self._started,
-            )
+            return AgentError(error, reason="crash", session_path=path)
+        return exc
+
+    async def close(self, exc: BaseException | None = None) -> None:
+        """Shut the kernel down and write the final meta; safe to call once per agent."""
+        if isinstance(exc, AgentError):
+            self.last_status = ("error", exc.reason, str(exc).split(" (session:")[0])
+        elif exc is not None:  # cancelled, interrupted
+            self.last_status = ("cancelled", "cancelled", "cancelled")
+        status, reason, error = self.last_status
+        await asyncio.shield(self._cleanup())
+        self.log.close(
+            status=status,
+            stop_reason=reason,
+            answer=self.answer,
+            error=error,
+            turns=self.context.turn_count,
+        )
+        self.emit(
+            ev.AgentFinished,
+            status=status,
+            stop_reason=reason,
+            turns=self.context.turn_count,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
+            elapsed=time.monotonic() - self._started,
+        )
 
     async def _cleanup(self) -> None:
         await self.cell_finished()
@@ -157,28 +227,10 @@ class Agent:
             await self.kernel.shutdown()
         self.orch.forget(self)
 
-    async def _start(self) -> None:
-        if "ipython" in self.settings.tools or self.inputs[0]:
-            self.kernel = await self.orch.start_kernel(self)
-            self._tool_ctx.kernel = self.kernel
-            if self.inputs[0]:
-                await self.kernel.execute("await rlm.inkernel.load_inputs()", 60)
-        parts = PromptParts(
-            cwd=self.orch.cwd,
-            depth=self.depth,
-            skills=self.orch.skills_prompt,
-            inputs=[InputInfo(**info) for info in self.inputs[0]],
-        )
-        system = {"role": "system", "content": render_system_prompt(self.settings, parts)}
-        user = {"role": "user", "content": self.task}
-        for message in [system, *self.prior_context, user]:
-            self.context.head.append(message)
-            self.log.append(message)
-
-    async def _loop(self) -> str:
+    async def _loop(self, first_turn: int) -> str:
         schemas = [tool.schema(self.settings) for tool in self.tools.values()]
         while True:
-            if self.context.turn_count >= self.settings.max_turns:
+            if self.context.turn_count - first_turn >= self.settings.max_turns:
                 raise AgentError(
                     f"stopped after {self.settings.max_turns} turns without a final answer "
                     "(RLM_MAX_TURNS)",

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an LLM agent on a real Jupyter kernel. The final answer goes to "
         "stdout, progress to stderr. Every flag overrides the environment variable named in "
         "its help. Without a prompt, rlm reads one task per line (interactive when stdin is a "
-        "terminal). Other commands: `rlm sessions ...` (browse and export logs), `rlm skill new NAME`. A prompt that equals a command "
+        "terminal). Other commands: `rlm sessions ...` (browse and export logs), "
+        "`rlm skill new NAME`. A prompt that equals a command "
         "name goes after `--`: rlm -- sessions.",
         epilog="The API key is read from RLM_API_KEY (falling back to OPENAI_API_KEY), never "
         "from a flag. Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "

@@ -128,6 +128,7 @@ class Kernel:
         self._km: AsyncKernelManager | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
+        self._running: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -260,6 +261,7 @@ class Kernel:
         msg_id = self._client.execute(
             code, store_history=store_history, allow_stdin=False, stop_on_error=False
         )
+        self._running = msg_id
         status = "ok"
         deadline = loop.time() + timeout
         while True:
@@ -281,7 +283,21 @@ class Kernel:
                 status = "error"
             collector.handle(msg)
         await self._drain_reply(msg_id)
+        self._running = None
         return ExecResult(collector.text(), status)
+
+    async def settle(self) -> None:
+        """After a cancelled ``execute``: stop the cell that is still running (interrupt, or
+        restart if it ignores the interrupt) so the kernel is ready for the next call."""
+        async with self._lock:
+            msg_id, self._running = self._running, None
+            if msg_id is None or self._km is None:
+                return
+            await self.interrupt()
+            if await self._await_idle(msg_id, self.interrupt_grace):
+                await self._drain_reply(msg_id)
+            else:
+                await self.restart()
 
     async def _drain_reply(self, msg_id: str) -> None:
         """Consume the shell reply so replies never pile up on the channel."""
@@ -291,6 +307,7 @@ class Kernel:
     async def _on_timeout(
         self, msg_id: str, collector: OutputCollector, timeout: float
     ) -> ExecResult:
+        self._running = None
         await self.interrupt()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.interrupt_grace
@@ -318,6 +335,7 @@ class Kernel:
         return ExecResult(collector.text(), "restarted", [note])
 
     async def _on_death(self, collector: OutputCollector) -> ExecResult:
+        self._running = None
         code = None
         if self._km is not None and self._km.provisioner is not None:
             code = await self._km.provisioner.poll()

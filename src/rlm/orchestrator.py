@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import re
 import secrets
 import shutil
 import tempfile
@@ -23,46 +22,16 @@ from . import events as ev
 from .agent import Agent
 from .config import Settings, load_settings
 from .control import ControlServer, Request
+from .environment import kernel_environment
 from .errors import AgentError, ConfigError
 from .inkernel import pack_inputs
 from .kernel import Kernel
 from .model import ModelClient
 from .session_log import SessionLog, new_session_id
 
-__all__ = ["CREDENTIAL_DENY_LIST", "Orchestrator", "kernel_environment"]
-
-#: Environment variables never passed to a kernel (plus every name ending in ``_API_KEY``).
-CREDENTIAL_DENY_LIST: frozenset[str] = frozenset(
-    {
-        "RLM_API_KEY",
-        "OPENAI_API_KEY",
-        "OPENAI_ORG_ID",
-        "ANTHROPIC_API_KEY",
-        "AZURE_OPENAI_API_KEY",
-        "OPENROUTER_API_KEY",
-        "GEMINI_API_KEY",
-        "GOOGLE_API_KEY",
-        "MISTRAL_API_KEY",
-        "GROQ_API_KEY",
-        "TOGETHER_API_KEY",
-        "DEEPSEEK_API_KEY",
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-    }
-)
-_API_KEY_NAME = re.compile(r".*_API_KEY$", re.IGNORECASE)
+__all__ = ["Orchestrator"]
 
 _BOOTSTRAP = "import asyncio\nimport rlm\nimport rlm.inkernel\nrlm.inkernel.setup()\n"
-
-
-def kernel_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a kernel inherits: the user's, without model credentials."""
-    source = os.environ if environ is None else environ
-    return {
-        key: value
-        for key, value in source.items()
-        if key not in CREDENTIAL_DENY_LIST and not _API_KEY_NAME.match(key)
-    }
 
 
 class Orchestrator:
@@ -160,6 +129,10 @@ class Orchestrator:
             "children": [],
             "settings": settings.model_dump(mode="json", exclude={"api_key", "base_url", "home"}),
         }
+
+    def skills_prompt_for(self, kernel: Kernel) -> str:
+        """The skills section of the prompt: the skills that loaded in this kernel."""
+        return self.skills_prompt
 
     def forget(self, agent: Agent) -> None:
         self.agents.pop(agent.id, None)

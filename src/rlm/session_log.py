@@ -38,6 +38,7 @@ class SessionLog:
         path.mkdir(parents=True, exist_ok=False)
         self.meta: dict[str, Any] = {"status": "running", "started_at": now_iso(), **meta}
         self._messages = open(path / "messages.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.lines = 0
         self.write_meta()
 
     def append(self, record: dict[str, Any]) -> None:
@@ -45,6 +46,7 @@ class SessionLog:
         line = json.dumps({**record, "timestamp": now_iso()}, ensure_ascii=False, default=str)
         self._messages.write(line + "\n")
         self._messages.flush()
+        self.lines += 1
 
     def event(self, name: str, **fields: Any) -> None:
         self.append({"event": name, **fields})

@@ -42,13 +42,20 @@ _ARG_SECTIONS = frozenset({"Args", "Arguments", "Parameters", "Keyword Args"})
 class SkillModule(types.ModuleType):
     """A skill's package module that can be called like its ``run`` function.
 
-    Assigned as ``module.__class__`` by :func:`make_callable`; the lookup of ``run`` happens at
-    call time so that reloading or patching ``module.run`` is honoured.
+    Assigned as ``module.__class__`` by :func:`make_callable`; ``run`` is looked up at call time
+    so that reloading or patching ``module.run`` is honoured. ``__signature__`` is a class-level
+    property (not a module global) so ``inspect.signature(skill)`` works without cluttering
+    ``help(skill)``'s DATA section.
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the skill's ``run``: ``await websearch(...)`` == ``await websearch.run(...)``."""
         return self.run(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        """``run``'s signature, for ``inspect.signature(skill)`` and IPython's ``skill?``."""
+        return signature_of(self.run)
 
 
 def signature_of(run: Callable[..., Any]) -> inspect.Signature:
@@ -76,9 +83,10 @@ def make_callable(module_name: str) -> types.ModuleType:
     """Make the already-imported module ``module_name`` callable as its ``run`` function.
 
     Called at the end of a skill's ``__init__.py`` (``make_callable(__name__)``). Afterwards
-    ``await skill(...)`` and ``skill.run(...)`` do the same, ``inspect.signature(skill)`` is
-    ``run``'s signature and ``help(skill)`` shows the signature and ``run``'s docstring (in the
-    description and, via ``__all__``, under FUNCTIONS), which is how the model learns a skill.
+    ``await skill(...)`` and ``skill.run(...)`` do the same and ``inspect.signature(skill)`` is
+    ``run``'s signature. The module docstring becomes signature + call hint + package docstring
+    + ``run``'s docstring, so ``help(skill)`` (how the model learns a skill) and ``skill?`` show
+    everything in one place. Idempotent, so reloads are fine.
     """
     module = sys.modules[module_name]
     run = getattr(module, "run", None)
@@ -86,25 +94,19 @@ def make_callable(module_name: str) -> types.ModuleType:
         raise AttributeError(f"skill module {module_name!r} has no callable 'run'")
     if not isinstance(module, SkillModule):
         module.__class__ = SkillModule
+    # A second call (reload, re-run) must not nest the generated docstring in a new one.
     own_doc = (module.__doc__ or "").strip()
-    # Remember the package's own docstring so make_callable is idempotent (re-runs, reloads).
-    own_doc = getattr(module, "__skill_doc__", own_doc)
-    module.__skill_doc__ = own_doc
+    if module.__doc__ is not None and module.__doc__ == module.__dict__.get("_rlm_doc"):
+        own_doc = module.__dict__.get("_rlm_package_doc", "")
+    module._rlm_package_doc = own_doc
     call = "await " if inspect.iscoroutinefunction(run) else ""
     parts = [
         f"{module_name}{signature_of(run)}",
         f"Call as `{call}{module_name}(...)`, same as `{call}{module_name}.run(...)`.",
+        own_doc,
+        inspect.getdoc(run) or "",
     ]
-    if own_doc:
-        parts.append(own_doc)
-    parts.append(inspect.getdoc(run) or "")
-    module.__doc__ = "\n\n".join(part for part in parts if part)
-    module.__signature__ = signature_of(run)
-    module.__wrapped__ = run
-    if not hasattr(module, "__all__"):
-        # pydoc lists a package's functions only if they are defined there or in __all__;
-        # run lives in the <name>.<name> submodule.
-        module.__all__ = ["run"]
+    module.__doc__ = module._rlm_doc = "\n\n".join(part for part in parts if part)
     return module
 
 

@@ -296,8 +296,8 @@ def validate_skill_name(name: str) -> None:
         raise ConfigError(f"invalid skill name {name!r}: it is a Python keyword")
     if name in sys.stdlib_module_names:
         raise ConfigError(f"invalid skill name {name!r}: it shadows the standard-library module")
-    if hasattr(builtins, name) or name in _IPYTHON_NAMES:
-        raise ConfigError(f"invalid skill name {name!r}: it shadows a builtin name in the kernel")
+    if hasattr(builtins, name):
+        raise ConfigError(f"invalid skill name {name!r}: it shadows the builtin {name!r}")
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
@@ -305,6 +305,8 @@ def validate_skill_name(name: str) -> None:
     if spec is not None:
         where = spec.origin or ", ".join(spec.submodule_search_locations or ()) or "?"
         raise ConfigError(f"invalid skill name {name!r}: module already importable from {where}")
+    if name in _IPYTHON_NAMES:
+        raise ConfigError(f"invalid skill name {name!r}: it is reserved in the kernel namespace")
 
 
 def template_dir() -> Path:

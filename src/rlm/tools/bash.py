@@ -25,6 +25,7 @@ from typing import cast
 
 from pydantic import BaseModel, Field
 
+from ..environment import kernel_environment
 from ..errors import ToolError
 from .base import Tool, ToolContext
 
@@ -159,40 +160,18 @@ class BashTool(Tool):
         keep = ctx.settings.max_output if ctx.settings.max_output > 0 else DEFAULT_KEEP
         capture = _Capture(keep)
 
-        loop = asyncio.get_running_loop()
-        try:
-            transport, protocol = await loop.subprocess_exec(
-                lambda: _BashProtocol(capture),
-                "bash",
-                "-c",
-                args.command,
-                cwd=ctx.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise ToolError(f"could not start bash in {ctx.cwd}: {exc}") from None
-        transport = cast(asyncio.SubprocessTransport, transport)
-        protocol = cast(_BashProtocol, protocol)
-        pgid = transport.get_pid()  # the session leader's pid is the process group id
-
+        transport, protocol = await _spawn(args.command, ctx, capture)
         try:
             done, _ = await asyncio.wait([protocol.exited], timeout=limit)
             timed_out = not done
             if not timed_out:
                 # bash is gone; give background children a moment to finish writing.
                 await asyncio.wait([protocol.closed], timeout=EXIT_GRACE)
-            _kill_group(pgid)
+            _kill_group(transport.get_pid())
             await asyncio.wait([protocol.exited, protocol.closed], timeout=KILL_GRACE)
         except BaseException:
-            # Cancelled (or anything unexpected): never leave the command running. SIGKILL is
-            # prompt, so waiting for the reap is short; it keeps the transport from being
-            # closed (and collected) while the child watcher still owes us the exit status.
-            _kill_group(pgid)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait([protocol.exited], timeout=KILL_GRACE)
+            # Cancelled (or anything unexpected): never leave the command running.
+            await _terminate(transport, protocol)
             raise
         finally:
             transport.close()
@@ -205,7 +184,72 @@ class BashTool(Tool):
         return f"{output}[exit code: {transport.get_returncode()}]"
 
 
+async def _spawn(
+    command: str, ctx: ToolContext, capture: _Capture
+) -> tuple[asyncio.SubprocessTransport, _BashProtocol]:
+    """Start ``bash -c command`` as the leader of a new session, reading into ``capture``.
+
+    The start is shielded from cancellation: bash may already be running (and forking) while
+    asyncio still connects the pipes, and asyncio's own clean-up would then kill bash alone
+    and orphan its children. So on cancellation we let the start finish and kill the group.
+    """
+    loop = asyncio.get_running_loop()
+    start = asyncio.ensure_future(
+        loop.subprocess_exec(
+            lambda: _BashProtocol(capture),
+            "bash",
+            "-c",
+            command,
+            cwd=ctx.cwd,
+            env=kernel_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
+    try:
+        transport, protocol = await asyncio.shield(start)
+    except OSError as exc:
+        raise ToolError(f"could not start bash in {ctx.cwd}: {exc}") from None
+    except asyncio.CancelledError:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([start], timeout=KILL_GRACE)
+        if start.done():
+            if not start.cancelled() and start.exception() is None:
+                await _terminate(*start.result())
+        else:  # still starting after the grace period: clean up whenever it is done
+            start.add_done_callback(_terminate_late)
+        raise
+    return cast(asyncio.SubprocessTransport, transport), cast(_BashProtocol, protocol)
+
+
+async def _terminate(transport: asyncio.SubprocessTransport, protocol: _BashProtocol) -> None:
+    """Kill the group, wait (bounded) until bash is reaped, then close the transport.
+
+    Waiting for the reap keeps the transport from being closed and collected while the child
+    watcher still owes it the exit status (a "subprocess still running" ResourceWarning).
+    SIGKILL is prompt, so the wait is short even when we are being cancelled.
+    """
+    _kill_group(transport.get_pid())
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait([protocol.exited], timeout=KILL_GRACE)
+    transport.close()
+
+
+def _terminate_late(start: asyncio.Future[tuple[asyncio.BaseTransport, object]]) -> None:
+    """Done-callback of a start we stopped waiting for: kill what it started, if anything."""
+    if start.cancelled() or start.exception() is not None:
+        return
+    transport = cast(asyncio.SubprocessTransport, start.result()[0])
+    _kill_group(transport.get_pid())
+    transport.close()
+
+
 def _kill_group(pgid: int) -> None:
-    """SIGKILL every process of the command's group; a group already gone is fine."""
+    """SIGKILL every process of the command's group; a group already gone is fine.
+
+    bash runs as a session leader, so its pid is the process group id.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
