@@ -7,10 +7,9 @@ orchestrator, over the signed control channel, for a child agent.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import inkernel
-from .config import Settings, load_settings
 from .errors import (
     AgentError,
     ConfigError,
@@ -20,7 +19,11 @@ from .errors import (
     ModelError,
     RLMError,
 )
-from .events import EventCallback
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .events import EventCallback
+    from .session import Session
 
 __all__ = [
     "AgentError",
@@ -30,12 +33,27 @@ __all__ = [
     "KernelError",
     "ModelError",
     "RLMError",
+    "Session",
     "Settings",
     "__version__",
     "run",
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Session and Settings pull in the orchestrator and pydantic: import them only when
+    # used, so `import rlm` stays light inside every kernel.
+    if name == "Session":
+        from .session import Session
+
+        return Session
+    if name == "Settings":
+        from .config import Settings
+
+        return Settings
+    raise AttributeError(f"module 'rlm' has no attribute {name!r}")
 
 
 async def run(
@@ -65,6 +83,7 @@ async def run(
         return await inkernel.run(
             task, inputs=inputs, model=model, max_turns=max_turns, tools=tools
         )
+    from .config import load_settings
     from .orchestrator import Orchestrator
 
     if isinstance(tools, (list, tuple)):

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Agent"]
 
+_RESUMED_NOTE = (
+    "[This session was resumed in a new kernel: variables, imports and definitions from "
+    "earlier turns are gone; files on disk remain.]\n\n"
+)
 _EMPTY_REPLY_NUDGE = (
     "Your last reply had neither text nor a tool call. Call a tool, or reply with your final "
     "answer as plain text."
@@ -67,7 +71,8 @@ class Agent:
         self.children: list[dict[str, Any]] = []
         self.skills_prompt = orch.skills_prompt
         self.answer: str | None = None
-        self.last_status: tuple[str, str, str | None] = ("error", "error", None)
+        self.resumed = False
+        self.last_status: tuple[str, str, str | None] = ("done", "closed", None)
         self._started = time.monotonic()
         self._tool_ctx = ToolContext(settings=settings, cwd=orch.cwd, agent=self)
 
@@ -136,9 +141,11 @@ class Agent:
                 inputs=[InputInfo(**info) for info in self.inputs[0]],
             )
             system = {"role": "system", "content": render_system_prompt(self.settings, parts)}
-            for message in [system, *self.prior_context]:
+            self.context.head.append(system)
+            self.log.append(system)
+            for message in self.prior_context:
                 self.context.head.append(message)
-                self.log.append(message)
+                self.log.append({**message, "kind": "context"})
         except BaseException as exc:
             raise self._as_agent_error(exc) from None
 
@@ -154,7 +161,12 @@ class Agent:
         it was before the message, so no tool call is left without its result."""
         snapshot = copy.deepcopy(self.context)
         logged = self.log.lines
+        if self.resumed:
+            self.resumed = False
+            text = _RESUMED_NOTE + text
         user = {"role": "user", "content": text}
+        if not self.log.meta.get("task"):
+            self.log.update(task=text)
         self.context.add_user(user)
         self.log.append(user)
         try:
@@ -270,7 +282,7 @@ class Agent:
             if not calls:
                 nudge = {"role": "user", "content": _EMPTY_REPLY_NUDGE}
                 self.context.add(nudge)
-                self.log.append(nudge)
+                self.log.append({**nudge, "kind": "nudge"})
                 continue
             for call in calls:
                 result = await self._call_tool(turn, call)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -70,6 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the system prompt the agent would get and exit without calling the model",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the answer")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print one JSON object on stdout: {"result", "error", "session", "usage"}',
+    )
+    parser.add_argument(
+        "--events", action="store_true", help="write every event as a JSON line to stderr"
+    )
+    parser.add_argument(
+        "--context",
+        metavar="FILE",
+        help='a JSON list of {"role": "user"|"assistant", "content": str} placed after the '
+        "system prompt",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="ID",
+        help="continue an earlier session (id or unique prefix) in a fresh kernel; its "
+        "history is rebuilt from messages.jsonl and new messages append to the same log",
+    )
     return parser
 
 
@@ -88,18 +109,74 @@ def _read_inputs(specs: list[str]) -> dict[str, str]:
     return inputs
 
 
-async def _run_task(settings: Settings, task: str, inputs: dict[str, Any], quiet: bool) -> int:
-    from .orchestrator import Orchestrator
+def _observers(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The event callback for this run, and the live view (if any) to start and stop."""
+    from .events import Event
+    from .live import LiveView
     from .progress import LineProgress
 
-    progress = None if quiet else LineProgress()
-    async with Orchestrator(settings, on_event=progress) as orchestrator:
-        try:
-            answer = await orchestrator.run(task, inputs=inputs)
-        except AgentError as exc:
-            print(f"rlm: {exc}", file=sys.stderr)
-            return 1
-    print(answer, flush=True)
+    callbacks: list[Any] = []
+    live = None
+    if args.events:
+        callbacks.append(
+            lambda e: print(json.dumps(e.as_dict(), default=str), file=sys.stderr, flush=True)
+        )
+    elif not args.quiet:
+        if sys.stderr.isatty():
+            live = LiveView()
+            callbacks.append(live)
+        else:
+            callbacks.append(LineProgress())
+
+    def fan_out(event: Event) -> None:
+        for callback in callbacks:
+            callback(event)
+
+    return (fan_out if callbacks else None), live
+
+
+def _session_factory(args: argparse.Namespace, settings: Settings, on_event: Any) -> Any:
+    from .session import Session, load_context_file
+
+    context = load_context_file(args.context) if args.context else None
+    inputs = _read_inputs(args.input)
+
+    def make() -> Session:
+        return Session(
+            settings=settings, on_event=on_event, context=context, resume=args.resume, inputs=inputs
+        )
+
+    return make
+
+
+async def _run_task(args: argparse.Namespace, settings: Settings, task: str) -> int:
+    on_event, live = _observers(args)
+    make_session = _session_factory(args, settings, on_event)
+    result = error = None
+    usage: dict[str, int] = {}
+    path = ""
+    if live is not None:
+        live.start()
+    try:
+        async with make_session() as session:
+            path = str(session.path)
+            try:
+                result = await session.send(task)
+            except AgentError as exc:
+                error = str(exc)
+            usage = session.usage.as_dict()
+    finally:
+        if live is not None:
+            live.stop()
+    if args.json:
+        record = {"result": result, "error": error, "session": path, "usage": usage}
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    elif result is not None:
+        print(result, flush=True)
+    if error is not None:
+        if not args.json:
+            print(f"rlm: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -110,19 +187,24 @@ def _print_system_prompt(settings: Settings) -> int:
     return 0
 
 
-def _interactive(settings: Settings, quiet: bool) -> int:
-    """One task per line until EOF; a minimal loop until interactive sessions land."""
-    code = 0
-    tty = sys.stdin.isatty()
-    while True:
-        try:
-            line = input("rlm> " if tty else "")
-        except EOFError:
-            return code
-        if line.strip() in ("/exit", "/quit"):
-            return code
-        if line.strip():
-            code = _run_async(_run_task(settings, line.strip(), {}, quiet))
+def _interactive(args: argparse.Namespace, settings: Settings) -> int:
+    from .interactive import run_interactive
+
+    on_event, live = _observers(args)
+    make_session = _session_factory(args, settings, on_event)
+
+    def show(answer: str) -> None:
+        if args.json:
+            print(json.dumps({"result": answer}, ensure_ascii=False), flush=True)
+        else:
+            print(answer, flush=True)
+
+    return run_interactive(
+        make_session,
+        show=show,
+        before_turn=live.start if live else (lambda: None),
+        after_turn=live.stop if live else (lambda: None),
+    )
 
 
 def _run_async(coro: Any) -> int:
@@ -167,10 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(**overrides)
         if args.print_system_prompt:
             return _print_system_prompt(settings)
-        inputs = _read_inputs(args.input)
         if not args.prompt:
-            return _interactive(settings, args.quiet)
-        return _run_async(_run_task(settings, " ".join(args.prompt), inputs, args.quiet))
+            return _interactive(args, settings)
+        return _run_async(_run_task(args, settings, " ".join(args.prompt)))
     except ConfigError as exc:
         print(f"rlm: {exc}", file=sys.stderr)
         return 2

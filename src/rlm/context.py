@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ToolError
 
-__all__ = ["LiveContext", "SummaryNote"]
+__all__ = ["LiveContext", "SummaryNote", "rebuild_context"]
 
 Message = dict[str, Any]
 
@@ -88,10 +88,12 @@ class LiveContext:
         self.summaries.append(note)
         return note
 
-    def rollback(self, keep_turns: int, head_len: int) -> None:
-        """Forget turns after a cancelled turn so no tool call is left without its result."""
-        del self.turns[keep_turns:]
-        del self.head[head_len:]
+    def summarize_replayed(self, num_turns: int, summary: str, turns: tuple[int, int]) -> None:
+        """Apply a logged summarize again (the turn that asked for it is already gone from
+        the head of the replay when the log was cut, so no check on the current turn)."""
+        num_turns = min(num_turns, len(self.turns))
+        self.turns = self.turns[num_turns:]
+        self.summaries.append(SummaryNote(turns, summary))
 
     def status(self) -> str:
         """``[context turns: n/N]``, appended to tool results when a window is set."""
@@ -117,3 +119,43 @@ class LiveContext:
         for turn in self.turns:
             out.extend(turn.messages)
         return out
+
+
+def rebuild_context(lines: list[dict[str, Any]], max_turns: int = -1) -> LiveContext:
+    """Replay a ``messages.jsonl`` into the live context the model would be sent next.
+
+    Message lines are replayed in order (``kind: "context"`` lines and the system prompt form
+    the head, a user message without ``kind`` starts a new exchange, ``kind: "nudge"`` belongs
+    to the current turn); ``summarize`` events drop turns again; a ``turn_cancelled`` event
+    discards the ``discard_lines`` lines before it, as the cancelled turn was rolled back.
+    """
+    dropped: set[int] = set()
+    for index, line in enumerate(lines):
+        if line.get("event") == "turn_cancelled":
+            dropped.update(range(max(0, index - int(line.get("discard_lines", 0))), index + 1))
+    context = LiveContext([], max_turns)
+    for index, line in enumerate(lines):
+        if index in dropped:
+            continue
+        if line.get("event") == "summarize":
+            first, last = line["turns"]
+            # turn numbers in the log are absolute; replay drops the same oldest turns
+            context.summarize_replayed(last - first + 1, line.get("summary", ""), (first, last))
+            continue
+        role = line.get("role")
+        if role is None:
+            continue
+        message = {k: v for k, v in line.items() if k in _OPENAI_KEYS}
+        kind = line.get("kind")
+        if role == "system" or kind == "context":
+            context.head.append(message)
+        elif role == "assistant":
+            context.add_assistant(message)
+        elif role == "user" and kind != "nudge":
+            context.add_user(message)
+        else:
+            context.add(message)
+    return context
+
+
+_OPENAI_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")

@@ -21,12 +21,13 @@ from typing import Any
 from . import events as ev
 from .agent import Agent
 from .config import Settings, load_settings
+from .context import rebuild_context
 from .control import ControlServer, Request
 from .environment import kernel_environment
 from .errors import AgentError, ConfigError
 from .inkernel import pack_inputs
 from .kernel import Kernel
-from .model import ModelClient
+from .model import ModelClient, Usage
 from .session_log import SessionLog, new_session_id
 
 __all__ = ["Orchestrator"]
@@ -103,6 +104,37 @@ class Orchestrator:
         agent = Agent(
             self, settings, task, log=log, agent_id=session_id, inputs=packed, context=context
         )
+        self.agents[agent.id] = agent
+        return agent
+
+    def find_session(self, session_id: str, settings: Settings | None = None) -> Path:
+        """The root folder of a session, by id or unique id prefix."""
+        root = self.sessions_dir(settings or self.settings)
+        exact = root / session_id
+        if session_id and "/" not in session_id and exact.is_dir():
+            return exact
+        matches = [p for p in root.glob(f"{session_id}*") if p.is_dir()] if session_id else []
+        if len(matches) != 1:
+            how = "no session" if not matches else f"{len(matches)} sessions"
+            raise ConfigError(f"--resume: {how} matching {session_id!r} in {root}")
+        return matches[0]
+
+    def resume_root(self, session_id: str, *, settings: Settings | None = None) -> Agent:
+        """The root agent of an earlier session, its live context rebuilt from the log."""
+        settings = settings or self.settings
+        folder = self.find_session(session_id, settings)
+        try:
+            log, lines = SessionLog.reopen(folder)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--resume: cannot read {folder}: {exc}") from None
+        log.meta["pid"] = os.getpid()
+        agent = Agent(self, settings, log.meta.get("task") or "", log=log, agent_id=folder.name)
+        agent.context = rebuild_context(lines, settings.max_turns_in_context)
+        agent.resumed = True
+        agent.children = list(log.meta.get("children", []))
+        agent.usage = Usage(**log.meta.get("usage", {}))
+        agent.usage_total = Usage(**log.meta.get("usage_total", {}))
+        log.event("resumed")
         self.agents[agent.id] = agent
         return agent
 

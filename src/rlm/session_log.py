@@ -33,13 +33,29 @@ def new_session_id() -> str:
 class SessionLog:
     """Writes one agent's folder. Creating it writes ``meta.json`` with status ``running``."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], *, reopen: bool = False) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=False)
-        self.meta: dict[str, Any] = {"status": "running", "started_at": now_iso(), **meta}
+        if reopen:
+            self.meta = {**meta, "status": "running", "resumed_at": now_iso(), "ended_at": None}
+        else:
+            path.mkdir(parents=True, exist_ok=False)
+            self.meta = {"status": "running", "started_at": now_iso(), **meta}
         self._messages = open(path / "messages.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.lines = 0
         self.write_meta()
+
+    @classmethod
+    def reopen(cls, path: Path) -> tuple[SessionLog, list[dict[str, Any]]]:
+        """Continue an existing folder: its meta, and its log lines (a torn last line, as a
+        kill can leave, is dropped)."""
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        lines = []
+        for raw in (path / "messages.jsonl").read_text(encoding="utf-8").splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        return cls(path, meta, reopen=True), lines
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one message or event line and flush it to the OS at once."""
