@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import read_log, read_meta, sessions
-from helpers import kernel_pids
-from scripted_model import ScriptedModel, call, fault, ipython, reply
 
 import rlm
+from conftest import read_log, read_meta, sessions
+from helpers import kernel_pids
 from rlm.config import load_settings
 from rlm.orchestrator import Orchestrator
+from scripted_model import ScriptedModel, call, fault, ipython, reply
 
 
 def tool_results(model: ScriptedModel) -> list[str]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import read_log, read_meta, sessions
-from scripted_model import call, ipython, reply
 
 import rlm
+from conftest import read_log, read_meta, sessions
+from scripted_model import call, ipython, reply
 
 
 def roles(request: dict) -> list[str]:

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import zmq
 import zmq.asyncio
-from conftest import read_log, read_meta, sessions
-from helpers import kernel_pids
 from jupyter_client.session import Session
-from scripted_model import ipython, reply, wait
 
 import rlm
+from conftest import read_log, read_meta, sessions
+from helpers import kernel_pids
 from rlm.config import load_settings
 from rlm.control import ControlServer, buffer_digests, new_session
 from rlm.orchestrator import Orchestrator
+from scripted_model import ipython, reply, wait
 
 
 def tool_results(requests: list[dict]) -> list[str]:

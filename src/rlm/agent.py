@@ -69,7 +69,7 @@ class Agent:
         self.usage_total = Usage()
         self.cell_children: set[asyncio.Task[Any]] = set()
         self.children: list[dict[str, Any]] = []
-        self.skills_prompt = orch.skills_prompt
+        self.skills_prompt = ""
         self.answer: str | None = None
         self.resumed = False
         self.last_status: tuple[str, str, str | None] = ("done", "closed", None)
@@ -152,7 +152,9 @@ class Agent:
     async def start_kernel(self) -> None:
         self.kernel = await self.orch.start_kernel(self)
         self._tool_ctx.kernel = self.kernel
-        self.skills_prompt = self.orch.skills_prompt_for(self.kernel)
+        self.skills_prompt, failed = self.orch.skills_report(self.kernel)
+        for name, error in failed.items():
+            self.log.event("skill_failed", name=name, error=error)
         if self.inputs[0]:
             await self.kernel.execute("await rlm.inkernel.load_inputs()", 60)
 
@@ -174,8 +176,8 @@ class Agent:
         except asyncio.CancelledError:
             self.context = snapshot
             self.log.event("turn_cancelled", discard_lines=self.log.lines - logged)
-            await asyncio.shield(self._settle_after_cancel())
             self.last_status = ("cancelled", "cancelled", "cancelled")
+            await asyncio.shield(self._settle_after_cancel())
             raise
         except BaseException as exc:
             error = self._as_agent_error(exc)

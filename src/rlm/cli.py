@@ -180,10 +180,20 @@ async def _run_task(args: argparse.Namespace, settings: Settings, task: str) -> 
     return 0
 
 
-def _print_system_prompt(settings: Settings) -> int:
-    from .prompt import PromptParts, render_system_prompt
+def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
+    """The prompt a root agent would get; skills are listed as installed (a real run lists
+    only those that import in its kernel)."""
+    from . import skills
+    from .inkernel import pack_inputs
+    from .prompt import InputInfo, PromptParts, render_system_prompt
 
-    print(render_system_prompt(settings, PromptParts(cwd=Path.cwd().resolve())), end="")
+    infos, _ = pack_inputs(_read_inputs(args.input))
+    parts = PromptParts(
+        cwd=Path.cwd().resolve(),
+        skills=skills.prompt_section(skills.discover(), {}),
+        inputs=[InputInfo(**info) for info in infos],
+    )
+    print(render_system_prompt(settings, parts), end="")
     return 0
 
 
@@ -248,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)
         if args.print_system_prompt:
-            return _print_system_prompt(settings)
+            return _print_system_prompt(args, settings)
         if not args.prompt:
             return _interactive(args, settings)
         return _run_async(_run_task(args, settings, " ".join(args.prompt)))

@@ -75,9 +75,10 @@ def run_interactive(
                 continue
             before_turn()
             try:
-                result, quit_now = _turn(loop, session, command)
+                result, quit_now, interrupted_at = _turn(loop, session, command)
             finally:
                 after_turn()
+            last_interrupt = max(last_interrupt, interrupted_at)
             if result is not None:
                 show(result)
                 code = 0
@@ -92,28 +93,32 @@ def run_interactive(
     return code
 
 
-def _turn(loop: asyncio.AbstractEventLoop, session: Session, text: str) -> tuple[Any, bool]:
-    """Run one turn; Ctrl-C cancels it, a second one within a second also quits."""
+def _turn(loop: asyncio.AbstractEventLoop, session: Session, text: str) -> tuple[Any, bool, float]:
+    """Run one turn; Ctrl-C cancels it, a second one within a second also quits.
+
+    Returns the answer (None if there is none), whether to quit, and when the last Ctrl-C
+    came, so one pressed right after the turn ends at the prompt still counts as the second.
+    """
     task = loop.create_task(session.send(text))
-    interrupts: list[float] = []
+    interrupts: list[float] = [0.0]
     quit_now = False
 
     def on_interrupt() -> None:
         nonlocal quit_now
         now = time.monotonic()
-        if interrupts and now - interrupts[-1] < 1.0:
+        if now - interrupts[-1] < 1.0:
             quit_now = True
         interrupts.append(now)
         task.cancel()
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     try:
-        return loop.run_until_complete(task), quit_now
+        return loop.run_until_complete(task), quit_now, interrupts[-1]
     except asyncio.CancelledError:
         print("(cancelled)", file=sys.stderr)
-        return None, quit_now
+        return None, quit_now, interrupts[-1]
     except AgentError as exc:
         print(f"rlm: {exc}", file=sys.stderr)
-        return None, quit_now
+        return None, quit_now, interrupts[-1]
     finally:
         loop.remove_signal_handler(signal.SIGINT)

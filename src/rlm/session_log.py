@@ -64,8 +64,8 @@ class SessionLog:
         self._messages.flush()
         self.lines += 1
 
-    def event(self, name: str, **fields: Any) -> None:
-        self.append({"event": name, **fields})
+    def event(self, event: str, /, **fields: Any) -> None:
+        self.append({"event": event, **fields})
 
     def update(self, **fields: Any) -> None:
         """Change meta fields and rewrite ``meta.json``."""

@@ -239,7 +239,8 @@ def parse_bootstrap_output(stdout: str) -> dict[str, dict[str, str]]:
     """The report printed by :func:`kernel_bootstrap_source` (its last marker line wins).
 
     Raises :class:`KernelError` when the marker is missing: the bootstrap cell did not run to
-    its end (kernel died, or ``rlm`` is not importable in the kernel's Python).
+    its end (kernel died or was interrupted). A kernel without ``rlm`` still reports, with
+    every skill failed.
     """
     for line in reversed(stdout.splitlines()):
         if line.startswith(BOOTSTRAP_MARKER):
@@ -251,14 +252,15 @@ def parse_bootstrap_output(stdout: str) -> dict[str, dict[str, str]]:
 def prompt_section(skills: Iterable[SkillInfo], signatures: dict[str, str]) -> str:
     """System-prompt text listing the skills the kernel actually loaded; ``""`` if none.
 
-    ``signatures`` is the bootstrap report's ``loaded`` mapping: skills missing from it failed
-    to import and are left out, so the model is never told about a skill it cannot call.
+    ``signatures`` is the bootstrap report's ``loaded`` mapping (falling back to
+    ``SkillInfo.signature`` if the caller filled it in): skills with neither failed to import
+    and are left out, so the model is never told about a skill it cannot call.
     Each entry gives the call form, the one-line description and where SKILL.md lives, so
     the model can read the details only when it needs them.
     """
     entries = []
     for skill in skills:
-        signature = signatures.get(skill.name)
+        signature = signatures.get(skill.name) or skill.signature
         if not signature:
             continue
         is_async = signature.startswith("async ")
