@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "install.sh"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "skills"
 
+
 class Install:
     """One private install target: tool dir, bin dir and skills folder."""
 

@@ -19,10 +19,11 @@ from . import events as ev
 from .config import Settings
 from .context import LiveContext
 from .errors import AgentError, ModelError, RLMError, ToolError
+from .inkernel import pack_inputs
 from .kernel import Kernel, truncate
 from .model import Usage
 from .prompt import InputInfo, PromptParts, render_system_prompt
-from .session_log import SessionLog
+from .session_log import SessionLog, clean_text
 from .tools import ToolContext, enabled_tools
 
 if TYPE_CHECKING:
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Agent"]
 
+#: Longer user messages go to a kernel variable instead of the prompt (see ``send``).
+MAX_INLINE_TASK = 50_000
+_TASK_PREVIEW = 2_000
 _RESUMED_NOTE = (
     "[This session was resumed in a new kernel: variables, imports and definitions from "
     "earlier turns are gone; files on disk remain.]\n\n"
@@ -163,12 +167,15 @@ class Agent:
         it was before the message, so no tool call is left without its result."""
         snapshot = copy.deepcopy(self.context)
         logged = self.log.lines
+        text = clean_text(text)
+        if len(text) > MAX_INLINE_TASK and self.kernel is not None:
+            text = await self._task_to_variable(text)
         if self.resumed:
             self.resumed = False
             text = _RESUMED_NOTE + text
         user = {"role": "user", "content": text}
         if not self.log.meta.get("task"):
-            self.log.update(task=text)
+            self.log.update(task=text[:MAX_INLINE_TASK])
         self.context.add_user(user)
         self.log.append(user)
         try:
@@ -186,6 +193,20 @@ class Agent:
         self.last_status = ("done", "answer", None)
         self.answer = answer
         return answer
+
+    async def _task_to_variable(self, text: str) -> str:
+        """An enormous message lives in the kernel, not in the prompt (the idea of recursive
+        language models): the model gets its beginning and the name of the variable."""
+        name = "task" if self.context.turn_count == 0 else f"message_{self.context.turn_count}"
+        infos, blobs = pack_inputs({name: text})
+        self.inputs = (self.inputs[0] + infos, self.inputs[1] + blobs)
+        await self.kernel.execute(f"await rlm.inkernel.load_inputs([{name!r}])", 60)
+        (self.log.path / f"{name}.txt").write_text(text, encoding="utf-8")
+        return (
+            text[:_TASK_PREVIEW]
+            + f"\n\n[This message is {len(text):,} characters long. Only its beginning is shown; "
+            f"the whole text is in the variable `{name}` of your ipython kernel.]"
+        )
 
     async def _settle_after_cancel(self) -> None:
         await self.cell_finished()

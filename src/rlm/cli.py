@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -242,6 +243,11 @@ def _run_async(coro: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        print("rlm: the working directory no longer exists; cd somewhere", file=sys.stderr)
+        return 2
     if argv and argv[0] == "skill":
         from .skill_command import main as skill_main
 

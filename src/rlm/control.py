@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class ControlServer:
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.bind(self.address)
+        os.chmod(self.address.removeprefix("ipc://"), 0o600)
         self._sock = sock
         self._loop_task = asyncio.create_task(self._serve(), name="rlm-control")
 

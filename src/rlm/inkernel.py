@@ -46,6 +46,80 @@ def setup() -> None:
     _state["depth"] = int(os.environ.get("RLM_DEPTH", "0"))
     _state["max_depth"] = int(os.environ.get("RLM_MAX_DEPTH", "0"))
     asyncio.run = _run_anywhere  # type: ignore[assignment]
+    _guard_output(int(os.environ.get("RLM_KERNEL_OUTPUT_LIMIT", "0")))
+    _die_with_parent()
+
+
+#: Marks, inside stream text, how many characters the kernel itself dropped; the
+#: orchestrator's collector removes it and adds the count to its truncation note.
+DROPPED_MARK = "\x00rlm-dropped:{}\x00"
+
+
+class _BytesWriter:
+    """``sys.stdout.buffer`` for a kernel: bytes are decoded (invalid UTF-8 replaced) and
+    written to the text stream, as a terminal would show them."""
+
+    def __init__(self, stream: Any) -> None:
+        import codecs
+
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(self, data: bytes) -> int:
+        self._stream.write(self._decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def _guard_output(limit: int) -> None:
+    """Give the kernel's streams a ``buffer`` and cap what one execution sends over IOPub.
+
+    The cap sits in ipykernel's ``OutStream._flush_buffers`` (reached through a subclass,
+    since IPython swaps ``write`` per cell), counted per parent message, so a cell printing
+    100 MB makes the orchestrator decode at most ``limit`` characters of it.
+    """
+    sent: dict[str, int] = {}
+    for stream in (sys.stdout, sys.stderr):
+        if not hasattr(stream, "buffer"):
+            stream.buffer = _BytesWriter(stream)  # type: ignore[misc]
+        base = type(stream)
+        if limit > 0 and hasattr(base, "_flush_buffers"):
+            stream.__class__ = _capped(base, limit, sent)
+
+
+def _capped(base: type, limit: int, sent: dict[str, int]) -> type:
+    def _flush_buffers(self: Any) -> Any:
+        for parent, data in base._flush_buffers(self):
+            key = str(parent.get("msg_id", ""))
+            if key not in sent and len(sent) > 64:
+                sent.clear()  # old executions: forget them
+            used = sent.get(key, 0)
+            room = max(limit - used, 0)
+            if len(data) > room:
+                data = data[:room] + DROPPED_MARK.format(len(data) - room)
+            sent[key] = used + min(len(data), room)
+            yield parent, data
+
+    return type(base.__name__, (base,), {"_flush_buffers": _flush_buffers})
+
+
+def _die_with_parent() -> None:
+    """When the orchestrator dies (even by SIGKILL), take the whole process group down:
+    ipykernel's own parent poller exits the kernel but leaves what its cells started."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        import signal
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    if os.getpgrp() == os.getpid():  # only a group leader may take its group down
+        threading.Thread(target=watch, name="rlm-parent-watch", daemon=True).start()
 
 
 def _client() -> ControlClient:
@@ -157,11 +231,14 @@ async def run(
     raise error(message)
 
 
-async def load_inputs() -> list[str]:
-    """Fetch this agent's inputs and define them as variables of the user namespace."""
+async def load_inputs(only: list[str] | None = None) -> list[str]:
+    """Fetch this agent's inputs (all, or those named in ``only``) and define them as
+    variables of the user namespace."""
     reply, blobs = await _client().request("inputs_request", {})
     names = [info["name"] for info in reply.get("inputs", [])]
     values = {name: pickle.loads(blob) for name, blob in zip(names, blobs, strict=True)}
+    if only is not None:
+        values = {name: value for name, value in values.items() if name in only}
     main = sys.modules["__main__"].__dict__
     try:
         from IPython import get_ipython
@@ -172,4 +249,4 @@ async def load_inputs() -> list[str]:
     except ImportError:
         pass
     main.update(values)
-    return names
+    return list(values)

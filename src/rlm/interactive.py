@@ -36,6 +36,9 @@ def run_interactive(
     after_turn: Callable[[], None] = lambda: None,
 ) -> int:
     tty = sys.stdin.isatty()
+    # an undecodable byte in a line must not end the session; clean_text replaces it later
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
     if tty:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())

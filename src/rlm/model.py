@@ -106,12 +106,19 @@ class ModelClient:
         except RetryError as exc:
             last = exc.last_attempt.exception()
             raise ModelError(
-                f"model request failed after {self.settings.retry_attempts} attempts: "
-                f"{_describe(last)}"
+                self._redact(
+                    f"model request failed after {self.settings.retry_attempts} attempts: "
+                    f"{_describe(last)}"
+                )
             ) from None
         except openai.APIError as exc:
-            raise ModelError(f"model request failed: {_describe(exc)}") from None
+            raise ModelError(self._redact(f"model request failed: {_describe(exc)}")) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _redact(self, text: str) -> str:
+        """An endpoint may echo the key in its error text; it must not reach logs or stderr."""
+        key = self.settings.key
+        return text.replace(key, "<redacted>") if key else text
 
     async def _once(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
@@ -150,6 +157,11 @@ class ModelClient:
 def _describe(exc: BaseException | None) -> str:
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {exc.message}"
+    hint = "; is RLM_BASE_URL an OpenAI-compatible API (usually ending in /v1)?"
+    if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
+        return "the endpoint's reply is not JSON" + hint
+    if isinstance(exc, _BadReply):
+        return f"the endpoint's reply is not a usable chat completion ({exc})" + hint
     if isinstance(exc, openai.APIConnectionError):
         return f"cannot reach the model endpoint ({exc.__cause__ or exc})"
     return f"{type(exc).__name__}: {exc}"

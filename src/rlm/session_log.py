@@ -17,7 +17,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SessionLog", "new_session_id", "now_iso"]
+__all__ = ["SessionLog", "clean_text", "new_session_id", "now_iso"]
+
+
+def clean_text(text: str) -> str:
+    """Text that can be written as UTF-8: undecodable bytes (carried as lone surrogates by
+    ``surrogateescape``, as argv and file names are) become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def now_iso() -> str:
