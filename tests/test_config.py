@@ -29,6 +29,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "retry_attempts": ["abc", "0"],
     "retry_max_wait": ["abc", "-1"],
     "max_concurrency": ["abc", "0"],
+    "kernel_start": ["warm", "", "Fork"],
+    "kernel_pool": ["abc", "-1"],
 }
 
 #: (env value, expected, override value, expected) per setting, all valid and non-default.
@@ -49,6 +51,8 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
     "retry_attempts": ("1", 1, "3", 3),
     "retry_max_wait": ("0", 0.0, "1.5", 1.5),
     "max_concurrency": ("1", 1, "4", 4),
+    "kernel_start": ("cold", "cold", "fork", "fork"),
+    "kernel_pool": ("0", 0, "5", 5),
 }
 
 

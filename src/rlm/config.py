@@ -7,8 +7,9 @@ the variable (or the flag, when the value came from one).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,7 +37,7 @@ class Settings(BaseSettings):
     """Model name sent to the OpenAI-compatible endpoint."""
 
     api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("api_key", "RLM_API_KEY", "OPENAI_API_KEY")
+        default=None, validation_alias=AliasChoices("RLM_API_KEY", "OPENAI_API_KEY")
     )
     """API key of the endpoint; falls back to ``OPENAI_API_KEY``. Never reaches a kernel."""
 
@@ -85,6 +86,12 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=8, ge=1)
     """Sub-agents that may run at once per depth level; more are queued, not refused."""
 
+    kernel_start: Literal["fork", "cold"] = "fork" if sys.platform.startswith("linux") else "cold"
+    """How sub-agent kernels start: fork (from a pre-imported zygote; Linux) or cold."""
+
+    kernel_pool: int = Field(default=2, ge=0)
+    """Kernels kept started ahead once a run spawns its first sub-agent (0: no pool)."""
+
     @field_validator("max_output")
     @classmethod
     def _check_max_output(cls, value: int) -> int:
@@ -97,6 +104,15 @@ class Settings(BaseSettings):
     def _check_turns_in_context(cls, value: int) -> int:
         if value in (0, 1) or value < -1:
             raise ValueError("must be -1 (keep all) or at least 2")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
+                raise ValueError("must be printable ASCII without spaces or newlines")
         return value
 
     @field_validator("system_prompt_path")
@@ -163,12 +179,16 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
         if field in ("RLM_API_KEY", "OPENAI_API_KEY"):
-            field = "api_key"
-        name = flag_name(field) if field in given else env_name(field)
+            name, field = field, "api_key"
+        elif field == "api_key":
+            name = "api_key"
+        else:
+            name = flag_name(field) if field in given else env_name(field)
         if error["type"] == "extra_forbidden":
             name = field
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        secret = field == "api_key"
+        shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return "; ".join(lines)

@@ -13,8 +13,11 @@ subscription is known to be live) instead of ``wait_for_ready``'s fixed 0.2 s po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from .errors import KernelDiedError, KernelError
 
 __all__ = ["ExecResult", "Kernel", "OutputCollector", "truncate"]
 
+_KERNEL_DROPPED = re.compile(r"\x00rlm-dropped:(\d+)\x00")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 #: Hard ceiling on what one execution may keep in memory when no cap is configured.
 MEMORY_CEILING = 1_000_000
@@ -67,7 +71,12 @@ class OutputCollector:
         """Take one IOPub message of the running cell."""
         kind, content = msg["header"]["msg_type"], msg["content"]
         if kind == "stream":
-            self.add(content.get("text", "").replace("\r\n", "\n"))
+            text = content.get("text", "").replace("\r\n", "\n")
+            if "\x00rlm-dropped:" in text:  # the kernel's own cap (see rlm.inkernel)
+                for count in _KERNEL_DROPPED.findall(text):
+                    self.dropped += int(count)
+                text = _KERNEL_DROPPED.sub("", text)
+            self.add(text)
         elif kind in ("execute_result", "display_data"):
             data = content.get("data", {})
             text = data.get("text/plain")
@@ -103,6 +112,19 @@ class ExecResult:
         return "\n".join(parts) if parts else "[no output]"
 
 
+_CONTEXT: list[zmq.asyncio.Context] = []
+
+
+def _zmq_context() -> zmq.asyncio.Context:
+    """One ZeroMQ context (one I/O thread) for every kernel client of this process, instead of
+    jupyter_client's context per kernel manager; never terminated."""
+    if not _CONTEXT:
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.RECONNECT_IVL, 5)
+        _CONTEXT.append(context)
+    return _CONTEXT[0]
+
+
 class Kernel:
     """A real ipykernel owned by one agent."""
 
@@ -116,6 +138,8 @@ class Kernel:
         bootstrap: str = "",
         interrupt_grace: float = 3.0,
         output_limit: int = -1,
+        spec_name: str = "rlm",
+        provisioner: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.name = name
@@ -124,6 +148,9 @@ class Kernel:
         self.bootstrap = bootstrap
         self.interrupt_grace = interrupt_grace
         self.output_limit = output_limit
+        #: Kernelspec written to the run dir; its ``kernel_provisioner`` stanza (None: local).
+        self.spec_name = spec_name
+        self.provisioner = provisioner
         self.bootstrap_output = ""
         self._km: AsyncKernelManager | None = None
         self._client: Any = None
@@ -133,26 +160,41 @@ class Kernel:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self, timeout: float = 60.0) -> None:
-        spec_dir = self.run_dir / "kernels" / "rlm"
+        spec_name = self.spec_name
+        spec_dir = self.run_dir / "kernels" / spec_name
         if not (spec_dir / "kernel.json").exists():
-            spec_dir.mkdir(parents=True, exist_ok=True)
+            spec_dir.parent.mkdir(mode=0o700, exist_ok=True)
+            spec_dir.mkdir(mode=0o700, exist_ok=True)
             argv = [
                 sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
                 "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True",
             ]  # fmt: skip
-            spec = {"argv": argv, "display_name": "rlm", "language": "python"}
-            (spec_dir / "kernel.json").write_text(json.dumps(spec))
+            spec: dict[str, Any] = {"argv": argv, "display_name": "rlm", "language": "python"}
+            if self.provisioner is not None:
+                spec["metadata"] = {"kernel_provisioner": self.provisioner}
+            fd = os.open(spec_dir / "kernel.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(spec))
         ksm = KernelSpecManager(kernel_dirs=[str(self.run_dir / "kernels")])
         ksm.ensure_native_kernel = False
         self._km = AsyncKernelManager(
-            kernel_name="rlm",
+            context=_zmq_context(),
+            kernel_name=spec_name,
             kernel_spec_manager=ksm,
             transport="ipc",
             ip=str(self.run_dir / self.name),
             connection_file=str(self.run_dir / f"{self.name}.json"),
         )
         try:
-            await self._km.start_kernel(env=self.env, cwd=str(self.cwd))
+            # The kernel's own stdio is not the user's terminal: stdout carries the answer
+            # alone, and what cells print reaches the model over IOPub anyway.
+            await self._km.start_kernel(
+                env=self.env,
+                cwd=str(self.cwd),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             await self._connect(timeout)
         except BaseException:
             await self.shutdown()
@@ -162,13 +204,21 @@ class Kernel:
         assert self._km is not None
         if self._client is not None:
             self._client.stop_channels()
-        client = self._km.client()
+        client = self._km.client(context=_zmq_context())
         # pyzmq's default 100 ms reconnect interval is pure latency on a local socket.
         ctx: zmq.asyncio.Context = client.context
         ctx.setsockopt(zmq.RECONNECT_IVL, 5)
-        client.start_channels()
+        # Only shell and IOPub are used: liveness comes from the provisioner, interrupts are
+        # signals, input is refused. No heartbeat thread, stdin or control socket per kernel.
+        client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
         self._client = client
         await self._wait_ready(timeout)
+        self._restrict_sockets()
+        await self.run_bootstrap(timeout)
+
+    async def run_bootstrap(self, timeout: float = 60.0) -> None:
+        """Run ``self.bootstrap`` (after a start or restart, or when a pooled kernel is handed
+        to its agent)."""
         if self.bootstrap:
             result = await self._run(self.bootstrap, timeout, store_history=False)
             if result.status != "ok":
@@ -212,6 +262,15 @@ class Kernel:
             ):
                 return True
         return False
+
+    def _restrict_sockets(self) -> None:
+        """The kernel binds its ipc sockets with the user's umask; make them owner-only."""
+        assert self._km is not None
+        info = self._km.get_connection_info()
+        for key in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+            path = f"{info['ip']}-{info[key]}"
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
 
     async def is_alive(self) -> bool:
         return self._km is not None and await self._km.is_alive()

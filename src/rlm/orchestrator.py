@@ -19,20 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
-from .agent import Agent
+from . import skills
+from .agent import MAX_INLINE_TASK, Agent
 from .config import Settings, load_settings
 from .context import rebuild_context
 from .control import ControlServer, Request
 from .environment import kernel_environment
 from .errors import AgentError, ConfigError
 from .inkernel import pack_inputs
-from .kernel import Kernel
+from .kernel import MEMORY_CEILING, Kernel
 from .model import ModelClient, Usage
-from .session_log import SessionLog, new_session_id
+from .session_log import SessionLog, clean_text, new_session_id
 
 __all__ = ["Orchestrator"]
 
 _BOOTSTRAP = "import asyncio\nimport rlm\nimport rlm.inkernel\nrlm.inkernel.setup()\n"
+
+
+def kernel_output_limit(max_output: int) -> int:
+    """Characters one cell may send over IOPub: enough for the collector to apply
+    ``RLM_MAX_OUTPUT`` exactly, small enough to keep the orchestrator's memory bounded."""
+    return max(2 * max_output, MEMORY_CEILING) if max_output > 0 else MEMORY_CEILING
 
 
 class Orchestrator:
@@ -46,9 +53,13 @@ class Orchestrator:
         on_event: ev.EventCallback | None = None,
     ) -> None:
         self.settings = settings
-        self.cwd = (cwd or Path.cwd()).resolve()
+        try:
+            self.cwd = (cwd or Path.cwd()).resolve()
+        except FileNotFoundError:
+            raise ConfigError("the working directory no longer exists; cd somewhere") from None
         self.on_event = on_event
-        self.skills_prompt = ""
+        self.skills: list[skills.SkillInfo] = []
+        self._bootstrap = _BOOTSTRAP
         self.agents: dict[str, Agent] = {}
         self._kernel_numbers = itertools.count(1)
         self._slots: defaultdict[int, asyncio.Semaphore] = defaultdict(
@@ -60,13 +71,28 @@ class Orchestrator:
         self.control: ControlServer
 
     async def __aenter__(self) -> Orchestrator:
+        self.skills = skills.discover()
+        names = [skill.name for skill in self.skills]
+        self._bootstrap = _BOOTSTRAP + (skills.kernel_bootstrap_source(names) if names else "")
         self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
         self.model = ModelClient(self.settings)
         self.control = ControlServer(self.run_dir, self._handle)
         await self.control.start()
+        from .pool import KernelLauncher
+
+        self.launcher = KernelLauncher(
+            self.run_dir,
+            cwd=self.cwd,
+            env=self._base_env,
+            mode=self.settings.kernel_start,
+            pool_size=self.settings.kernel_pool,
+        )
+        if self.settings.max_depth > 0:
+            await self.launcher.start_zygote()  # imports in the background while the root starts
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self.launcher.close()
         await self.control.close()
         await self.model.close()
         if self.run_dir is not None:
@@ -150,7 +176,7 @@ class Orchestrator:
             "parent": parent,
             "depth": depth,
             "model": settings.model,
-            "task": task,
+            "task": clean_text(task)[:MAX_INLINE_TASK],
             "cwd": str(self.cwd),
             "pid": os.getpid(),
             "answer": None,
@@ -162,9 +188,13 @@ class Orchestrator:
             "settings": settings.model_dump(mode="json", exclude={"api_key", "base_url", "home"}),
         }
 
-    def skills_prompt_for(self, kernel: Kernel) -> str:
-        """The skills section of the prompt: the skills that loaded in this kernel."""
-        return self.skills_prompt
+    def skills_report(self, kernel: Kernel) -> tuple[str, dict[str, str]]:
+        """The skills section of the prompt (the skills that loaded in this kernel), and the
+        skills that failed to import with their errors."""
+        if not self.skills:
+            return "", {}
+        report = skills.parse_bootstrap_output(kernel.bootstrap_output)
+        return skills.prompt_section(self.skills, report["loaded"]), report["failed"]
 
     def forget(self, agent: Agent) -> None:
         self.agents.pop(agent.id, None)
@@ -179,18 +209,17 @@ class Orchestrator:
             "RLM_AGENT_SECRET": self.control.register(agent.id),
             "RLM_DEPTH": str(agent.depth),
             "RLM_MAX_DEPTH": str(agent.settings.max_depth),
+            "RLM_KERNEL_OUTPUT_LIMIT": str(kernel_output_limit(agent.settings.max_output)),
         }
         self.agents[agent.id] = agent
-        kernel = Kernel(
-            self.run_dir,
+        return await self.launcher.start_kernel(
             f"k{next(self._kernel_numbers)}",
-            cwd=self.cwd,
             env=env,
-            bootstrap=_BOOTSTRAP,
+            bootstrap=self._bootstrap,
+            depth=agent.depth,
+            max_depth=agent.settings.max_depth,
             output_limit=agent.settings.max_output,
         )
-        await kernel.start()
-        return kernel
 
     # -- control requests ------------------------------------------------------------------
 
