@@ -174,3 +174,19 @@ async def test_bash_does_not_see_the_api_key(model, rlm_env, monkeypatch):
     (output,) = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "tool"]
     assert "RLM_HOME=" in output  # the environment is passed, minus credentials
     assert "sk-test-secret-key" not in output and "sk-openai-fallback" not in output
+
+
+def test_resume_replay_skips_a_summarize_event_it_cannot_read():
+    """A hand-edited log (a summarize event without its turn range) still resumes."""
+    from rlm.context import rebuild_context
+
+    lines = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "one"},
+        {"event": "summarize", "summary": "lost its turns"},
+        {"role": "user", "content": "second"},
+        {"role": "assistant", "content": "two"},
+    ]
+    messages = rebuild_context(lines).messages()
+    assert [m["content"] for m in messages] == ["sys", "first", "one", "second", "two"]

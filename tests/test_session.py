@@ -214,8 +214,13 @@ def test_interactive_through_a_pipe(model, rlm_env):
     assert tools_seen(model.requests[-1])[-1] == "kept"
 
 
+#: Terminal output read past the last needle, per pty fd: the next wait starts from it.
+_UNREAD: dict[int, str] = {}
+
+
 def _read_until(fd: int, needle: str, timeout: float = 60) -> str:
-    seen = ""
+    """Terminal output up to and including ``needle``; what came after it stays unread."""
+    seen = _UNREAD.pop(fd, "")
     deadline = time.monotonic() + timeout
     while needle not in seen:
         remaining = deadline - time.monotonic()
@@ -227,7 +232,12 @@ def _read_until(fd: int, needle: str, timeout: float = 60) -> str:
                 seen += os.read(fd, 4096).decode(errors="replace")
             except OSError:
                 break
-    return seen
+    end = seen.find(needle)
+    if end < 0:
+        return seen
+    end += len(needle)
+    _UNREAD[fd] = seen[end:]
+    return seen[:end]
 
 
 def _wait_for_file(path, timeout: float = 60) -> str:
@@ -288,6 +298,7 @@ def test_interactive_in_a_terminal_with_ctrl_c(model, rlm_env):
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+        _UNREAD.pop(fd, None)
         os.close(fd)
     assert _gone(kernel)
     assert read_meta(sessions(rlm_env)[0])["status"] == "cancelled"
@@ -309,5 +320,6 @@ def test_interactive_exits_on_ctrl_d_and_exit(model, rlm_env):
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
+        _UNREAD.pop(fd, None)
         os.close(fd)
     assert read_meta(sessions(rlm_env)[0])["status"] == "done"

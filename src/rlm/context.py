@@ -138,7 +138,10 @@ def rebuild_context(lines: list[dict[str, Any]], max_turns: int = -1) -> LiveCon
         if index in dropped:
             continue
         if line.get("event") == "summarize":
-            first, last = line["turns"]
+            turns = line.get("turns")
+            if not (isinstance(turns, list) and len(turns) == 2):
+                continue  # not written by rlm (a hand-edited log): nothing to replay
+            first, last = turns
             # turn numbers in the log are absolute; replay drops the same oldest turns
             context.summarize_replayed(last - first + 1, line.get("summary", ""), (first, last))
             continue
