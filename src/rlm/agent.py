@@ -190,6 +190,8 @@ class Agent:
             error = self._as_agent_error(exc)
             self.last_status = ("error", error.reason, str(error).split(" (session:")[0])
             raise error from None
+        finally:
+            self.log.flush()  # a turn's end is where readers look: no lag there
         self.last_status = ("done", "answer", None)
         self.answer = answer
         return answer
@@ -278,8 +280,8 @@ class Agent:
             message = reply.message
             calls = message.get("tool_calls") or []
             self.log.append({**message, "usage": reply.usage.as_dict()})
+            self.log.meta["turns"] = turn
             self.add_usage(reply.usage)
-            self.log.update(turns=turn)
             self.emit(
                 ev.ModelResponse,
                 turn=turn,

@@ -153,7 +153,6 @@ class Orchestrator:
             log, lines = SessionLog.reopen(folder)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--resume: cannot read {folder}: {exc}") from None
-        log.meta["pid"] = os.getpid()
         agent = Agent(self, settings, log.meta.get("task") or "", log=log, agent_id=folder.name)
         agent.context = rebuild_context(lines, settings.max_turns_in_context)
         agent.resumed = True

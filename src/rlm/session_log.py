@@ -5,10 +5,14 @@ file holding everything up to the kill. A line with a ``role`` is a chat message
 sent to or received from the model, plus ``timestamp``; a line with an ``event`` records
 something that changed the live context or the kernel (see docs/sessions.md).
 ``meta.json`` is rewritten atomically (temp file + rename) so readers never see half of it.
+While an agent runs, its counters (usage, turns, the children's status) are rewritten at most
+every ``META_DELAY`` seconds; creation, the end of every turn and the end of the agent write
+at once. The messages themselves are never delayed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -17,7 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SessionLog", "clean_text", "new_session_id", "now_iso"]
+__all__ = ["META_DELAY", "SessionLog", "clean_text", "new_session_id", "now_iso"]
+
+#: Seconds ``meta.json`` may lag behind a running agent's counters. Rewriting it on every
+#: model reply cost more than a tool round's Jupyter round trip (see docs/performance.md).
+META_DELAY = 0.1
 
 
 def clean_text(text: str) -> str:
@@ -50,12 +58,19 @@ class SessionLog:
     def __init__(self, path: Path, meta: dict[str, Any], *, reopen: bool = False) -> None:
         self.path = path
         if reopen:
-            self.meta = {**meta, "status": "running", "resumed_at": now_iso(), "ended_at": None}
+            self.meta = {
+                **meta,
+                "status": "running",
+                "pid": os.getpid(),
+                "resumed_at": now_iso(),
+                "ended_at": None,
+            }
         else:
             path.mkdir(parents=True, exist_ok=False)
             self.meta = {"status": "running", "started_at": now_iso(), **meta}
         self._messages = open(path / "messages.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.lines = 0
+        self._pending: asyncio.TimerHandle | None = None
         self.write_meta()
 
     @classmethod
@@ -82,11 +97,28 @@ class SessionLog:
         self.append({"event": event, **fields})
 
     def update(self, **fields: Any) -> None:
-        """Change meta fields and rewrite ``meta.json``."""
+        """Change meta fields; ``meta.json`` follows within ``META_DELAY`` seconds (at once
+        outside an event loop)."""
         self.meta.update(fields)
-        self.write_meta()
+        if self._pending is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.write_meta()
+            return
+        self._pending = loop.call_later(META_DELAY, self.write_meta)
+
+    def flush(self) -> None:
+        """Write ``meta.json`` now if a change is waiting."""
+        if self._pending is not None:
+            self.write_meta()
 
     def write_meta(self) -> None:
+        """Rewrite ``meta.json`` now."""
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".meta-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(self.meta, handle, indent=2, ensure_ascii=False, default=str)
@@ -95,6 +127,7 @@ class SessionLog:
 
     def close(self, **fields: Any) -> None:
         """Final meta (status, answer, ...) with ``ended_at``; the log file is closed."""
-        self.update(ended_at=now_iso(), **fields)
+        self.meta.update(ended_at=now_iso(), **fields)
+        self.write_meta()
         if not self._messages.closed:
             self._messages.close()
