@@ -122,7 +122,10 @@ fi
 #   otherwise reuse a cached build of an unchanged pyproject.toml and miss new code.
 # --with-executables-from: plain --with would install a skill without linking its console
 #   script; this installs it AND links its executables next to rlm.
-args=(tool install --force --reinstall-package rlm)
+# --compile-bytecode: write the .pyc files now; without them every `rlm` start and every kernel
+#   compiles its imports from source (about twice the start-up) wherever
+#   PYTHONDONTWRITEBYTECODE is set or the tool directory is read-only.
+args=(tool install --force --compile-bytecode --reinstall-package rlm)
 for i in "${!skills[@]}"; do
     # --with-executables-from wants a named requirement: "rlm-skill-<name> @ file:///dir".
     url="file://${skill_dirs[$i]// /%20}"
