@@ -68,6 +68,8 @@ class Agent:
         self.prior_context = context or []
         self.tools = enabled_tools(settings)
         self.kernel: Kernel | None = None
+        #: A kernel start still running beside the first model request (see ``open``).
+        self._kernel_start: asyncio.Task[None] | None = None
         self.context = LiveContext([], settings.max_turns_in_context)
         self.usage = Usage()
         self.usage_total = Usage()
@@ -126,7 +128,12 @@ class Agent:
         return answer
 
     async def open(self) -> None:
-        """Start the kernel and write the head of the conversation (system prompt, context)."""
+        """Start the kernel and write the head of the conversation (system prompt, context).
+
+        The kernel starts in the background when the system prompt does not depend on it (no
+        skills to report, no inputs to describe as loaded): the first model request then
+        overlaps the kernel start instead of waiting for it, and the first tool call waits.
+        """
         self.emit(
             ev.AgentStarted,
             parent_id=self.parent.id if self.parent else None,
@@ -134,8 +141,10 @@ class Agent:
             task=self.task,
         )
         try:
-            if "ipython" in self.settings.tools or self.inputs[0]:
+            if self.inputs[0] or (self.orch.skills and "ipython" in self.settings.tools):
                 await self.start_kernel()
+            elif "ipython" in self.settings.tools:
+                self._kernel_start = asyncio.ensure_future(self.start_kernel())
             if self.context.head:  # resumed: the head was rebuilt from the log
                 return
             parts = PromptParts(
@@ -162,12 +171,26 @@ class Agent:
         if self.inputs[0]:
             await self.kernel.execute("await rlm.inkernel.load_inputs()", 60)
 
+    async def kernel_ready(self) -> None:
+        """Wait for a kernel start begun by ``open``; its failure is raised here, once.
+        Cancelling the wait (a cancelled turn) leaves the start running for the next turn."""
+        task = self._kernel_start
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._kernel_start = None
+
     async def send(self, text: str) -> str:
         """One user message to an answer. Cancelling it rolls the live context back to where
         it was before the message, so no tool call is left without its result."""
         snapshot = copy.deepcopy(self.context)
         logged = self.log.lines
         text = clean_text(text)
+        if len(text) > MAX_INLINE_TASK:
+            await self.kernel_ready()
         if len(text) > MAX_INLINE_TASK and self.kernel is not None:
             text = await self._task_to_variable(text)
         if self.resumed:
@@ -260,6 +283,10 @@ class Agent:
 
     async def _cleanup(self) -> None:
         await self.cell_finished()
+        task, self._kernel_start = self._kernel_start, None
+        if task is not None:  # never needed: the agent ended before its first tool call
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         if self.kernel is not None:
             await self.kernel.shutdown()
         self.orch.forget(self)
@@ -309,6 +336,7 @@ class Agent:
                 self.context.add(nudge)
                 self.log.append({**nudge, "kind": "nudge"})
                 continue
+            await self.kernel_ready()
             for call in calls:
                 result = await self._call_tool(turn, call)
                 tool_message = {"role": "tool", "tool_call_id": call["id"], "content": result}
