@@ -59,48 +59,50 @@ turn it off, or more for long sequential chains of sub-agents.
 
 ## Where the time goes (profiles behind the targets)
 
-* **Tool round.** A round is the model call through the OpenAI SDK (HTTP, plus the SDK's
-  request transform), the session log writes (a `messages.jsonl` line per message and
-  `meta.json` rewritten through `os.replace` on every model call), the Jupyter execute round
-  trip (the raw figure: mostly protocol, i.e. signing, three ZeroMQ hops and IOPub status
-  messages; a forked plain `exec` takes ~0.05 ms) and the agent loop. At zero model latency
-  the SDK call and the log writes add more than the execute itself, so even early rounds miss
-  2×. Later rounds grow with the conversation: the SDK's `async_maybe_transform` walks every
-  message of every request against its TypedDicts (the "transform alone" rows), about 0.2 ms
-  per message per request. Fix (in `rlm/model.py`, not done here): send the JSON-ready body
-  without the SDK's transform (e.g. `client.post("/chat/completions", body=...,
-  cast_to=ChatCompletion)`), keeping the SDK's retries and error mapping; and write
-  `meta.json` less often.
-* **100 children at once** (close to the 6 s target on this machine; it varies by run).
-  Each forked kernel needs ~40 ms of CPU to initialise (`IPKernelApp.initialize`: traitlets
-  configuration, the IPython shell, sockets), so 100
-  kernels are ~4 s of CPU on 2 cores before any agent work; the orchestrator's single event
-  loop adds per child the kernel manager and client (connection file, sockets), the control
-  request, model requests and the session files. A profile of the orchestrator during the
-  100-child fan-out puts the largest share of its own CPU in `SessionLog.write_meta`
-  (`json.dump` + `os.replace` of `meta.json`, called on every usage update and every child
-  status change, and the parent's `children` list grows to 100 entries), then ZeroMQ socket
-  set-up and the SDK. Done here: one shared ZeroMQ context for all kernel clients (instead of
-  one context with its own I/O thread per kernel) and only the shell and IOPub channels per
-  client (no heartbeat thread, stdin or control socket): about a quarter off this fan-out.
-  Left: batching or debouncing `meta.json` writes (session log) would be the next win.
+* **Bytecode.** This machine (like many CI images) sets `PYTHONDONTWRITEBYTECODE=1`, so
+  without precompiled `.pyc` files every `rlm` start and every cold kernel compiled its
+  imports from source: a first version of this report measured 2.8 s from CLI start to the
+  first model request and ~0.9 s per cold child. `install.sh` now installs with
+  `uv tool install --compile-bytecode`, and the benchmark compiles the environment first,
+  as an installed rlm would have it.
+* **Tool round.** A round is the model call through the OpenAI SDK (HTTP and response
+  parsing), the log lines, the Jupyter execute round trip (the raw figure: mostly protocol,
+  i.e. signing, three ZeroMQ hops, IOPub status messages and jupyter_client's date parsing of
+  every header; a forked plain `exec` takes ~0.05 ms) and the agent loop; at zero model
+  latency the scripted server's own request handling counts too. Two costs found by profiling
+  were removed: the SDK's request transform, which walked every message of every request
+  against its TypedDicts (the "transform alone" rows: it made round 100 cost 4-5× round 1;
+  rlm now sends its JSON-ready messages as `extra_body`, keeping the SDK's retries, errors and
+  response parsing), and rewriting `meta.json` twice per model reply (now coalesced, at most
+  every 0.1 s, see [sessions](sessions.md)). What is left is roughly half Jupyter protocol and
+  half SDK/HTTP plus the server, so the 2× target sits at the edge of what a real Jupyter
+  kernel and the OpenAI SDK allow.
+* **Fan-out.** Each forked kernel needs ~40 ms of CPU to initialise (`IPKernelApp.initialize`:
+  traitlets configuration, the IPython shell, sockets), so 100 kernels are ~4 s of CPU on 2
+  cores before any agent work; the orchestrator's single event loop adds per child the kernel
+  manager and client (connection file, sockets), the control request, model requests and the
+  session files. Done: one shared ZeroMQ context for all kernel clients (instead of one
+  context with its own I/O thread per kernel), only the shell and IOPub channels per client
+  (no heartbeat thread, stdin or control socket), and coalesced `meta.json` writes (the
+  parent's `children` list was rewritten on every child's status change and usage update).
 * **CLI start → first model request.** Interpreter start-up is ~10 ms; importing the CLI's
-  modules (openai ~0.5 s, pydantic-settings, jupyter_client) takes most of the "import" row,
-  and the root kernel's cold start follows, because the first request waits for the kernel
-  (the prompt lists the skills that loaded in it). Forking does not help the first kernel: a
-  zygote would have to import the same modules first. What would: starting the root kernel
-  (or the zygote) as the very first thing the CLI does, before its own heavy imports, so both
-  run in parallel on two cores; importing openai lazily. On this machine even that leaves
-  about 1.2 s: the 400 ms target assumes a faster machine (the issue measured a cold kernel
-  start at ~350 ms where this run measures ~1 s).
+  modules (openai, pydantic-settings, jupyter_client) is the "import" row and now most of the
+  figure. The root kernel no longer delays the first request: when the prompt does not
+  depend on the kernel (no skills installed, no inputs) the kernel starts beside the first
+  model request and the first tool call waits for it. With skills installed the prompt lists
+  the skills that loaded in the kernel, so the first request waits for it as before. Left:
+  importing openai lazily (or in a thread while the kernel starts) and a lighter settings
+  import; the 400 ms target is below this machine's import time alone.
 * **Spawn latency.** A child spawn is the signed control request from the cell, the session
   folder and `meta.json`, the kernel (fork + `IPKernelApp.initialize` + readiness + bootstrap,
-  or for a pooled kernel one adoption round trip) and the child's first model request.
-  Pooled kernels are warmed up (their slow first execution runs while they wait) and the
-  pool refills only after the kernel has been handed over, so the refill's fork does not
-  compete with the handover.
+  or for a pooled kernel one adoption round trip), the child's first model request (which no
+  longer waits for the kernel) and, in the main figure, one zero-latency model round trip and
+  the first cell. Pooled kernels are warmed up (their slow first execution runs while they
+  wait) and the pool refills only after the kernel has been handed over, so the refill's fork
+  does not compete with the handover.
 
-Not included: openrlm 0.1.0 in the same run (its fork server's spawn latency and per-child
-memory); the figures in the issue (~4 ms bare spawn, ~9.4 MiB per real sandbox, 10 sub-agents
-with one tool call in ~2.2 s) are from a different run.
+Not included: openrlm 0.1.0 in the same run. It requires Python >= 3.12 and this machine has
+3.11 with no way to download another interpreter (only package registries are reachable), so
+its figures (~4 ms bare spawn, ~9.4 MiB per real sandbox, 10 sub-agents with one tool call in
+~2.2 s) are the issue's, from a different run.
 """

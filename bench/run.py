@@ -7,8 +7,9 @@ latency, and prints a markdown report that is also written to ``docs/performance
 Scenarios (every one in the same run, so ratios compare like with like):
 
 * spawn latency: a cell calls ``await rlm.run(...)`` N times in a row; each child's task carries
-  the cell's ``time.time()`` and the model server notes when the child's first request arrives.
-  Cold (``RLM_KERNEL_START=cold``, no pool), fork (no pool) and pool (fork, pool of 2).
+  the cell's ``time.time()``; the child's first reply runs a cell that prints ``time.time()``
+  and the model server reads it from the child's second request (the time to the child's
+  first request is noted too: it does not wait for the child's kernel). Cold (``RLM_KERNEL_START=cold``, no pool), fork (no pool) and pool (fork, pool of 2).
 * tool round: a root agent makes K ``pass`` tool calls; a round is the time between two model
   requests. Compared with a raw jupyter_client ``execute('pass')`` round trip (reply + idle)
   on a kernel started here.
@@ -233,14 +234,22 @@ class Bench:
 
     # -- scenarios ---------------------------------------------------------------------------
 
-    def spawn_latency(self, mode: str, n: int) -> tuple[Stat, float]:
-        """Sequential spawns; returns (latencies after the first, the first one)."""
-        latencies: list[float] = []
+    def spawn_latency(self, mode: str, n: int) -> tuple[Stat, float, Stat]:
+        """Sequential spawns, each child running one cell. Returns the latencies to the
+        child's first cell having run (after the first spawn), the first spawn's, and the
+        latencies to the child's first model request (which does not wait for its kernel)."""
+        ran: list[float] = []
+        requested: list[float] = []
 
         def child(body: dict[str, Any]) -> Any:
             found = re.search(r"t0=([0-9.]+)", _task(body))
             assert found is not None
-            latencies.append(time.time() - float(found.group(1)))
+            t0 = float(found.group(1))
+            tools = _tool_results(body)
+            if not tools:
+                requested.append(time.time() - t0)
+                return reply(None, ipython("import time\nprint(repr(time.time()))"))
+            ran.append(float(tools[-1].split()[0]) - t0)
             return reply("done")
 
         settings: dict[str, Any] = {"max_depth": 1, "kernel_start": "fork", "kernel_pool": 0}
@@ -254,10 +263,10 @@ class Bench:
             "    await rlm.run(f'child {i} t0={time.time()!r}')\n"
         )
         with ScriptedModel() as model:
-            model.script(*[child] * (n + 1), match="child ")
+            model.script(*[child] * (2 * (n + 1)), match="child ")
             model.script(reply(None, ipython(cell)), reply("done"), match="spawn bench")
             self.cli(model, "spawn bench", settings)
-        return Stat(latencies[1:]), latencies[0]
+        return Stat(ran[1:]), ran[0], Stat(requested[1:])
 
     def tool_rounds(self, k: int) -> Stat:
         arrivals: list[float] = []
@@ -534,12 +543,29 @@ def render(
         "Times are medians with (min–max); the machine's speed drifts between runs, so compare "
         "figures of one run."
     )
-    lines += ["", "### Child spawn latency (`rlm.run` in a cell → the child's first model request)"]
-    lines += table("start", "p50", "p95", "min", "max", "first spawn of the run")
+    lines += ["", "### Child spawn latency (`rlm.run` in a cell → the child's first cell has run)"]
+    lines += [
+        "",
+        "The child's first model request does not wait for its kernel (the kernel starts "
+        "beside it), so the time to that request (last column) no longer shows the kernel's "
+        "cost. The main figure is stricter: until the child's first cell (`print(time.time())`) "
+        "has run in its kernel, which includes one model round trip at zero latency.",
+    ]
+    lines += table(
+        "start", "p50", "p95", "min", "max", "first spawn of the run", "to first model request, p50"
+    )
     for mode, label in (("cold", "cold"), ("fork", "fork"), ("pool", "pool (fork, 2 warm)")):
-        stat, first = r[f"spawn_{mode}"]
+        stat, first, requested = r[f"spawn_{mode}"]
         lines.append(
-            row(label, ms(stat.median), ms(stat.pct(95)), ms(stat.lo), ms(stat.hi), ms(first))
+            row(
+                label,
+                ms(stat.median),
+                ms(stat.pct(95)),
+                ms(stat.lo),
+                ms(stat.hi),
+                ms(first),
+                ms(requested.median),
+            )
         )
 
     raw, rounds = r["raw"], r["rounds"]
@@ -595,10 +621,18 @@ def render(
     lines += ["", "### Targets"]
     lines += table("target", "measured", "verdict")
     lines.append(
-        row("fork-started child spawn p50 ≤ 100 ms", ms(spawn_fork), verdict(spawn_fork <= 0.1))
+        row(
+            "fork-started child spawn p50 ≤ 100 ms (to its first cell run)",
+            ms(spawn_fork),
+            verdict(spawn_fork <= 0.1),
+        )
     )
     lines.append(
-        row("pooled child spawn p50 ≤ 25 ms", ms(spawn_pool), verdict(spawn_pool <= 0.025))
+        row(
+            "pooled child spawn p50 ≤ 25 ms (to its first cell run)",
+            ms(spawn_pool),
+            verdict(spawn_pool <= 0.025),
+        )
     )
     lines.append(
         row("tool round ≤ 2× raw execute (rounds 1–10)", f"{ratio:.1f}×", verdict(ratio <= 2))
