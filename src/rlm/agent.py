@@ -190,9 +190,12 @@ class Agent:
         logged = self.log.lines
         text = clean_text(text)
         if len(text) > MAX_INLINE_TASK:
-            await self.kernel_ready()
-        if len(text) > MAX_INLINE_TASK and self.kernel is not None:
-            text = await self._task_to_variable(text)
+            try:
+                await self.kernel_ready()
+                if self.kernel is not None:
+                    text = await self._task_to_variable(text)
+            except BaseException as exc:
+                raise self._as_agent_error(exc) from None
         if self.resumed:
             self.resumed = False
             text = _RESUMED_NOTE + text
