@@ -50,3 +50,16 @@ def test_reopen_marks_the_folder_running_under_this_process(tmp_path: Path):
     assert meta["status"] == "running" and meta["pid"] == os.getpid()
     assert [line["content"] for line in lines] == ["hi"]
     again.close(status="done")
+
+
+def test_reopen_keeps_messages_holding_unicode_line_separators(tmp_path: Path):
+    """The log is JSON lines split on newlines only: U+2028, U+2029 and U+0085 are written
+    raw (``ensure_ascii=False``) and must not cut a message in two on resume."""
+    text = "one\u2028two\u2029three\x85four"
+    log = SessionLog(tmp_path / "s", {"id": "s"})
+    log.append({"role": "user", "content": text})
+    log.append({"role": "assistant", "content": "ok"})
+    log.close(status="done")
+    again, lines = SessionLog.reopen(tmp_path / "s")
+    assert [line["content"] for line in lines] == [text, "ok"]
+    again.close(status="done")

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .sessions.store import read_log
+
 __all__ = ["META_DELAY", "SessionLog", "clean_text", "new_session_id", "now_iso"]
 
 #: Seconds ``meta.json`` may lag behind a running agent's counters. Rewriting it on every
@@ -78,12 +80,7 @@ class SessionLog:
         """Continue an existing folder: its meta, and its log lines (a torn last line, as a
         kill can leave, is dropped)."""
         meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        lines = []
-        for raw in (path / "messages.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except json.JSONDecodeError:
-                continue
+        lines = read_log(path / "messages.jsonl").records
         return cls(path, meta, reopen=True), lines
 
     def append(self, record: dict[str, Any]) -> None:
