@@ -148,7 +148,7 @@ def rebuild_context(lines: list[dict[str, Any]], max_turns: int = -1) -> LiveCon
         role = line.get("role")
         if role is None:
             continue
-        message = {k: v for k, v in line.items() if k in _OPENAI_KEYS}
+        message = {k: v for k, v in line.items() if k in OPENAI_KEYS}
         kind = line.get("kind")
         if role == "system" or kind == "context":
             context.head.append(message)
@@ -161,4 +161,5 @@ def rebuild_context(lines: list[dict[str, Any]], max_turns: int = -1) -> LiveCon
     return context
 
 
-_OPENAI_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
+#: The keys of a chat message the model API knows; the log adds ``timestamp``, ``usage``, ...
+OPENAI_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")

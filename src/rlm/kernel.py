@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -112,17 +113,14 @@ class ExecResult:
         return "\n".join(parts) if parts else "[no output]"
 
 
-_CONTEXT: list[zmq.asyncio.Context] = []
-
-
+@functools.cache
 def _zmq_context() -> zmq.asyncio.Context:
     """One ZeroMQ context (one I/O thread) for every kernel client of this process, instead of
-    jupyter_client's context per kernel manager; never terminated."""
-    if not _CONTEXT:
-        context = zmq.asyncio.Context()
-        context.setsockopt(zmq.RECONNECT_IVL, 5)
-        _CONTEXT.append(context)
-    return _CONTEXT[0]
+    jupyter_client's context per kernel manager; never terminated. pyzmq's default 100 ms
+    reconnect interval is pure latency on a local socket."""
+    context = zmq.asyncio.Context()
+    context.setsockopt(zmq.RECONNECT_IVL, 5)
+    return context
 
 
 class Kernel:
@@ -205,9 +203,6 @@ class Kernel:
         if self._client is not None:
             self._client.stop_channels()
         client = self._km.client(context=_zmq_context())
-        # pyzmq's default 100 ms reconnect interval is pure latency on a local socket.
-        ctx: zmq.asyncio.Context = client.context
-        ctx.setsockopt(zmq.RECONNECT_IVL, 5)
         # Only shell and IOPub are used: liveness comes from the provisioner, interrupts are
         # signals, input is refused. No heartbeat thread, stdin or control socket per kernel.
         client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)

@@ -29,6 +29,7 @@ from .errors import AgentError, ConfigError
 from .inkernel import pack_inputs
 from .kernel import MEMORY_CEILING, Kernel
 from .model import ModelClient, Usage
+from .pool import KernelLauncher
 from .session_log import SessionLog, clean_text, new_session_id
 
 __all__ = ["Orchestrator"]
@@ -78,8 +79,6 @@ class Orchestrator:
         self.model = ModelClient(self.settings)
         self.control = ControlServer(self.run_dir, self._handle)
         await self.control.start()
-        from .pool import KernelLauncher
-
         self.launcher = KernelLauncher(
             self.run_dir,
             cwd=self.cwd,

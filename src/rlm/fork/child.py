@@ -16,10 +16,11 @@ from typing import Any, NoReturn
 
 from ._linux import set_parent_death_signal
 
-__all__ = ["adopt", "adopt_code", "become_kernel"]
+__all__ = ["adopt", "adopt_code", "become_kernel", "send"]
 
 
-def _send(conn: socket.socket, message: dict[str, Any]) -> None:
+def send(conn: socket.socket, message: dict[str, Any]) -> None:
+    """One zygote-protocol message; a peer that went away is not an error here."""
     with contextlib.suppress(OSError):
         conn.sendall((json.dumps(message) + "\n").encode())
 
@@ -75,7 +76,7 @@ def become_kernel(
         app = IPKernelApp.instance()
         # The trait's default was read from the zygote's environment at import time.
         app.initialize([*argv[3:], f"--IPKernelApp.parent_handle={zygote}"])
-        _send(conn, {"started": True})
+        send(conn, {"started": True})
         conn.close()
         app.start()
         code = 0
@@ -83,7 +84,7 @@ def become_kernel(
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException as exc:
         traceback.print_exc()
-        _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+        send(conn, {"error": f"{type(exc).__name__}: {exc}"})
     try:
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):

@@ -32,6 +32,7 @@ from typing import Any
 
 from . import CORE_MODULES
 from ._linux import set_parent_death_signal
+from .child import become_kernel, send
 
 __all__ = ["main"]
 
@@ -40,12 +41,6 @@ _MAX_REQUEST = 16 * 1024 * 1024
 
 def _say(fd: int, message: dict[str, Any]) -> None:
     os.write(fd, (json.dumps(message) + "\n").encode())
-
-
-def send(conn: socket.socket, message: dict[str, Any]) -> None:
-    """One protocol message; a peer that went away is not an error here."""
-    with contextlib.suppress(OSError):
-        conn.sendall((json.dumps(message) + "\n").encode())
 
 
 def preload(extra: list[str]) -> list[str]:
@@ -137,8 +132,6 @@ class Server:
             return
         pid = os.fork()
         if pid == 0:  # the child never returns from here
-            from .child import become_kernel
-
             inherited = [self.listener.fileno(), self.selector.fileno(), self.wake_r]
             inherited.append(self.wake_w)
             inherited += [c.fileno() for c in self.kernels.values()]

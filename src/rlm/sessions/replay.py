@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..context import rebuild_context
+from ..context import OPENAI_KEYS, rebuild_context
 from .store import AgentNode, parse_time
 
 __all__ = [
@@ -22,9 +22,6 @@ __all__ = [
     "last_request",
     "transcript",
 ]
-
-#: The keys of a chat message the model API knows; the log adds ``timestamp`` and ``usage``.
-OPENAI_KEYS = ("role", "content", "tool_calls", "tool_call_id")
 
 
 def clean_message(record: dict[str, Any]) -> dict[str, Any]:
