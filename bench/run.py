@@ -353,7 +353,7 @@ class Bench:
     def import_time(self) -> float:
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-c", "import rlm.cli, rlm.orchestrator"], check=True, cwd=ROOT
+            [sys.executable, "-c", "import rlm.cli.main, rlm.runtime.orchestrator"], check=True, cwd=ROOT
         )
         return time.perf_counter() - started
 
@@ -614,7 +614,7 @@ def render(
     lines.append(row("`python -m rlm -q TASK` (defaults: depth 0)", spread(cli, ms)))
     lines.append(row("same with `RLM_MAX_DEPTH=1` (zygote starts too)", spread(cli_depth, ms)))
     lines.append(row("of which: bare `python -c pass`", spread(startup, ms)))
-    lines.append(row("`python -c 'import rlm.cli, rlm.orchestrator'`", spread(imports, ms)))
+    lines.append(row("`python -c 'import rlm.cli.main, rlm.runtime.orchestrator'`", spread(imports, ms)))
 
     spawn_fork = r["spawn_fork"][0].median
     spawn_pool = r["spawn_pool"][0].median

@@ -11,7 +11,7 @@ import rlm
 from conftest import read_log, read_meta, sessions
 from helpers import kernel_pids
 from rlm.config import load_settings
-from rlm.orchestrator import Orchestrator
+from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import ScriptedModel, call, fault, ipython, reply
 
 

@@ -178,7 +178,7 @@ async def test_bash_does_not_see_the_api_key(model, rlm_env, monkeypatch):
 
 def test_resume_replay_skips_a_summarize_event_it_cannot_read():
     """A hand-edited log (a summarize event without its turn range) still resumes."""
-    from rlm.context import rebuild_context
+    from rlm.agent.context import rebuild_context
 
     lines = [
         {"role": "system", "content": "sys"},

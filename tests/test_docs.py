@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import rlm
-from rlm.cli import build_parser
+from rlm.cli.main import build_parser
 from rlm.config import Settings, env_name, flag_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ README = ROOT / "README.md"
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
-#: Settings that are never CLI flags (mirrors ``rlm.cli._NOT_FLAGS``).
+#: Settings that are never CLI flags (mirrors ``rlm.cli.main._NOT_FLAGS``).
 NOT_FLAGS = {"api_key"}
 
 #: Defaults that depend on the platform, as the table states them; the code's default on

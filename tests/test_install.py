@@ -98,7 +98,7 @@ def test_skills_share_rlm_environment(installed: Install) -> None:
     """The kernel runs in rlm's Python, so the skills must import there."""
     python = installed.tools / "rlm" / "bin" / "python"
     code = (
-        "import greet, wordcount, rlm.skills; print(sorted(s.name for s in rlm.skills.discover()))"
+        "import greet, wordcount, rlm.skills.discovery; print(sorted(s.name for s in rlm.skills.discovery.discover()))"
     )
     result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -23,11 +23,11 @@ import pytest
 
 from conftest import sessions
 from rlm.config import load_settings
-from rlm.environment import kernel_environment
-from rlm.fork import fork_supported
-from rlm.kernel import Kernel
-from rlm.orchestrator import Orchestrator
-from rlm.pool import KernelLauncher
+from rlm.kernels.environment import kernel_environment
+from rlm.kernels.kernel import Kernel
+from rlm.kernels.launcher import KernelLauncher
+from rlm.runtime.orchestrator import Orchestrator
+from rlm.zygote import fork_supported
 from scripted_model import ipython, reply
 
 pytestmark = pytest.mark.skipif(not fork_supported(), reason="fork start needs Linux")
@@ -289,7 +289,7 @@ async def test_broken_preload_falls_back_to_cold_and_says_why(tmp_path, caplog):
     launcher = KernelLauncher(
         tmp_path, cwd=tmp_path, env=env, mode="fork", preload=["rlm_test_broken"]
     )
-    caplog.set_level(logging.WARNING, logger="rlm.fork")
+    caplog.set_level(logging.WARNING, logger="rlm.zygote")
     try:
         kernels = [
             await launcher.start_kernel(f"k{i}", env=agent_env(), bootstrap=SETUP, depth=1)
@@ -300,7 +300,7 @@ async def test_broken_preload_falls_back_to_cold_and_says_why(tmp_path, caplog):
             assert (await kernel.execute("print('ok')", 30)).output.strip() == "ok"
             await kernel.shutdown()
         assert not launcher.forking
-        warnings = [r.getMessage() for r in caplog.records if r.name == "rlm.fork"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "rlm.zygote"]
         assert len(warnings) == 1  # logged once, not per kernel
         assert "starting kernels cold" in warnings[0] and "preload exploded" in warnings[0]
     finally:
@@ -309,7 +309,7 @@ async def test_broken_preload_falls_back_to_cold_and_says_why(tmp_path, caplog):
 
 async def test_killed_zygote_falls_back_to_cold(tmp_path, caplog):
     launcher = KernelLauncher(tmp_path, cwd=tmp_path, env=kernel_environment(), mode="fork")
-    caplog.set_level(logging.WARNING, logger="rlm.fork")
+    caplog.set_level(logging.WARNING, logger="rlm.zygote")
     try:
         forked = await launcher.start_kernel("k1", env=agent_env(), bootstrap=SETUP, depth=1)
         assert forked._km.provisioner.started_by == "fork"
@@ -325,7 +325,7 @@ async def test_killed_zygote_falls_back_to_cold(tmp_path, caplog):
         cold = await launcher.start_kernel("k2", env=agent_env(), bootstrap=SETUP, depth=1)
         assert cold.spec_name == "rlm" and not launcher.forking
         await cold.shutdown()
-        warnings = [r.getMessage() for r in caplog.records if r.name == "rlm.fork"]
+        warnings = [r.getMessage() for r in caplog.records if r.name == "rlm.zygote"]
         assert len(warnings) == 1 and "starting kernels cold" in warnings[0]
     finally:
         await launcher.close()
@@ -336,7 +336,7 @@ async def test_killed_zygote_falls_back_to_cold(tmp_path, caplog):
 _ORPHAN_SCRIPT = """
 import asyncio, json, os, sys, time
 from pathlib import Path
-from rlm.pool import KernelLauncher
+from rlm.kernels.launcher import KernelLauncher
 
 async def main():
     run = Path(sys.argv[1])

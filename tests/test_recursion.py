@@ -15,8 +15,8 @@ import rlm
 from conftest import read_log, read_meta, sessions
 from helpers import kernel_pids
 from rlm.config import load_settings
-from rlm.control import ControlServer, buffer_digests, new_session
-from rlm.orchestrator import Orchestrator
+from rlm.control.channel import ControlServer, buffer_digests, new_session
+from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import ipython, reply, wait
 
 

@@ -18,7 +18,7 @@ import pytest
 import rlm
 from conftest import read_log, read_meta, sessions
 from helpers import run_cli
-from rlm import events as ev
+from rlm.agent import events as ev
 from scripted_model import ipython, reply, wait
 
 

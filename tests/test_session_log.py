@@ -7,7 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from rlm.session_log import META_DELAY, SessionLog
+from rlm.logs.writer import META_DELAY, SessionLog
 
 
 def read(path: Path) -> dict:

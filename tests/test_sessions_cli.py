@@ -23,7 +23,7 @@ import nbformat
 import pytest
 
 import rlm
-from rlm.cli import main as cli_main
+from rlm.cli.main import main as cli_main
 from scripted_model import ScriptedModel, call, ipython, reply
 
 ROOT_TASK = "root task: analyse"
@@ -599,7 +599,7 @@ def test_running_half_written_and_stale_meta_sessions(built: Built, sessions, tm
 
 
 def test_rebuild_skips_cancelled_turns_and_keeps_later_exchanges():
-    from rlm.sessions.replay import last_request
+    from rlm.logs.replay import last_request
 
     def tool_call(call_id: str) -> dict[str, Any]:
         function = {"name": "ipython", "arguments": '{"code": "1"}'}

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from rlm.errors import ConfigError, KernelError
-from rlm.skill import cli, describe_run, make_callable, render_result
-from rlm.skills import (
+from rlm.skills.discovery import (
     BOOTSTRAP_MARKER,
     SkillInfo,
     discover,
@@ -33,6 +32,7 @@ from rlm.skills import (
     prompt_section,
     validate_skill_name,
 )
+from rlm.skills.entry import cli, describe_run, make_callable, render_result
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "skills"
@@ -96,7 +96,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         timeout=120,
     )
     venv = Env(root)
-    # rlm editable, so the tests exercise the working tree's rlm.skill / rlm.skills.
+    # rlm editable, so the tests exercise the working tree's rlm.skills.entry / rlm.skills.discovery.
     venv.install(*(FIXTURES / name for name in SKILLS), names=SKILLS, extra=["-e", str(ROOT)])
     yield venv
 
@@ -165,7 +165,7 @@ def test_cli_broken_import_is_a_traceback(env: Env) -> None:
 
 def test_discover_finds_installed_skills_with_skill_md(env: Env) -> None:
     code = (
-        "import json; from rlm.skills import discover; "
+        "import json; from rlm.skills.discovery import discover; "
         "print(json.dumps([s.model_dump(mode='json') for s in discover()]))"
     )
     result = env.python_code(code)
@@ -185,7 +185,7 @@ def test_discover_finds_installed_skills_with_skill_md(env: Env) -> None:
 
 def test_discover_does_not_import_skills(env: Env) -> None:
     code = (
-        "import sys; from rlm.skills import discover; names = [s.name for s in discover()]; "
+        "import sys; from rlm.skills.discovery import discover; names = [s.name for s in discover()]; "
         "print(sorted(n for n in names if n in sys.modules))"
     )
     result = env.python_code(code)
@@ -204,7 +204,7 @@ def test_discover_with_path_reads_another_environment(env: Env) -> None:
 def test_bootstrap_loads_good_skills_and_reports_broken(env: Env) -> None:
     code = f"""
 import asyncio, inspect, json
-from rlm.skills import kernel_bootstrap_source
+from rlm.skills.discovery import kernel_bootstrap_source
 exec(kernel_bootstrap_source({SKILLS!r}))
 checks = {{
     "call": asyncio.run(greet(names=["Ada"], times=2)),
@@ -243,7 +243,7 @@ def test_bootstrap_in_ipython_supports_top_level_await_and_help(env: Env) -> Non
     code = """
 import json
 from IPython.core.interactiveshell import InteractiveShell
-from rlm.skills import kernel_bootstrap_source
+from rlm.skills.discovery import kernel_bootstrap_source
 shell = InteractiveShell.instance()
 shell.run_cell(kernel_bootstrap_source(["greet", "broken"]))
 shell.run_cell("result = await greet(names=['Ada'])", store_history=True)

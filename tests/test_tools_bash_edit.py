@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from rlm.agent.tools.base import ToolContext
+from rlm.agent.tools.bash import BashTool
+from rlm.agent.tools.edit import EditTool
 from rlm.config import load_settings
 from rlm.errors import ToolError
-from rlm.tools.base import ToolContext
-from rlm.tools.bash import BashTool
-from rlm.tools.edit import EditTool
 
 
 def make_ctx(tmp_path: Path, **settings: object) -> ToolContext:

@@ -7,10 +7,11 @@ orchestrator, over the signed control channel, for a child agent.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
-from . import inkernel
-from .errors import (
+from rlm.errors import (
     AgentError,
     ConfigError,
     DepthLimitError,
@@ -21,9 +22,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .events import EventCallback
-    from .session import Session
+    from rlm.agent.events import EventCallback
+    from rlm.config import Settings
+    from rlm.runtime.session import Session
 
 __all__ = [
     "AgentError",
@@ -46,14 +47,18 @@ def __getattr__(name: str) -> Any:
     # Session and Settings pull in the orchestrator and pydantic: import them only when
     # used, so `import rlm` stays light inside every kernel.
     if name == "Session":
-        from .session import Session
+        from rlm.runtime.session import Session
 
         return Session
     if name == "Settings":
-        from .config import Settings
+        from rlm.config import Settings
 
         return Settings
     raise AttributeError(f"module 'rlm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 async def run(
@@ -74,7 +79,14 @@ async def run(
     ``AgentError`` when the agent ends without an answer, ``DepthLimitError`` when called
     where no sub-agent is allowed, ``ConfigError`` for bad settings.
     """
-    if inkernel.active():
+    if "rlm.inkernel" in sys.modules or "RLM_CONTROL_ADDR" in os.environ:
+        from rlm import inkernel  # zmq and jupyter_client: only inside a kernel
+
+        if not inkernel.active():
+            inkernel = None
+    else:
+        inkernel = None
+    if inkernel is not None:
         if settings or on_event is not None:
             names = ", ".join(sorted([*settings, *(["on_event"] if on_event else [])]))
             raise ConfigError(
@@ -83,8 +95,8 @@ async def run(
         return await inkernel.run(
             task, inputs=inputs, model=model, max_turns=max_turns, tools=tools
         )
-    from .config import load_settings
-    from .orchestrator import Orchestrator
+    from rlm.config import load_settings
+    from rlm.runtime.orchestrator import Orchestrator
 
     if isinstance(tools, (list, tuple)):
         tools = ",".join(tools)

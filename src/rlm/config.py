@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .errors import ConfigError
+from rlm.errors import ConfigError
 
 __all__ = ["BUILTIN_TOOLS", "Settings", "env_name", "flag_name", "load_settings"]
 

@@ -15,7 +15,7 @@ from faultkit import check_logs, tool_results, user_messages
 import rlm
 from conftest import read_meta, sessions
 from helpers import run_cli
-from rlm.cli import main as cli_main
+from rlm.cli.main import main as cli_main
 from rlm.config import Settings, env_name, flag_name
 from scripted_model import ipython, reply
 

@@ -28,9 +28,9 @@ from faultkit import (
 )
 
 from conftest import sessions
-from rlm import events as ev
+from rlm.agent import events as ev
 from rlm.config import load_settings
-from rlm.orchestrator import Orchestrator
+from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import ipython, reply
 
 

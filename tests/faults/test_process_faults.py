@@ -28,7 +28,7 @@ from faultkit import (
 
 from conftest import read_meta, sessions
 from rlm.config import load_settings
-from rlm.orchestrator import Orchestrator
+from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import call, ipython, reply, wait
 
 # -- signals ---------------------------------------------------------------------------------

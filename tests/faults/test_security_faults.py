@@ -23,8 +23,8 @@ import rlm
 from conftest import read_meta, sessions
 from helpers import run_cli
 from rlm.config import load_settings
-from rlm.environment import CREDENTIAL_DENY_LIST
-from rlm.orchestrator import Orchestrator
+from rlm.kernels.environment import CREDENTIAL_DENY_LIST
+from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import call, fault, ipython, reply
 
 #: Credentials planted in the environment, by name; each value is unique so a leak is traceable.
@@ -177,7 +177,7 @@ async def test_run_directory_entries_are_owner_only(model, rlm_env):
 ATTACK = r"""
 import json, zmq
 from jupyter_client.session import Session
-from rlm.control import new_session, buffer_digests
+from rlm.control.channel import new_session, buffer_digests
 st = rlm.inkernel._state
 me, secret, root = st['agent_id'], st['secret'], st['agent_id'].split('/')[0]
 sock = zmq.Context.instance().socket(zmq.DEALER)
@@ -251,7 +251,7 @@ import json, os
 os.environ['RLM_MAX_DEPTH'] = '9'
 os.environ['RLM_DEPTH'] = '-1'
 rlm.inkernel._state.update(max_depth=9, depth=-1)
-from rlm.control import ControlClient
+from rlm.control.channel import ControlClient
 st = rlm.inkernel._state
 out = {}
 try:
@@ -281,7 +281,7 @@ async def test_a_kernel_cannot_raise_its_depth_limit(model, rlm_env):
 
 RAISE_CONCURRENCY = r"""
 import asyncio, json, os
-from rlm.control import ControlClient
+from rlm.control.channel import ControlClient
 os.environ['RLM_MAX_CONCURRENCY'] = '50'
 st = rlm.inkernel._state
 out = {}

@@ -1,0 +1,402 @@
+"""One agent: a model, a kernel, tools and a live context, looping until an answer.
+
+The agent is also a node of the session tree: it knows its parent, depth and session
+folder, keeps its own and its subtree's token usage, and tracks the sub-agents started from
+its current cell so they can be cancelled when the cell ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from rlm.agent import events as ev
+from rlm.agent.context import LiveContext
+from rlm.agent.model import Usage
+from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
+from rlm.agent.tools import ToolContext, enabled_tools
+from rlm.config import Settings
+from rlm.errors import AgentError, ModelError, RLMError, ToolError
+from rlm.inkernel import pack_inputs
+from rlm.kernels.kernel import Kernel, truncate
+from rlm.logs.writer import SessionLog, clean_text
+
+if TYPE_CHECKING:
+    from rlm.runtime.orchestrator import Orchestrator
+
+__all__ = ["Agent"]
+
+#: Longer user messages go to a kernel variable instead of the prompt (see ``send``).
+MAX_INLINE_TASK = 50_000
+_TASK_PREVIEW = 2_000
+_RESUMED_NOTE = (
+    "[This session was resumed in a new kernel: variables, imports and definitions from "
+    "earlier turns are gone; files on disk remain.]\n\n"
+)
+_EMPTY_REPLY_NUDGE = (
+    "Your last reply had neither text nor a tool call. Call a tool, or reply with your final "
+    "answer as plain text."
+)
+
+
+class Agent:
+    def __init__(
+        self,
+        orch: Orchestrator,
+        settings: Settings,
+        task: str,
+        *,
+        log: SessionLog,
+        agent_id: str,
+        parent: Agent | None = None,
+        inputs: tuple[list[dict[str, str]], list[bytes]] = ([], []),
+        context: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.orch = orch
+        self.settings = settings
+        self.task = task
+        self.log = log
+        self.id = agent_id
+        self.parent = parent
+        self.depth = parent.depth + 1 if parent else 0
+        self.inputs = inputs
+        self.prior_context = context or []
+        self.tools = enabled_tools(settings)
+        self.kernel: Kernel | None = None
+        #: A kernel start still running beside the first model request (see ``open``).
+        self._kernel_start: asyncio.Task[None] | None = None
+        self.context = LiveContext([], settings.max_turns_in_context)
+        self.usage = Usage()
+        self.usage_total = Usage()
+        self.cell_children: set[asyncio.Task[Any]] = set()
+        self.children: list[dict[str, Any]] = []
+        self.skills_prompt = ""
+        self.answer: str | None = None
+        self.resumed = False
+        self.last_status: tuple[str, str, str | None] = ("done", "closed", None)
+        self._started = time.monotonic()
+        self._tool_ctx = ToolContext(settings=settings, cwd=orch.cwd, agent=self)
+
+    # -- tree bookkeeping ------------------------------------------------------------------
+
+    def emit(self, event_type: type[ev.Event], **fields: Any) -> None:
+        self.orch.emit(event_type(agent_id=self.id, depth=self.depth, **fields))
+
+    def add_usage(self, usage: Usage) -> None:
+        self.usage = self.usage + usage
+        node: Agent | None = self
+        while node is not None:
+            node.usage_total = node.usage_total + usage
+            node.log.update(usage=node.usage.as_dict(), usage_total=node.usage_total.as_dict())
+            node = node.parent
+
+    def child_changed(self, entry: dict[str, Any]) -> None:
+        """A child started or ended: keep the ``children`` list of meta.json current."""
+        if entry not in self.children:
+            self.children.append(entry)
+        self.log.update(children=self.children)
+
+    async def cell_finished(self) -> None:
+        """Cancel sub-agents the cell left running and wait until they are gone."""
+        tasks = [t for t in self.cell_children if not t.done()]
+        self.cell_children.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def kernel_restarted(self, reason: str) -> None:
+        self.log.event("kernel_restarted", reason=reason)
+        self.emit(ev.KernelRestarted, reason=reason)
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> str:
+        """Run the task to an answer; raises ``AgentError`` on failure; cancellation passes."""
+        try:
+            await self.open()
+            answer = await self.send(self.task)
+        except BaseException as exc:
+            await self.close(exc)
+            raise
+        await self.close()
+        return answer
+
+    async def open(self) -> None:
+        """Start the kernel and write the head of the conversation (system prompt, context).
+
+        The kernel starts in the background when the system prompt does not depend on it (no
+        skills to report, no inputs to describe as loaded): the first model request then
+        overlaps the kernel start instead of waiting for it, and the first tool call waits.
+        """
+        self.emit(
+            ev.AgentStarted,
+            parent_id=self.parent.id if self.parent else None,
+            session_path=str(self.log.path),
+            task=self.task,
+        )
+        try:
+            if self.inputs[0] or (self.orch.skills and "ipython" in self.settings.tools):
+                await self.start_kernel()
+            elif "ipython" in self.settings.tools:
+                self._kernel_start = asyncio.ensure_future(self.start_kernel())
+            if self.context.head:  # resumed: the head was rebuilt from the log
+                return
+            parts = PromptParts(
+                cwd=self.orch.cwd,
+                depth=self.depth,
+                skills=self.skills_prompt,
+                inputs=[InputInfo(**info) for info in self.inputs[0]],
+            )
+            system = {"role": "system", "content": render_system_prompt(self.settings, parts)}
+            self.context.head.append(system)
+            self.log.append(system)
+            for message in self.prior_context:
+                self.context.head.append(message)
+                self.log.append({**message, "kind": "context"})
+        except BaseException as exc:
+            raise self._as_agent_error(exc) from None
+
+    async def start_kernel(self) -> None:
+        self.kernel = await self.orch.start_kernel(self)
+        self._tool_ctx.kernel = self.kernel
+        self.skills_prompt, failed = self.orch.skills_report(self.kernel)
+        for name, error in failed.items():
+            self.log.event("skill_failed", name=name, error=error)
+        if self.inputs[0]:
+            await self.kernel.execute("await rlm.inkernel.load_inputs()", 60)
+
+    async def kernel_ready(self) -> None:
+        """Wait for a kernel start begun by ``open``; its failure is raised here, once.
+        Cancelling the wait (a cancelled turn) leaves the start running for the next turn."""
+        task = self._kernel_start
+        if task is None:
+            return
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._kernel_start = None
+
+    async def send(self, text: str) -> str:
+        """One user message to an answer. Cancelling it rolls the live context back to where
+        it was before the message, so no tool call is left without its result."""
+        snapshot = copy.deepcopy(self.context)
+        logged = self.log.lines
+        text = clean_text(text)
+        if len(text) > MAX_INLINE_TASK:
+            try:
+                await self.kernel_ready()
+                if self.kernel is not None:
+                    text = await self._task_to_variable(text)
+            except BaseException as exc:
+                raise self._as_agent_error(exc) from None
+        if self.resumed:
+            self.resumed = False
+            text = _RESUMED_NOTE + text
+        user = {"role": "user", "content": text}
+        if not self.log.meta.get("task"):
+            self.log.update(task=text[:MAX_INLINE_TASK])
+        self.context.add_user(user)
+        self.log.append(user)
+        try:
+            answer = await self._loop(first_turn=self.context.turn_count)
+        except asyncio.CancelledError:
+            self.context = snapshot
+            self.log.event("turn_cancelled", discard_lines=self.log.lines - logged)
+            self.last_status = ("cancelled", "cancelled", "cancelled")
+            await asyncio.shield(self._settle_after_cancel())
+            raise
+        except BaseException as exc:
+            error = self._as_agent_error(exc)
+            self.last_status = ("error", error.reason, str(error).split(" (session:")[0])
+            raise error from None
+        finally:
+            self.log.flush()  # a turn's end is where readers look: no lag there
+        self.last_status = ("done", "answer", None)
+        self.answer = answer
+        return answer
+
+    async def _task_to_variable(self, text: str) -> str:
+        """An enormous message lives in the kernel, not in the prompt (the idea of recursive
+        language models): the model gets its beginning and the name of the variable."""
+        name = "task" if self.context.turn_count == 0 else f"message_{self.context.turn_count}"
+        infos, blobs = pack_inputs({name: text})
+        self.inputs = (self.inputs[0] + infos, self.inputs[1] + blobs)
+        await self.kernel.execute(f"await rlm.inkernel.load_inputs([{name!r}])", 60)
+        (self.log.path / f"{name}.txt").write_text(text, encoding="utf-8")
+        return (
+            text[:_TASK_PREVIEW]
+            + f"\n\n[This message is {len(text):,} characters long. Only its beginning is shown; "
+            f"the whole text is in the variable `{name}` of your ipython kernel.]"
+        )
+
+    async def _settle_after_cancel(self) -> None:
+        await self.cell_finished()
+        if self.kernel is not None:
+            await self.kernel.settle()
+
+    def _as_agent_error(self, exc: BaseException) -> BaseException:
+        """Map what ended a turn to the ``AgentError`` the caller sees (cancellation passes)."""
+        path = str(self.log.path)
+        if isinstance(exc, asyncio.CancelledError):
+            return exc
+        if isinstance(exc, AgentError):
+            exc.session_path = path
+            return exc
+        if isinstance(exc, ModelError):
+            return AgentError(str(exc), reason="model_error", session_path=path)
+        if isinstance(exc, RLMError):
+            return AgentError(str(exc), reason="kernel_error", session_path=path)
+        if isinstance(exc, Exception):
+            error = f"{type(exc).__name__}: {exc}"
+            self.log.event("crash", error=error)
+            return AgentError(error, reason="crash", session_path=path)
+        return exc
+
+    async def close(self, exc: BaseException | None = None) -> None:
+        """Shut the kernel down and write the final meta; safe to call once per agent."""
+        if isinstance(exc, AgentError):
+            self.last_status = ("error", exc.reason, str(exc).split(" (session:")[0])
+        elif exc is not None:  # cancelled, interrupted
+            self.last_status = ("cancelled", "cancelled", "cancelled")
+        status, reason, error = self.last_status
+        await asyncio.shield(self._cleanup())
+        self.log.close(
+            status=status,
+            stop_reason=reason,
+            answer=self.answer,
+            error=error,
+            turns=self.context.turn_count,
+        )
+        self.emit(
+            ev.AgentFinished,
+            status=status,
+            stop_reason=reason,
+            turns=self.context.turn_count,
+            prompt_tokens=self.usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens,
+            elapsed=time.monotonic() - self._started,
+        )
+
+    async def _cleanup(self) -> None:
+        await self.cell_finished()
+        task, self._kernel_start = self._kernel_start, None
+        if task is not None:  # never needed: the agent ended before its first tool call
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self.kernel is not None:
+            await self.kernel.shutdown()
+        self.orch.forget(self)
+
+    async def _loop(self, first_turn: int) -> str:
+        schemas = [tool.schema(self.settings) for tool in self.tools.values()]
+        while True:
+            if self.context.turn_count - first_turn >= self.settings.max_turns:
+                raise AgentError(
+                    f"stopped after {self.settings.max_turns} turns without a final answer "
+                    "(RLM_MAX_TURNS)",
+                    reason="max_turns",
+                )
+            turn = self.context.turn_count + 1
+            messages = self.context.messages()
+            self.emit(ev.ModelRequest, turn=turn, messages=len(messages))
+            reply = await self.orch.model.complete(messages, schemas, self.settings.model)
+            message = reply.message
+            calls = message.get("tool_calls") or []
+            self.log.append({**message, "usage": reply.usage.as_dict()})
+            self.log.meta["turns"] = turn
+            self.add_usage(reply.usage)
+            self.emit(
+                ev.ModelResponse,
+                turn=turn,
+                prompt_tokens=reply.usage.prompt_tokens,
+                completion_tokens=reply.usage.completion_tokens,
+                latency=reply.latency,
+                tool_calls=len(calls),
+            )
+            dropped = self.context.add_assistant(message)
+            if dropped:
+                self.log.event(
+                    "context_window", dropped_turns=dropped, kept=len(self.context.turns)
+                )
+            content = (message.get("content") or "").strip()
+            if not calls and content:
+                return content
+            budget = self.settings.max_tokens
+            if budget and self.usage.completion_tokens >= budget:
+                raise AgentError(
+                    f"completion-token budget of {budget} spent (RLM_MAX_TOKENS)",
+                    reason="token_budget",
+                )
+            if not calls:
+                nudge = {"role": "user", "content": _EMPTY_REPLY_NUDGE}
+                self.context.add(nudge)
+                self.log.append({**nudge, "kind": "nudge"})
+                continue
+            await self.kernel_ready()
+            for call in calls:
+                result = await self._call_tool(turn, call)
+                tool_message = {"role": "tool", "tool_call_id": call["id"], "content": result}
+                self.context.add(tool_message)
+                self.log.append(tool_message)
+
+    async def _call_tool(self, turn: int, call: dict[str, Any]) -> str:
+        name = call["function"]["name"]
+        raw = call["function"].get("arguments") or "{}"
+        started = time.monotonic()
+        self.emit(ev.ToolStarted, turn=turn, name=name, preview=_preview_args(raw))
+        error = True
+        tool = self.tools.get(name)
+        try:
+            if tool is None:
+                raise ToolError(
+                    f"unknown tool {name!r}; available: {', '.join(self.tools) or 'none'}"
+                )
+            try:
+                arguments = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ToolError(f"the arguments are not valid JSON ({exc})") from None
+            try:
+                args = tool.Args.model_validate(arguments)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                    for e in exc.errors()
+                )
+                raise ToolError(f"invalid arguments for {name}: {problems}") from None
+            text = await tool.run(args, self._tool_ctx)
+            error = False
+        except ToolError as exc:
+            text = f"Error: {exc}"
+        if tool is None or not tool.caps_own_output:
+            text = truncate(text, self.settings.max_output)
+        if self.context.max_turns > 0:
+            text += "\n" + self.context.status()
+        self.emit(
+            ev.ToolFinished,
+            turn=turn,
+            name=name,
+            duration=time.monotonic() - started,
+            preview=text[:200],
+            error=error,
+        )
+        return text
+
+
+def _preview_args(raw: str) -> str:
+    try:
+        args = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw[:80]
+    if isinstance(args, dict):
+        for key in ("code", "command", "path", "summary"):
+            if isinstance(args.get(key), str):
+                lines = args[key].strip().splitlines()
+                return lines[0][:80] if lines else ""
+    return raw[:80]

@@ -1,0 +1,255 @@
+"""The ``bash`` tool: run one shell command in the user's working directory.
+
+Every call is a fresh ``bash -c`` in a new session (its own process group), so nothing the
+model does in one call leaks into the next: no shell state (``cd``, ``export``) and no
+processes. When bash exits, or the timeout runs out, or the calling task is cancelled, the
+whole process group is killed with SIGKILL; a backgrounded ``server &`` therefore dies with
+the call that started it instead of living on as an orphan (only a process that deliberately
+leaves the group, e.g. with ``setsid``, escapes).
+
+We drive the child through a :class:`asyncio.SubprocessProtocol` rather than
+``asyncio.subprocess.Process``: ``Process.wait()`` only returns once every pipe is closed, so
+a background grandchild that inherited stdout would make it hang. The protocol's
+``process_exited`` callback tells us when bash itself is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import os
+import signal
+import subprocess
+from typing import cast
+
+from pydantic import BaseModel, Field
+
+from rlm.agent.tools.base import Tool, ToolContext
+from rlm.errors import ToolError
+from rlm.kernels.environment import kernel_environment
+
+__all__ = ["BashTool"]
+
+#: Characters kept when ``max_output`` is -1 (no cap): the agent applies the real cap, this
+#: only keeps memory bounded when a command prints without end.
+DEFAULT_KEEP = 1_000_000
+
+#: Seconds we keep reading after bash exited, for output its background children still
+#: write, before the process group is killed. The common case (no background children) does
+#: not wait at all: the pipe closes together with bash.
+EXIT_GRACE = 0.2
+
+#: Seconds we wait for the pipe to drain and the process to be reaped after a SIGKILL.
+KILL_GRACE = 2.0
+
+
+class _Capture:
+    """Decoded output with bounded memory: the first and the last ``limit // 2`` characters.
+
+    The head usually says what the command was doing and the tail how it ended (errors,
+    summaries), so the middle is what we drop when a command prints too much.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._head_limit = limit - limit // 2
+        self._tail_limit = limit // 2
+        self._head: list[str] = []
+        self._head_len = 0
+        self._tail: list[str] = []
+        self._tail_len = 0
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> None:
+        """Decode a chunk (multi-byte characters may straddle chunks) and store it."""
+        self._add(self._decoder.decode(data))
+
+    def _add(self, text: str) -> None:
+        if self._head_len < self._head_limit:
+            taken = text[: self._head_limit - self._head_len]
+            self._head.append(taken)
+            self._head_len += len(taken)
+            text = text[len(taken) :]
+        if not text:
+            return
+        self._tail.append(text)
+        self._tail_len += len(text)
+        # Trim only once the tail is twice its size, so trimming stays amortised O(n).
+        if self._tail_len > 2 * self._tail_limit:
+            self._trim()
+
+    def _trim(self) -> None:
+        joined = "".join(self._tail)
+        cut = len(joined) - self._tail_limit
+        self.dropped += cut
+        self._tail = [joined[cut:]] if self._tail_limit else []
+        self._tail_len = len(joined) - cut
+
+    def text(self) -> str:
+        """Everything kept, with a note where characters were dropped."""
+        self._add(self._decoder.decode(b"", final=True))
+        if self._tail_len > self._tail_limit:
+            self._trim()
+        head, tail = "".join(self._head), "".join(self._tail)
+        if not self.dropped:
+            return head + tail
+        if head and not head.endswith("\n"):
+            head += "\n"
+        return f"{head}[... {self.dropped} characters of output dropped ...]\n{tail}"
+
+
+class _BashProtocol(asyncio.SubprocessProtocol):
+    """Feeds the shared stdout/stderr pipe into a :class:`_Capture` and signals exit and EOF."""
+
+    def __init__(self, capture: _Capture) -> None:
+        loop = asyncio.get_running_loop()
+        self.capture = capture
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        self.capture.feed(data if isinstance(data, bytes) else data.encode())
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+class BashArgs(BaseModel):
+    """Arguments of the ``bash`` tool."""
+
+    command: str = Field(
+        description="The bash command or script to run, e.g. `ls -la` or `pytest -q tests/`."
+    )
+    timeout: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Seconds before the command is killed. Optional; defaults to, and is capped at, "
+            "the agent's execution timeout."
+        ),
+    )
+
+
+class BashTool(Tool):
+    """Run a shell command; stateless, bounded in time and memory, leaves no processes."""
+
+    name = "bash"
+    description = (
+        "Run a command with `bash -c` in the user's working directory and return its output "
+        "(stdout and stderr interleaved in the order printed) followed by `[exit code: N]`.\n"
+        "Each call is a fresh shell: `cd`, `export`, variables and functions do NOT carry over "
+        "to the next call, so chain dependent steps in one command (`cd sub && make`). "
+        "stdin is empty, so interactive programs get EOF; pass flags like `-y` instead. "
+        "Background processes (`cmd &`) are killed when the call returns, so they cannot keep "
+        "running between calls. A command that exceeds the timeout is killed together with "
+        "all its child processes, and you get the output printed until then."
+    )
+    Args = BashArgs
+
+    async def run(self, args: BashArgs, ctx: ToolContext) -> str:
+        """Run ``args.command`` and return its output and exit code (or a timeout note)."""
+        limit = float(ctx.settings.exec_timeout)
+        if args.timeout is not None:
+            limit = min(limit, float(args.timeout))
+        keep = ctx.settings.max_output if ctx.settings.max_output > 0 else DEFAULT_KEEP
+        capture = _Capture(keep)
+
+        transport, protocol = await _spawn(args.command, ctx, capture)
+        try:
+            done, _ = await asyncio.wait([protocol.exited], timeout=limit)
+            timed_out = not done
+            if not timed_out:
+                # bash is gone; give background children a moment to finish writing.
+                await asyncio.wait([protocol.closed], timeout=EXIT_GRACE)
+            _kill_group(transport.get_pid())
+            await asyncio.wait([protocol.exited, protocol.closed], timeout=KILL_GRACE)
+        except BaseException:
+            # Cancelled (or anything unexpected): never leave the command running.
+            await _terminate(transport, protocol)
+            raise
+        finally:
+            transport.close()
+
+        output = capture.text()
+        if output and not output.endswith("\n"):
+            output += "\n"
+        if timed_out:
+            return f"{output}[timed out after {limit:g} s; the process group was killed]"
+        return f"{output}[exit code: {transport.get_returncode()}]"
+
+
+async def _spawn(
+    command: str, ctx: ToolContext, capture: _Capture
+) -> tuple[asyncio.SubprocessTransport, _BashProtocol]:
+    """Start ``bash -c command`` as the leader of a new session, reading into ``capture``.
+
+    The start is shielded from cancellation: bash may already be running (and forking) while
+    asyncio still connects the pipes, and asyncio's own clean-up would then kill bash alone
+    and orphan its children. So on cancellation we let the start finish and kill the group.
+    """
+    loop = asyncio.get_running_loop()
+    start = asyncio.ensure_future(
+        loop.subprocess_exec(
+            lambda: _BashProtocol(capture),
+            "bash",
+            "-c",
+            command,
+            cwd=ctx.cwd,
+            env=kernel_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
+    try:
+        transport, protocol = await asyncio.shield(start)
+    except OSError as exc:
+        raise ToolError(f"could not start bash in {ctx.cwd}: {exc}") from None
+    except asyncio.CancelledError:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([start], timeout=KILL_GRACE)
+        if start.done():
+            if not start.cancelled() and start.exception() is None:
+                await _terminate(*start.result())
+        else:  # still starting after the grace period: clean up whenever it is done
+            start.add_done_callback(_terminate_late)
+        raise
+    return cast(asyncio.SubprocessTransport, transport), cast(_BashProtocol, protocol)
+
+
+async def _terminate(transport: asyncio.SubprocessTransport, protocol: _BashProtocol) -> None:
+    """Kill the group, wait (bounded) until bash is reaped, then close the transport.
+
+    Waiting for the reap keeps the transport from being closed and collected while the child
+    watcher still owes it the exit status (a "subprocess still running" ResourceWarning).
+    SIGKILL is prompt, so the wait is short even when we are being cancelled.
+    """
+    _kill_group(transport.get_pid())
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait([protocol.exited], timeout=KILL_GRACE)
+    transport.close()
+
+
+def _terminate_late(start: asyncio.Future[tuple[asyncio.BaseTransport, object]]) -> None:
+    """Done-callback of a start we stopped waiting for: kill what it started, if anything."""
+    if start.cancelled() or start.exception() is not None:
+        return
+    transport = cast(asyncio.SubprocessTransport, start.result()[0])
+    _kill_group(transport.get_pid())
+    transport.close()
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL every process of the command's group; a group already gone is fine.
+
+    bash runs as a session leader, so its pid is the process group id.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

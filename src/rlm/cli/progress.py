@@ -1,0 +1,46 @@
+"""Progress on stderr: one calm line per step, so stdout carries only the answer."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from rlm.agent import events as ev
+
+__all__ = ["LineProgress"]
+
+
+class LineProgress:
+    """An ``on_event`` callback printing plain lines; indentation shows depth."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+
+    def __call__(self, event: ev.Event) -> None:
+        line = self.describe(event)
+        if line:
+            print("  " * event.depth + line, file=self.stream, flush=True)
+
+    @staticmethod
+    def describe(event: ev.Event) -> str | None:
+        name = event.agent_id.rsplit("/", 1)[-1]
+        if isinstance(event, ev.AgentStarted):
+            if event.parent_id is None:
+                return f"rlm: session {event.agent_id} ({event.session_path})"
+            return f"[{name}] started: {_short(event.task)}"
+        if isinstance(event, ev.ToolStarted):
+            return f"[{name}] turn {event.turn}: {event.name} {_short(event.preview)}"
+        if isinstance(event, ev.KernelRestarted):
+            return f"[{name}] kernel restarted ({event.reason})"
+        if isinstance(event, ev.AgentFinished):
+            tokens = event.prompt_tokens + event.completion_tokens
+            return (
+                f"[{name}] {event.status} ({event.stop_reason}) after {event.turns} turns, "
+                f"{tokens} tokens, {event.elapsed:.1f} s"
+            )
+        return None
+
+
+def _short(text: str, width: int = 70) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"

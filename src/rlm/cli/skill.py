@@ -1,0 +1,49 @@
+"""``rlm skill ...``: scaffold a skill package from the template."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rlm.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rlm skill",
+        description="Work with skills: pip packages whose async run() is callable in every "
+        "agent kernel and is also a command on $PATH (see docs/skills.md).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    new = commands.add_parser(
+        "new",
+        help="scaffold a new skill package from the template",
+        description="Create DIR/NAME/ (SKILL.md, pyproject.toml, src/NAME/) ready to edit; "
+        "then install it with `RLM_SKILLS_DIR=DIR ./install.sh`.",
+    )
+    new.add_argument("name", help="the skill's name: its import name and its command name")
+    new.add_argument(
+        "--dir", default="skills", type=Path, help="folder to create the skill in (default: skills)"
+    )
+    args = parser.parse_args(argv)
+    from rlm.skills.discovery import new_skill
+
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        folder = new_skill(args.name, args.dir)
+    except ConfigError as exc:
+        print(f"rlm skill: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"rlm skill: cannot create {args.dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print(folder)
+    print(
+        f"edit {folder}/src/{args.name}/{args.name}.py, then install with "
+        f"RLM_SKILLS_DIR={args.dir} ./install.sh",
+        file=sys.stderr,
+    )
+    return 0

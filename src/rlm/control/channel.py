@@ -1,0 +1,223 @@
+"""The control channel between agent kernels and the orchestrator.
+
+A ZeroMQ ROUTER bound on ``ipc://<run dir>/control`` (the run dir is 0700). Every kernel gets
+the address, its agent id and a secret of its own in its environment, never the model API
+key. Requests and replies are Jupyter-protocol messages signed with HMAC-SHA256 by
+``jupyter_client.session.Session`` keyed with that secret; the agent id travels as the
+routing frame before the signed part so the orchestrator knows which key to verify with.
+A kernel therefore cannot speak for another agent (wrong key), and a captured message
+cannot be replayed (``Session`` rejects a signature it has seen). Binary buffers are not
+covered by the Jupyter signature, so their SHA-256 digests travel in the signed content.
+
+Wire format (frames): ``[routing id] [agent id] <IDS|MSG> hmac header parent meta content
+buffers...``. Message types: ``run_request`` → ``run_reply``, ``inputs_request`` →
+``inputs_reply``, ``cancel_request`` (no reply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.session import DELIM, Session
+
+__all__ = ["ControlClient", "ControlServer", "Request", "buffer_digests", "new_session"]
+
+log = logging.getLogger("rlm.control.channel")
+
+
+def new_session(secret: str) -> Session:
+    """A signing session; ``secret`` is hex text as carried in the kernel's environment."""
+    return Session(key=secret.encode(), signature_scheme="hmac-sha256", username="rlm")
+
+
+def _split(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Routing frames before ``<IDS|MSG>``, and the signed message after it."""
+    try:
+        at = frames.index(DELIM)
+    except ValueError:
+        raise ValueError("no <IDS|MSG> delimiter") from None
+    return frames[:at], frames[at + 1 :]
+
+
+def buffer_digests(buffers: Sequence[bytes]) -> list[str]:
+    return [hashlib.sha256(bytes(buf)).hexdigest() for buf in buffers]
+
+
+def _check_buffers(content: dict[str, Any], buffers: list[bytes]) -> bool:
+    return content.get("buffer_sha256", []) == buffer_digests(buffers)
+
+
+@dataclass
+class Request:
+    """A verified request, as the orchestrator's handler receives it."""
+
+    agent_id: str
+    msg_type: str
+    msg_id: str
+    content: dict[str, Any]
+    buffers: list[bytes]
+
+
+Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], list[bytes]] | None]]
+
+
+class ControlServer:
+    """Orchestrator side: verifies each request with its agent's key and dispatches it."""
+
+    def __init__(self, run_dir: Path, handler: Handler) -> None:
+        self.address = f"ipc://{run_dir / 'control'}"
+        self._handler = handler
+        self._sessions: dict[str, Session] = {}
+        self._ctx = zmq.asyncio.Context()
+        self._sock: zmq.asyncio.Socket | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.rejected = 0
+
+    def register(self, agent_id: str) -> str:
+        """Give an agent its secret; only messages signed with it speak for that agent."""
+        secret = secrets.token_hex(32)
+        self._sessions[agent_id] = new_session(secret)
+        return secret
+
+    def unregister(self, agent_id: str) -> None:
+        self._sessions.pop(agent_id, None)
+
+    async def start(self) -> None:
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.address)
+        os.chmod(self.address.removeprefix("ipc://"), 0o600)
+        self._sock = sock
+        self._loop_task = asyncio.create_task(self._serve(), name="rlm-control")
+
+    async def close(self) -> None:
+        tasks = [*self._tasks.values(), *([self._loop_task] if self._loop_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._ctx.term()
+
+    def _reject(self, why: str) -> None:
+        self.rejected += 1
+        log.warning("control channel: rejected a message (%s)", why)
+
+    async def _serve(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart()
+            try:
+                self._receive(frames)
+            except Exception:  # one bad message must never stop the channel
+                log.exception("control channel: failed to process a message")
+
+    def _receive(self, frames: list[bytes]) -> None:
+        try:
+            idents, msg_list = _split(frames)
+        except ValueError:
+            self._reject("not a signed rlm message")
+            return
+        if len(idents) != 2:
+            self._reject("missing agent id")
+            return
+        routing, agent_id = idents[0], idents[1].decode(errors="replace")
+        session = self._sessions.get(agent_id)
+        if session is None:
+            self._reject(f"unknown agent {agent_id!r}")
+            return
+        try:
+            msg = session.deserialize(msg_list, content=True)
+        except Exception as exc:  # bad or missing signature, replay, garbage
+            self._reject(f"agent {agent_id!r}: {exc}")
+            return
+        buffers = [bytes(b) for b in msg.get("buffers", [])]
+        if not _check_buffers(msg["content"], buffers):
+            self._reject(f"agent {agent_id!r}: buffer digest mismatch")
+            return
+        request = Request(
+            agent_id, msg["header"]["msg_type"], msg["header"]["msg_id"], msg["content"], buffers
+        )
+        if request.msg_type == "cancel_request":
+            task = self._tasks.get((agent_id, str(request.content.get("request_id"))))
+            if task is not None:
+                task.cancel()
+            return
+        key = (agent_id, request.msg_id)
+        task = asyncio.create_task(self._dispatch(session, routing, msg, request))
+        self._tasks[key] = task
+        task.add_done_callback(lambda _t, key=key: self._tasks.pop(key, None))
+
+    async def _dispatch(
+        self, session: Session, routing: bytes, msg: dict[str, Any], req: Request
+    ) -> None:
+        try:
+            result = await self._handler(req)
+        except asyncio.CancelledError:
+            result = (
+                {"status": "error", "error_type": "CancelledError", "message": "cancelled"},
+                [],
+            )
+        except Exception as exc:
+            log.exception("control handler failed")
+            result = ({"status": "error", "error_type": "RLMError", "message": str(exc)}, [])
+        if result is None or self._sock is None:
+            return
+        content, buffers = result
+        reply_type = req.msg_type.replace("_request", "_reply")
+        content = {**content, "buffer_sha256": buffer_digests(buffers)}
+        reply = session.msg(reply_type, content=content, parent=msg["header"])
+        frames = session.serialize(reply, ident=[routing])
+        await self._sock.send_multipart([*frames, *buffers])
+
+
+class ControlClient:
+    """Kernel side: one signed request, one verified reply. Create inside the running loop."""
+
+    def __init__(self, address: str, agent_id: str, secret: str) -> None:
+        self.address = address
+        self.agent_id = agent_id
+        self.session = new_session(secret)
+
+    async def request(
+        self, msg_type: str, content: dict[str, Any], buffers: Sequence[bytes] = ()
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        ctx = zmq.asyncio.Context.instance()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.address)
+        content = {**content, "buffer_sha256": buffer_digests(buffers)}
+        msg = self.session.msg(msg_type, content=content)
+        try:
+            frames = self.session.serialize(msg, ident=[self.agent_id.encode()])
+            await sock.send_multipart([*frames, *buffers])
+            while True:
+                reply_frames = await sock.recv_multipart()
+                _, msg_list = _split(reply_frames)
+                reply = self.session.deserialize(msg_list, content=True)
+                if reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
+                    continue
+                reply_buffers = [bytes(b) for b in reply.get("buffers", [])]
+                if not _check_buffers(reply["content"], reply_buffers):
+                    raise RuntimeError("control reply failed its buffer check")
+                return reply["content"], reply_buffers
+        except asyncio.CancelledError:
+            cancel = self.session.msg(
+                "cancel_request",
+                content={"request_id": msg["header"]["msg_id"], "buffer_sha256": []},
+            )
+            sock.send_multipart(self.session.serialize(cancel, ident=[self.agent_id.encode()]))
+            raise
+        finally:
+            sock.close(linger=100)

@@ -1,0 +1,252 @@
+"""The kernel side of rlm: what ``import rlm`` means inside an agent's kernel.
+
+``setup()`` runs once when the kernel starts. It takes the control address, agent id and
+secret out of the environment (so ``!commands`` don't inherit the secret) and makes
+``asyncio.run`` usable in a cell: ipykernel already runs an event loop in the kernel's main
+thread, where the stock ``asyncio.run`` refuses to start another, so inside a running loop
+the coroutine runs to completion on a fresh loop in a helper thread while the cell waits.
+An interrupt (timeout, Ctrl-C) cancels that coroutine, which cancels its sub-agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import sys
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from rlm.control.channel import ControlClient
+from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
+
+__all__ = ["active", "load_inputs", "run", "setup"]
+
+_state: dict[str, Any] = {}
+_original_asyncio_run = asyncio.run
+_ERRORS: dict[str, type[RLMError]] = {
+    "AgentError": AgentError,
+    "DepthLimitError": DepthLimitError,
+    "ConfigError": ConfigError,
+}
+
+
+def active() -> bool:
+    """True inside a kernel started by an rlm orchestrator."""
+    return bool(_state) or "RLM_CONTROL_ADDR" in os.environ
+
+
+def setup() -> None:
+    if _state:
+        return
+    _state["address"] = os.environ.pop("RLM_CONTROL_ADDR")
+    _state["agent_id"] = os.environ.pop("RLM_AGENT_ID")
+    _state["secret"] = os.environ.pop("RLM_AGENT_SECRET")
+    _state["depth"] = int(os.environ.get("RLM_DEPTH", "0"))
+    _state["max_depth"] = int(os.environ.get("RLM_MAX_DEPTH", "0"))
+    asyncio.run = _run_anywhere  # type: ignore[assignment]
+    _guard_output(int(os.environ.get("RLM_KERNEL_OUTPUT_LIMIT", "0")))
+    _die_with_parent()
+
+
+#: Marks, inside stream text, how many characters the kernel itself dropped; the
+#: orchestrator's collector removes it and adds the count to its truncation note.
+DROPPED_MARK = "\x00rlm-dropped:{}\x00"
+
+
+class _BytesWriter:
+    """``sys.stdout.buffer`` for a kernel: bytes are decoded (invalid UTF-8 replaced) and
+    written to the text stream, as a terminal would show them."""
+
+    def __init__(self, stream: Any) -> None:
+        import codecs
+
+        self._stream = stream
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def write(self, data: bytes) -> int:
+        self._stream.write(self._decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def _guard_output(limit: int) -> None:
+    """Give the kernel's streams a ``buffer`` and cap what one execution sends over IOPub.
+
+    The cap sits in ipykernel's ``OutStream._flush_buffers`` (reached through a subclass,
+    since IPython swaps ``write`` per cell), counted per parent message, so a cell printing
+    100 MB makes the orchestrator decode at most ``limit`` characters of it.
+    """
+    sent: dict[str, int] = {}
+    for stream in (sys.stdout, sys.stderr):
+        if not hasattr(stream, "buffer"):
+            stream.buffer = _BytesWriter(stream)  # type: ignore[misc]
+        base = type(stream)
+        if limit > 0 and hasattr(base, "_flush_buffers"):
+            stream.__class__ = _capped(base, limit, sent)
+
+
+def _capped(base: type, limit: int, sent: dict[str, int]) -> type:
+    def _flush_buffers(self: Any) -> Any:
+        for parent, data in base._flush_buffers(self):
+            key = str(parent.get("msg_id", ""))
+            if key not in sent and len(sent) > 64:
+                sent.clear()  # old executions: forget them
+            used = sent.get(key, 0)
+            room = max(limit - used, 0)
+            if len(data) > room:
+                data = data[:room] + DROPPED_MARK.format(len(data) - room)
+            sent[key] = used + min(len(data), room)
+            yield parent, data
+
+    return type(base.__name__, (base,), {"_flush_buffers": _flush_buffers})
+
+
+def _die_with_parent() -> None:
+    """When the orchestrator dies (even by SIGKILL), take the whole process group down:
+    ipykernel's own parent poller exits the kernel but leaves what its cells started."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        import signal
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    if os.getpgrp() == os.getpid():  # only a group leader may take its group down
+        threading.Thread(target=watch, name="rlm-parent-watch", daemon=True).start()
+
+
+def _client() -> ControlClient:
+    if not _state:
+        setup()
+    return ControlClient(_state["address"], _state["agent_id"], _state["secret"])
+
+
+def _run_anywhere(main: Coroutine[Any, Any, Any], *, debug: bool | None = None) -> Any:
+    """``asyncio.run`` that also works where a loop is already running (a kernel cell)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _original_asyncio_run(main, debug=debug)
+    box: dict[str, Any] = {}
+    started = threading.Event()
+
+    async def wrapper() -> Any:
+        box["loop"], box["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        started.set()
+        return await main
+
+    def target() -> None:
+        try:
+            box["result"] = _original_asyncio_run(wrapper(), debug=debug)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=target, name="rlm-asyncio-run", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.05)
+    except KeyboardInterrupt:
+        started.wait()
+        if "loop" in box:
+            box["loop"].call_soon_threadsafe(box["task"].cancel)
+        thread.join()
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+def _describe(value: Any, data: bytes) -> tuple[str, str]:
+    kind = type(value).__name__
+    try:
+        size = f"{len(value):,} items" if not isinstance(value, (str, bytes)) else None
+    except TypeError:
+        size = None
+    if isinstance(value, str):
+        size = f"{len(value):,} characters"
+    elif isinstance(value, bytes):
+        size = f"{len(value):,} bytes"
+    return kind, size or f"{len(data):,} bytes pickled"
+
+
+def pack_inputs(inputs: dict[str, Any] | None) -> tuple[list[dict[str, str]], list[bytes]]:
+    """Pickle each input; describe it by name, type and size (the content stays out)."""
+    infos, blobs = [], []
+    for name, value in (inputs or {}).items():
+        if not name.isidentifier():
+            raise ConfigError(f"inputs: {name!r} is not a valid Python variable name")
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        kind, size = _describe(value, data)
+        infos.append({"name": name, "type": kind, "size": size})
+        blobs.append(data)
+    return infos, blobs
+
+
+async def run(
+    task: str,
+    *,
+    inputs: dict[str, Any] | None = None,
+    model: str | None = None,
+    max_turns: int | None = None,
+    tools: list[str] | str | None = None,
+) -> str:
+    """Ask the orchestrator for a sub-agent and wait for its answer."""
+    depth, max_depth = _state.get("depth", 0), _state.get("max_depth", 0)
+    if depth + 1 > max_depth:
+        raise DepthLimitError(
+            f"no sub-agent allowed here: this agent is at depth {depth} and RLM_MAX_DEPTH is "
+            f"{max_depth}"
+        )
+    infos, blobs = pack_inputs(inputs)
+    if isinstance(tools, (list, tuple)):
+        tools = ",".join(tools)
+    content = {
+        "task": task,
+        "inputs": infos,
+        "model": model,
+        "max_turns": max_turns,
+        "tools": tools,
+    }
+    reply, _ = await _client().request("run_request", content, blobs)
+    if reply.get("status") == "ok":
+        return str(reply["answer"])
+    error = _ERRORS.get(str(reply.get("error_type")), RLMError)
+    message = str(reply.get("message", "sub-agent failed"))
+    if error is AgentError:
+        raise AgentError(
+            message,
+            reason=str(reply.get("reason", "error")),
+            session_path=reply.get("session_path"),
+        )
+    raise error(message)
+
+
+async def load_inputs(only: list[str] | None = None) -> list[str]:
+    """Fetch this agent's inputs (all, or those named in ``only``) and define them as
+    variables of the user namespace."""
+    reply, blobs = await _client().request("inputs_request", {})
+    names = [info["name"] for info in reply.get("inputs", [])]
+    values = {name: pickle.loads(blob) for name, blob in zip(names, blobs, strict=True)}
+    if only is not None:
+        values = {name: value for name, value in values.items() if name in only}
+    main = sys.modules["__main__"].__dict__
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            main = shell.user_ns
+    except ImportError:
+        pass
+    main.update(values)
+    return list(values)

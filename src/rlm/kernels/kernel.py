@@ -1,0 +1,399 @@
+"""One agent's Jupyter kernel: start, execute with a timeout, recover, shut down.
+
+The kernel is a real ipykernel in rlm's own Python (``sys.executable``), driven over ZeroMQ
+by ``jupyter_client``'s async manager. Transport is ``ipc`` with a unique socket path per
+kernel inside the orchestrator's private run directory: tcp ports race when many kernels
+start at once, and jupyter_client's default ipc path (``kernel-ipc`` in the cwd) is shared by
+every kernel, which makes them cross-talk.
+
+Readiness is a ``kernel_info`` reply plus the matching IOPub ``idle`` (so the IOPub
+subscription is known to be live) instead of ``wait_for_ready``'s fixed 0.2 s polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+from rlm.errors import KernelDiedError, KernelError
+
+__all__ = ["ExecResult", "Kernel", "OutputCollector", "truncate"]
+
+_KERNEL_DROPPED = re.compile(r"\x00rlm-dropped:(\d+)\x00")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+#: Hard ceiling on what one execution may keep in memory when no cap is configured.
+MEMORY_CEILING = 1_000_000
+#: How long to poll between liveness checks while waiting for kernel messages.
+_POLL = 0.5
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters (``-1``: no cap) with a note of what was dropped."""
+    if limit < 0 or len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[output truncated: {len(text) - limit} more characters dropped]"
+
+
+class OutputCollector:
+    """Accumulates what a cell shows, in order, keeping at most ``limit`` characters."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit if limit > 0 else MEMORY_CEILING
+        self.parts: list[str] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def add(self, text: str) -> None:
+        room = self.limit - self.kept
+        if room > 0:
+            piece = text[:room]
+            self.parts.append(piece)
+            self.kept += len(piece)
+            self.dropped += len(text) - len(piece)
+        else:
+            self.dropped += len(text)
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        """Take one IOPub message of the running cell."""
+        kind, content = msg["header"]["msg_type"], msg["content"]
+        if kind == "stream":
+            text = content.get("text", "").replace("\r\n", "\n")
+            if "\x00rlm-dropped:" in text:  # the kernel's own cap (see rlm.inkernel)
+                for count in _KERNEL_DROPPED.findall(text):
+                    self.dropped += int(count)
+                text = _KERNEL_DROPPED.sub("", text)
+            self.add(text)
+        elif kind in ("execute_result", "display_data"):
+            data = content.get("data", {})
+            text = data.get("text/plain")
+            if text is not None:
+                self.add(_ANSI.sub("", text) + "\n")
+            others = sorted(k for k in data if k != "text/plain")
+            if others:
+                self.add(f"[{kind}: {', '.join(others)} not shown]\n")
+        elif kind == "error":
+            trace = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
+            self.add(_ANSI.sub("", "\n".join(trace)) + "\n")
+
+    def text(self) -> str:
+        out = "".join(self.parts)
+        if self.dropped:
+            out += f"\n[output truncated: {self.dropped} more characters dropped]"
+        return out
+
+
+@dataclass
+class ExecResult:
+    """What one execution produced, as the model should read it."""
+
+    output: str
+    status: str = "ok"
+    """``ok``, ``error`` (exception in the cell), ``timeout``, ``restarted`` or ``died``."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        parts = [self.output.rstrip("\n")] if self.output.strip() else []
+        parts += [f"[{note}]" for note in self.notes]
+        return "\n".join(parts) if parts else "[no output]"
+
+
+@functools.cache
+def _zmq_context() -> zmq.asyncio.Context:
+    """One ZeroMQ context (one I/O thread) for every kernel client of this process, instead of
+    jupyter_client's context per kernel manager; never terminated. pyzmq's default 100 ms
+    reconnect interval is pure latency on a local socket."""
+    context = zmq.asyncio.Context()
+    context.setsockopt(zmq.RECONNECT_IVL, 5)
+    return context
+
+
+class Kernel:
+    """A real ipykernel owned by one agent."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        name: str,
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        bootstrap: str = "",
+        interrupt_grace: float = 3.0,
+        output_limit: int = -1,
+        spec_name: str = "rlm",
+        provisioner: dict[str, Any] | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.name = name
+        self.cwd = cwd
+        self.env = env
+        self.bootstrap = bootstrap
+        self.interrupt_grace = interrupt_grace
+        self.output_limit = output_limit
+        #: Kernelspec written to the run dir; its ``kernel_provisioner`` stanza (None: local).
+        self.spec_name = spec_name
+        self.provisioner = provisioner
+        self.bootstrap_output = ""
+        self._km: AsyncKernelManager | None = None
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+        self._running: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, timeout: float = 60.0) -> None:
+        spec_name = self.spec_name
+        spec_dir = self.run_dir / "kernels" / spec_name
+        if not (spec_dir / "kernel.json").exists():
+            spec_dir.parent.mkdir(mode=0o700, exist_ok=True)
+            spec_dir.mkdir(mode=0o700, exist_ok=True)
+            argv = [
+                sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True",
+            ]  # fmt: skip
+            spec: dict[str, Any] = {"argv": argv, "display_name": "rlm", "language": "python"}
+            if self.provisioner is not None:
+                spec["metadata"] = {"kernel_provisioner": self.provisioner}
+            fd = os.open(spec_dir / "kernel.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(spec))
+        ksm = KernelSpecManager(kernel_dirs=[str(self.run_dir / "kernels")])
+        ksm.ensure_native_kernel = False
+        self._km = AsyncKernelManager(
+            context=_zmq_context(),
+            kernel_name=spec_name,
+            kernel_spec_manager=ksm,
+            transport="ipc",
+            ip=str(self.run_dir / self.name),
+            connection_file=str(self.run_dir / f"{self.name}.json"),
+        )
+        try:
+            # The kernel's own stdio is not the user's terminal: stdout carries the answer
+            # alone, and what cells print reaches the model over IOPub anyway.
+            await self._km.start_kernel(
+                env=self.env,
+                cwd=str(self.cwd),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            await self._connect(timeout)
+        except BaseException:
+            await self.shutdown()
+            raise
+
+    async def _connect(self, timeout: float) -> None:
+        assert self._km is not None
+        if self._client is not None:
+            self._client.stop_channels()
+        client = self._km.client(context=_zmq_context())
+        # Only shell and IOPub are used: liveness comes from the provisioner, interrupts are
+        # signals, input is refused. No heartbeat thread, stdin or control socket per kernel.
+        client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
+        self._client = client
+        await self._wait_ready(timeout)
+        self._restrict_sockets()
+        await self.run_bootstrap(timeout)
+
+    async def run_bootstrap(self, timeout: float = 60.0) -> None:
+        """Run ``self.bootstrap`` (after a start or restart, or when a pooled kernel is handed
+        to its agent)."""
+        if self.bootstrap:
+            result = await self._run(self.bootstrap, timeout, store_history=False)
+            if result.status != "ok":
+                raise KernelError(f"kernel bootstrap failed: {result.output[-2000:]}")
+            self.bootstrap_output = result.output
+
+    async def _wait_ready(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            msg_id = self._client.kernel_info()
+            if await self._await_reply(msg_id, deadline) and await self._await_idle(msg_id, 0.5):
+                return
+        raise KernelError(f"kernel did not become ready within {timeout:.0f} s")
+
+    async def _await_reply(self, msg_id: str, deadline: float) -> bool:
+        loop = asyncio.get_running_loop()
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                msg = await self._client.shell_channel.get_msg(timeout=min(_POLL, remaining))
+            except Empty:
+                if not await self.is_alive():
+                    raise KernelDiedError("kernel exited during start-up") from None
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return True
+        return False
+
+    async def _await_idle(self, msg_id: str, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                msg = await self._client.iopub_channel.get_msg(timeout=remaining)
+            except Empty:
+                return False
+            if (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"
+            ):
+                return True
+        return False
+
+    def _restrict_sockets(self) -> None:
+        """The kernel binds its ipc sockets with the user's umask; make them owner-only."""
+        assert self._km is not None
+        info = self._km.get_connection_info()
+        for key in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+            path = f"{info['ip']}-{info[key]}"
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
+
+    async def is_alive(self) -> bool:
+        return self._km is not None and await self._km.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        """The kernel process id, for tests and diagnostics."""
+        provisioner = self._km.provisioner if self._km else None
+        process = getattr(provisioner, "process", None)
+        return process.pid if process else None
+
+    async def interrupt(self) -> None:
+        if self._km is not None:
+            await self._km.interrupt_kernel()
+
+    async def restart(self, timeout: float = 60.0) -> None:
+        """A fresh interpreter on the same connection; every variable is lost."""
+        if self._km is None:
+            raise KernelError("kernel is not running")
+        await self._km.restart_kernel(now=True)
+        await self._connect(timeout)
+
+    async def shutdown(self) -> None:
+        """Stop the kernel and its whole process group. Safe to call twice."""
+        if self._client is not None:
+            self._client.stop_channels()
+            self._client = None
+        km, self._km = self._km, None
+        if km is not None and km.has_kernel:
+            try:
+                await km.shutdown_kernel(now=True)
+            except Exception:  # the process may already be gone
+                await km.cleanup_resources()
+
+    # -- execution -------------------------------------------------------------------------
+
+    async def execute(self, code: str, timeout: float) -> ExecResult:
+        """Run ``code``; on timeout interrupt (then restart), on death restart and say so."""
+        async with self._lock:
+            if self._km is None:
+                raise KernelError("kernel is not running")
+            return await self._run(code, timeout)
+
+    async def _run(self, code: str, timeout: float, store_history: bool = True) -> ExecResult:
+        loop = asyncio.get_running_loop()
+        collector = OutputCollector(self.output_limit)
+        msg_id = self._client.execute(
+            code, store_history=store_history, allow_stdin=False, stop_on_error=False
+        )
+        self._running = msg_id
+        status = "ok"
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return await self._on_timeout(msg_id, collector, timeout)
+            try:
+                msg = await self._client.iopub_channel.get_msg(timeout=min(_POLL, remaining))
+            except Empty:
+                if not await self.is_alive():
+                    return await self._on_death(collector)
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "status" and msg["content"]["execution_state"] == "idle":
+                break
+            if kind == "error":
+                status = "error"
+            collector.handle(msg)
+        await self._drain_reply(msg_id)
+        self._running = None
+        return ExecResult(collector.text(), status)
+
+    async def settle(self) -> None:
+        """After a cancelled ``execute``: stop the cell that is still running (interrupt, or
+        restart if it ignores the interrupt) so the kernel is ready for the next call."""
+        async with self._lock:
+            msg_id, self._running = self._running, None
+            if msg_id is None or self._km is None:
+                return
+            await self.interrupt()
+            if await self._await_idle(msg_id, self.interrupt_grace):
+                await self._drain_reply(msg_id)
+            else:
+                await self.restart()
+
+    async def _drain_reply(self, msg_id: str) -> None:
+        """Consume the shell reply so replies never pile up on the channel."""
+        loop = asyncio.get_running_loop()
+        await self._await_reply(msg_id, loop.time() + 5.0)
+
+    async def _on_timeout(
+        self, msg_id: str, collector: OutputCollector, timeout: float
+    ) -> ExecResult:
+        self._running = None
+        await self.interrupt()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.interrupt_grace
+        while (remaining := deadline - loop.time()) > 0:
+            try:
+                msg = await self._client.iopub_channel.get_msg(timeout=min(_POLL, remaining))
+            except Empty:
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if (
+                msg["header"]["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"
+            ):
+                await self._drain_reply(msg_id)
+                note = f"timed out after {timeout:g} s: execution interrupted, kernel state kept"
+                return ExecResult(collector.text(), "timeout", [note])
+            if msg["header"]["msg_type"] != "error":  # the KeyboardInterrupt trace is noise
+                collector.handle(msg)
+        await self.restart()
+        note = (
+            f"timed out after {timeout:g} s and did not stop when interrupted: the kernel was "
+            "restarted, all variables and imports are lost"
+        )
+        return ExecResult(collector.text(), "restarted", [note])
+
+    async def _on_death(self, collector: OutputCollector) -> ExecResult:
+        self._running = None
+        code = None
+        if self._km is not None and self._km.provisioner is not None:
+            code = await self._km.provisioner.poll()
+        await self.restart()
+        how = f" (exit code {code})" if code is not None else ""
+        note = f"the kernel died{how}; it was restarted and all variables and imports are lost"
+        return ExecResult(collector.text(), "died", [note])

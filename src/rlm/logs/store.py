@@ -1,0 +1,333 @@
+"""Reading session trees under ``$RLM_HOME/sessions`` without ever writing to them.
+
+A session is a folder ``sessions/<id>/`` holding the root agent's ``meta.json`` and
+``messages.jsonl``; every sub-agent is a ``sub-<hex>`` folder inside its parent's folder.
+Everything here tolerates sessions that are still running or were killed: a missing or
+unreadable ``meta.json`` gives an empty meta, a line of ``messages.jsonl`` that is not valid
+JSON (the last one, cut off by a kill) is skipped and counted, and a ``running`` status whose
+orchestrator process is gone reads as ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "AgentNode",
+    "Log",
+    "SessionError",
+    "default_home",
+    "find_agent",
+    "find_session",
+    "list_sessions",
+    "load_tree",
+    "parse_time",
+    "pid_alive",
+    "read_log",
+]
+
+#: Folder names of sub-agents start with this.
+SUB_PREFIX = "sub-"
+
+
+class SessionError(Exception):
+    """Unknown or ambiguous id, bad option value: one line for the user, exit code 2."""
+
+
+def default_home() -> Path:
+    """``RLM_HOME`` read directly (other ``RLM_*`` variables may be invalid; they don't
+    matter here), else the default of :class:`rlm.config.Settings`."""
+    value = os.environ.get("RLM_HOME")
+    if value:
+        return Path(value).expanduser()
+    from rlm.config import Settings
+
+    return Path(Settings.model_fields["home"].default).expanduser()
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An ISO timestamp of the log as an aware datetime (``None`` when absent or bad)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` exists on this machine (a zombie counts as gone)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state follows the parenthesised command name, which may itself contain ")".
+    state = stat.rpartition(")")[2].split()
+    return not (state and state[0] in ("Z", "X"))
+
+
+@dataclass
+class Log:
+    """The readable lines of one ``messages.jsonl``."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    """Lines that were not a JSON object (typically the last line, cut off by a kill)."""
+
+
+def read_log(path: Path) -> Log:
+    log = Log()
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return log
+    for raw in data.splitlines():
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            log.skipped += 1
+            continue
+        if isinstance(record, dict):
+            log.records.append(record)
+        else:
+            log.skipped += 1
+    return log
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+class AgentNode:
+    """One agent folder of a session tree; children are read on first access."""
+
+    def __init__(self, path: Path, parent: AgentNode | None = None) -> None:
+        self.path = path
+        self.parent = parent
+        self.meta = _read_meta(path)
+
+    def __repr__(self) -> str:
+        return f"AgentNode({self.id!r})"
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def root(self) -> AgentNode:
+        node = self
+        while node.parent is not None:
+            node = node.parent
+        return node
+
+    @property
+    def session_id(self) -> str:
+        return self.root.path.name
+
+    @property
+    def rel(self) -> str:
+        """The path below the session folder (``sub-ab12cd/sub-9c1d2e``; ``""`` for the root)."""
+        parts: list[str] = []
+        node: AgentNode | None = self
+        while node is not None and node.parent is not None:
+            parts.append(node.path.name)
+            node = node.parent
+        return "/".join(reversed(parts))
+
+    @property
+    def id(self) -> str:
+        """``<session-id>`` or ``<session-id>/sub-../sub-..`` (as in ``meta.json``)."""
+        return f"{self.session_id}/{self.rel}" if self.rel else self.session_id
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def depth(self) -> int:
+        return self.rel.count("/") + 1 if self.rel else 0
+
+    # -- meta ------------------------------------------------------------------------------
+
+    @property
+    def recorded_status(self) -> str:
+        return str(self.meta.get("status") or "unknown")
+
+    @cached_property
+    def status(self) -> str:
+        """The status to show: ``running`` only while the orchestrator process lives."""
+        status = self.recorded_status
+        if status == "running" and not pid_alive(self.meta.get("pid")):
+            return "interrupted"
+        return status
+
+    @property
+    def task(self) -> str:
+        return str(self.meta.get("task") or "")
+
+    @property
+    def model(self) -> str:
+        return str(self.meta.get("model") or "?")
+
+    @property
+    def turns(self) -> int:
+        turns = self.meta.get("turns")
+        return turns if isinstance(turns, int) else 0
+
+    def usage(self, total: bool = False) -> tuple[int, int]:
+        """``(prompt_tokens, completion_tokens)``, own or of the whole subtree."""
+        usage = self.meta.get("usage_total" if total else "usage")
+        if not isinstance(usage, dict):
+            return (0, 0)
+        return (_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
+
+    @property
+    def started(self) -> datetime | None:
+        return parse_time(self.meta.get("started_at"))
+
+    @property
+    def ended(self) -> datetime | None:
+        return parse_time(self.meta.get("ended_at"))
+
+    def duration(self) -> tuple[float | None, bool]:
+        """Seconds from start to end, and whether the agent is still going (so far only).
+
+        An interrupted agent ends at the last write of its log (its modification time)."""
+        start = self.started
+        if start is None:
+            return None, False
+        end = self.ended
+        if end is not None:
+            return max(0.0, (end - start).total_seconds()), False
+        if self.status == "running":
+            return max(0.0, (datetime.now(timezone.utc) - start).total_seconds()), True
+        try:
+            mtime = (self.path / "messages.jsonl").stat().st_mtime
+        except OSError:
+            return None, False
+        return max(0.0, mtime - start.timestamp()), False
+
+    # -- log and tree ----------------------------------------------------------------------
+
+    @cached_property
+    def log(self) -> Log:
+        return read_log(self.path / "messages.jsonl")
+
+    @cached_property
+    def children(self) -> list[AgentNode]:
+        """Sub-agents in start order: the order of ``meta["children"]``, then any folder the
+        meta does not list yet (a run killed between creating a child and updating the
+        parent's meta), by start time."""
+        try:
+            folders = {
+                p.name: p
+                for p in self.path.iterdir()
+                if p.is_dir() and p.name.startswith(SUB_PREFIX)
+            }
+        except OSError:
+            return []
+        order: list[str] = []
+        for entry in self.meta.get("children") or []:
+            name = entry.get("id") if isinstance(entry, dict) else None
+            if isinstance(name, str):
+                name = name.rsplit("/", 1)[-1]
+                if name in folders and name not in order:
+                    order.append(name)
+        nodes = [AgentNode(folders[name], self) for name in order]
+        rest = [AgentNode(p, self) for name, p in sorted(folders.items()) if name not in order]
+        far = datetime.max.replace(tzinfo=timezone.utc)
+        rest.sort(key=lambda n: (n.started or far, n.name))
+        return nodes + rest
+
+    def walk(self) -> list[AgentNode]:
+        """This agent and its descendants, depth first, children in start order."""
+        out = [self]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def sessions_dir(home: Path) -> Path:
+    return home / "sessions"
+
+
+def list_sessions(home: Path) -> list[AgentNode]:
+    """Root agents, newest first (by ``started_at``, then by id, which sorts by time)."""
+    folder = sessions_dir(home)
+    try:
+        paths = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    nodes = [AgentNode(p) for p in paths]
+    far = datetime.min.replace(tzinfo=timezone.utc)
+    nodes.sort(key=lambda n: (n.started or far, n.name), reverse=True)
+    return nodes
+
+
+def _pick(names: list[str], ref: str, what: str, where: str) -> str:
+    if ref in names:
+        return ref
+    hits = [name for name in names if name.startswith(ref)]
+    if not hits and not ref.startswith(SUB_PREFIX) and what == "agent":
+        hits = [name for name in names if name.startswith(SUB_PREFIX + ref)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise SessionError(f"no {what} matches {ref!r} in {where}")
+    shown = ", ".join(sorted(hits)[:5]) + (", ..." if len(hits) > 5 else "")
+    raise SessionError(f"{what} id prefix {ref!r} is ambiguous: {shown}")
+
+
+def find_session(home: Path, ref: str) -> AgentNode:
+    """The root agent of the session whose id is ``ref`` or starts with it. ``ref`` may go
+    on with an agent path (``<id>/sub-ab12/sub-cd``): then that agent is returned."""
+    ref = ref.strip().strip("/")
+    if not ref:
+        raise SessionError("empty session id")
+    session_ref, _, agent_ref = ref.partition("/")
+    folder = sessions_dir(home)
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        raise SessionError(f"no sessions in {folder}") from None
+    root = AgentNode(folder / _pick(names, session_ref, "session", str(folder)))
+    return find_agent(root, agent_ref) if agent_ref else root
+
+
+def find_agent(node: AgentNode, rel: str) -> AgentNode:
+    """The agent at ``rel`` below ``node``; every segment may be a unique prefix and may
+    leave out ``sub-`` (``3f2a/9c`` finds ``sub-3f2a1b/sub-9c1d2e``)."""
+    for part in [p for p in rel.strip("/").split("/") if p]:
+        names = [child.name for child in node.children]
+        name = _pick(names, part, "agent", node.id)
+        node = next(child for child in node.children if child.name == name)
+    return node
+
+
+def load_tree(path: Path) -> AgentNode:
+    return AgentNode(path)

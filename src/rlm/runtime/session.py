@@ -1,0 +1,141 @@
+"""``rlm.Session``: one agent kept alive across user messages.
+
+The same kernel, history and session folder serve every ``send``. Cancelling a ``send``
+(task cancel, Ctrl-C) interrupts the kernel, cancels the sub-agents it started and rolls
+the history back to before that message, so the session stays usable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rlm.agent.events import EventCallback
+from rlm.agent.loop import Agent
+from rlm.agent.model import Usage
+from rlm.config import Settings, load_settings
+from rlm.errors import ConfigError
+from rlm.runtime.orchestrator import Orchestrator
+
+__all__ = ["Session", "load_context_file", "validate_context"]
+
+
+class Session:
+    """``async with rlm.Session(model=...) as s: await s.send("...")``.
+
+    ``context`` is a list of ``{"role": "user"|"assistant", "content": str}`` placed after
+    the system prompt; ``resume`` continues an earlier session by id (its live context is
+    rebuilt from ``messages.jsonl``, in a fresh kernel). Other keyword arguments override
+    settings, as CLI flags do.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_event: EventCallback | None = None,
+        cwd: Path | None = None,
+        context: list[dict[str, Any]] | None = None,
+        resume: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> None:
+        if context is not None:
+            validate_context(context, "context")
+        if isinstance(overrides.get("tools"), (list, tuple)):
+            overrides["tools"] = ",".join(overrides["tools"])
+        self.settings = settings or load_settings(**overrides)
+        self._orchestrator = Orchestrator(self.settings, cwd=cwd, on_event=on_event)
+        self._context = context
+        self._resume = resume
+        self._inputs = inputs
+        self._agent: Agent | None = None
+
+    @property
+    def path(self) -> Path:
+        """The session folder (``$RLM_HOME/sessions/<id>``)."""
+        return self._require().log.path
+
+    @property
+    def id(self) -> str:
+        return self._require().id
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens of the whole tree so far."""
+        return self._require().usage_total
+
+    def _require(self) -> Agent:
+        if self._agent is None:
+            raise RuntimeError("the session is not open: use `async with Session(...)`")
+        return self._agent
+
+    async def __aenter__(self) -> Session:
+        await self._orchestrator.__aenter__()
+        try:
+            await self._open()
+        except BaseException:
+            await self._orchestrator.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            if self._agent is not None:
+                error = exc_info[1] if isinstance(exc_info[1], BaseException) else None
+                await self._agent.close(error)
+                self._agent = None
+        finally:
+            await self._orchestrator.__aexit__(*exc_info)
+
+    async def _open(self) -> None:
+        orch = self._orchestrator
+        if self._resume:
+            agent = orch.resume_root(self._resume)
+            self._resume = None
+        else:
+            agent = orch.new_root("", inputs=self._inputs, context=self._context)
+        self._agent = agent
+        await agent.open()
+
+    async def send(self, message: str) -> str:
+        """Run one user turn to its answer (raises ``AgentError`` if it ends without one)."""
+        return await self._require().send(message)
+
+    async def reset(self) -> None:
+        """A new kernel and an empty history, in a new session folder."""
+        if self._agent is not None:
+            await self._agent.close()
+            self._agent = None
+        self._context = None
+        self._inputs = None
+        await self._open()
+
+
+def validate_context(value: Any, name: str) -> list[dict[str, str]]:
+    """A context is a list of ``{"role": "user"|"assistant", "content": str}``."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: expected a JSON list of messages, got {type(value).__name__}")
+    for index, item in enumerate(value):
+        ok = (
+            isinstance(item, dict)
+            and set(item) == {"role", "content"}
+            and item["role"] in ("user", "assistant")
+            and isinstance(item["content"], str)
+        )
+        if not ok:
+            raise ConfigError(
+                f'{name}: item {index} must be {{"role": "user"|"assistant", "content": str}}'
+            )
+    return value
+
+
+def load_context_file(path: str) -> list[dict[str, str]]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--context: cannot read {path!r}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--context: {path!r} is not valid JSON ({exc})") from None
+    return validate_context(data, "--context")

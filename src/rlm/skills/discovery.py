@@ -1,0 +1,364 @@
+"""Skill discovery, kernel bootstrap, prompt listing and scaffolding.
+
+Skills are ordinary distributions named ``rlm-skill-<name>`` installed next to rlm (see
+``install.sh`` and ``docs/skills.md``). The orchestrator must not import them: imports are slow
+and may have side effects, and the kernel is where they are used. So the work is split:
+
+* :func:`discover` reads installed metadata and each skill's ``SKILL.md`` without importing;
+* :func:`kernel_bootstrap_source` is code run *inside* the kernel that imports the skills,
+  binds them under their names and prints a JSON report (parse it with
+  :func:`parse_bootstrap_output`) holding the real ``run`` signatures and any import failures;
+* :func:`prompt_section` turns both into the system-prompt text.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.metadata
+import importlib.resources
+import importlib.util
+import json
+import keyword
+import re
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from importlib.machinery import PathFinder
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
+
+from pydantic import BaseModel, ConfigDict
+
+from rlm.errors import ConfigError, KernelError
+
+__all__ = [
+    "BOOTSTRAP_MARKER",
+    "DIST_PREFIX",
+    "SkillInfo",
+    "discover",
+    "kernel_bootstrap_source",
+    "new_skill",
+    "parse_bootstrap_output",
+    "parse_front_matter",
+    "prompt_section",
+    "template_dir",
+    "validate_skill_name",
+]
+
+#: Normalized distribution-name prefix that marks a package as an rlm skill.
+DIST_PREFIX = "rlm-skill-"
+
+#: Start of the stdout line carrying the bootstrap report (unlikely to be printed by a skill).
+BOOTSTRAP_MARKER = "__RLM_SKILLS__"
+
+#: Placeholder for the skill name in template paths and file contents.
+PLACEHOLDER = "{{name}}"
+
+#: Template files that configure rlm's own repo (ruff) and must not reach a new skill.
+_TEMPLATE_SKIP = frozenset({"ruff.toml", "__pycache__", ".ruff_cache"})
+
+#: Names bound in every IPython user namespace; a skill with one of them would clobber it.
+_IPYTHON_NAMES = frozenset({"get_ipython", "display", "exit", "quit", "rlm"})
+
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class SkillInfo(BaseModel):
+    """One installed skill as seen from its metadata (nothing imported)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    """Import name, console-script name and kernel variable name (``websearch``)."""
+    distribution: str
+    """Distribution name as declared (``rlm-skill-websearch``)."""
+    version: str = ""
+    """Installed version of the distribution."""
+    description: str = ""
+    """``description`` from SKILL.md front matter, else the distribution summary."""
+    skill_md: Path | None = None
+    """Installed SKILL.md with the usage notes, or None if the skill ships none."""
+    signature: str | None = None
+    """``run`` signature; only known after the kernel imported the skill (see bootstrap)."""
+
+
+def _canonical(name: str) -> str:
+    """PEP 503 normalization, so ``rlm_skill.Foo`` and ``rlm-skill-foo`` compare equal."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_front_matter(text: str) -> tuple[dict[str, str], str]:
+    """Split ``---``-fenced ``key: value`` front matter from a Markdown body.
+
+    Deliberately tiny instead of a YAML dependency: flat string keys, optional quotes,
+    indented continuation lines (``description: >`` blocks included). Returns ``({}, text)``
+    when there is no front matter.
+    """
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}, text
+    end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
+    if end is None:
+        return {}, text
+    meta: dict[str, str] = {}
+    key: str | None = None
+    joiner = " "
+    for line in lines[1:end]:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if line[0] in " \t" and key is not None:
+            meta[key] = f"{meta[key]}{joiner}{stripped}" if meta[key] else stripped
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        key, value = name.strip(), value.strip()
+        joiner = "\n" if value.startswith("|") else " "
+        if value in ("|", "|-", "|+", ">", ">-", ">+"):
+            value = ""
+        meta[key] = _unquote(value)
+    return meta, "\n".join(lines[end + 1 :]).lstrip("\n")
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1].replace("''", "'")
+    return value
+
+
+def _direct_url_dir(dist: importlib.metadata.Distribution) -> Path | None:
+    """Source folder of a distribution installed from a local directory (PEP 610)."""
+    try:
+        raw = dist.read_text("direct_url.json")
+        info = json.loads(raw) if raw else {}
+    except (OSError, ValueError):
+        return None
+    url = info.get("url", "")
+    if "dir_info" not in info or not url.startswith("file:"):
+        return None
+    return Path(url2pathname(unquote(urlparse(url).path)))
+
+
+def _find_skill_md(
+    dist: importlib.metadata.Distribution, name: str, path: list[str] | None
+) -> Path | None:
+    """Locate SKILL.md: in the installed package, else in the source dir (editable installs)."""
+    for file in dist.files or ():
+        if file.as_posix() == f"{name}/SKILL.md":
+            located = Path(str(dist.locate_file(file)))
+            if located.is_file():
+                return located.resolve()
+    try:  # PathFinder only searches the path; unlike import, it runs no package code
+        spec = PathFinder.find_spec(name, path)
+    except (ImportError, ValueError, OSError):
+        spec = None
+    for location in (spec.submodule_search_locations or ()) if spec else ():
+        candidate = Path(location) / "SKILL.md"
+        if candidate.is_file():
+            return candidate.resolve()
+    source = _direct_url_dir(dist)
+    if source is not None and (source / "SKILL.md").is_file():
+        return (source / "SKILL.md").resolve()
+    return None
+
+
+def discover(path: list[str] | None = None) -> list[SkillInfo]:
+    """Installed skills (distributions named ``rlm-skill-*``), sorted by name; imports nothing.
+
+    ``path`` searches other ``sys.path``-like folders (e.g. another environment's
+    site-packages) instead of the running interpreter's. When one name is installed twice,
+    the first on the path wins, as it would for ``import``.
+    """
+    found: dict[str, SkillInfo] = {}
+    dists = (
+        importlib.metadata.distributions()
+        if path is None
+        else importlib.metadata.distributions(path=path)
+    )
+    for dist in dists:
+        declared = dist.metadata["Name"] or ""
+        canonical = _canonical(declared)
+        if not canonical.startswith(DIST_PREFIX) or canonical in found:
+            continue
+        name = canonical.removeprefix(DIST_PREFIX).replace("-", "_")
+        if not name.isidentifier():
+            continue
+        skill_md = _find_skill_md(dist, name, path)
+        meta: dict[str, str] = {}
+        if skill_md is not None:
+            try:
+                meta, _ = parse_front_matter(skill_md.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                meta = {}
+        found[canonical] = SkillInfo(
+            name=name,
+            distribution=declared,
+            version=dist.version or "",
+            description=meta.get("description") or dist.metadata["Summary"] or "",
+            skill_md=skill_md,
+        )
+    return sorted(found.values(), key=lambda info: info.name)
+
+
+_BOOTSTRAP = """\
+def __rlm_load_skills(names):
+    import json
+    try:
+        from rlm.skills.entry import load_skills
+        report = load_skills(names, globals())
+    except Exception as exc:
+        error = f"{{type(exc).__name__}}: {{exc}}"
+        report = {{"loaded": {{}}, "failed": {{name: error for name in names}}}}
+    print({marker!r}, json.dumps(report), flush=True)
+__rlm_load_skills({names!r})
+del __rlm_load_skills
+"""
+
+
+def kernel_bootstrap_source(names: Sequence[str]) -> str:
+    """Python source that imports ``names`` into the executing namespace and reports.
+
+    Meant to run once as the kernel's first cell. Each skill is bound under its own name and
+    made callable (``await name(...)``); one failing import never stops the others. The last
+    stdout line is ``__RLM_SKILLS__ {"loaded": {name: signature}, "failed": {name: error}}``
+    (see :func:`parse_bootstrap_output`). The helper function deletes itself so the user
+    namespace only gains the skills, and the cell ends in a statement so IPython shows no
+    ``Out[]``.
+    """
+    bad = [name for name in names if not name.isidentifier() or keyword.iskeyword(name)]
+    if bad:
+        raise ValueError(f"not valid skill names: {', '.join(map(repr, bad))}")
+    return _BOOTSTRAP.format(marker=BOOTSTRAP_MARKER, names=list(names))
+
+
+def parse_bootstrap_output(stdout: str) -> dict[str, dict[str, str]]:
+    """The report printed by :func:`kernel_bootstrap_source` (its last marker line wins).
+
+    Raises :class:`KernelError` when the marker is missing: the bootstrap cell did not run to
+    its end (kernel died or was interrupted). A kernel without ``rlm`` still reports, with
+    every skill failed.
+    """
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(BOOTSTRAP_MARKER):
+            report = json.loads(line[len(BOOTSTRAP_MARKER) :])
+            return {"loaded": report.get("loaded", {}), "failed": report.get("failed", {})}
+    raise KernelError("skill bootstrap printed no report; the kernel output was:\n" + stdout)
+
+
+def prompt_section(skills: Iterable[SkillInfo], signatures: dict[str, str]) -> str:
+    """System-prompt text listing the skills the kernel actually loaded; ``""`` if none.
+
+    ``signatures`` is the bootstrap report's ``loaded`` mapping (falling back to
+    ``SkillInfo.signature`` if the caller filled it in): skills with neither failed to import
+    and are left out, so the model is never told about a skill it cannot call.
+    Each entry gives the call form, the one-line description and where SKILL.md lives, so
+    the model can read the details only when it needs them.
+    """
+    entries = []
+    for skill in skills:
+        signature = signatures.get(skill.name) or skill.signature
+        if not signature:
+            continue
+        is_async = signature.startswith("async ")
+        call = signature.removeprefix("async ").removeprefix("run")
+        entry = f"- `{'await ' if is_async else ''}{skill.name}{call}`"
+        if skill.description:
+            entry += f": {skill.description}"
+        if skill.skill_md is not None:
+            entry += f" (details: {skill.skill_md})"
+        entries.append(entry)
+    if not entries:
+        return ""
+    return (
+        "## Skills\n"
+        "These skills are already imported in your ipython kernel under their own names. "
+        "Call one directly, e.g. `await name(...)` (same as `await name.run(...)`); "
+        "`help(name)` shows its full docstring. Each is also a shell command with the same "
+        "name (`name --help`, list parameters as `--queries a b`).\n" + "\n".join(entries) + "\n"
+    )
+
+
+def validate_skill_name(name: str) -> None:
+    """Raise :class:`ConfigError` (one line) unless ``name`` can be a new skill's name.
+
+    The name is at once a directory, an import name, a console script and a kernel variable,
+    so it must be a plain lowercase identifier that shadows nothing: no keyword, builtin,
+    standard-library module or module already importable here (``rlm`` included).
+    """
+    if not _NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"invalid skill name {name!r}: use lowercase letters, digits and '_', "
+            "starting with a letter"
+        )
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ConfigError(f"invalid skill name {name!r}: it is a Python keyword")
+    if name in sys.stdlib_module_names:
+        raise ConfigError(f"invalid skill name {name!r}: it shadows the standard-library module")
+    if hasattr(builtins, name):
+        raise ConfigError(f"invalid skill name {name!r}: it shadows the builtin {name!r}")
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None:
+        where = spec.origin or ", ".join(spec.submodule_search_locations or ()) or "?"
+        raise ConfigError(f"invalid skill name {name!r}: module already importable from {where}")
+    if name in _IPYTHON_NAMES:
+        raise ConfigError(f"invalid skill name {name!r}: it is reserved in the kernel namespace")
+
+
+def template_dir() -> Path:
+    """The skill template: shipped in the wheel as ``rlm/skills_template``, else the repo's.
+
+    The repo fallback serves source checkouts and editable installs, where the wheel's
+    force-include has not happened.
+    """
+    packaged = importlib.resources.files("rlm") / "skills_template"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    repo = Path(__file__).resolve().parents[3] / "skills-template"
+    if repo.is_dir():
+        return repo
+    raise ConfigError("skill template not found (neither rlm/skills_template nor skills-template)")
+
+
+def new_skill(name: str, dest_dir: Path) -> Path:
+    """Scaffold ``dest_dir/<name>/`` from the template and return that folder.
+
+    Fills ``{{name}}`` in paths and file contents, so the result already follows the naming
+    rules ``install.sh`` enforces. Raises :class:`ConfigError` for a bad name or an existing
+    target (never overwrites work).
+    """
+    validate_skill_name(name)
+    target = Path(dest_dir) / name
+    if target.exists():
+        raise ConfigError(f"cannot create skill {name!r}: {target} already exists")
+    source = template_dir()
+    files = sorted(
+        path
+        for path in source.rglob("*")
+        if path.is_file()
+        and not _TEMPLATE_SKIP.intersection(path.relative_to(source).parts)
+        and path.suffix != ".pyc"
+    )
+    try:
+        for path in files:
+            relative = Path(
+                *(part.replace(PLACEHOLDER, name) for part in path.relative_to(source).parts)
+            )
+            out = target / relative
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                shutil.copyfile(path, out)
+            else:
+                out.write_text(text.replace(PLACEHOLDER, name), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)  # no half-made skill left behind
+        raise
+    return target
