@@ -16,7 +16,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rlm.errors import ConfigError
 
-__all__ = ["BUILTIN_TOOLS", "Settings", "env_name", "flag_name", "load_settings"]
+__all__ = [
+    "BUILTIN_TOOLS",
+    "Settings",
+    "derive_settings",
+    "env_name",
+    "flag_name",
+    "load_settings",
+]
 
 #: Every tool rlm ships, in the order they are described to the model.
 BUILTIN_TOOLS: tuple[str, ...] = ("ipython", "summarize", "bash", "edit")
@@ -192,3 +199,28 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
         shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return "; ".join(lines)
+
+
+def derive_settings(base: Settings, **overrides: Any) -> Settings:
+    """``base`` with ``overrides`` applied and validated, for a sub-agent or a ``Session``
+    given both ``settings=`` and keyword arguments.
+
+    Unlike :func:`load_settings` the environment is not read again: a setting the base left
+    unset (``base_url=None``) stays unset. ``None`` overrides are ignored; an unknown name or
+    a bad value is a :class:`ConfigError` naming the setting.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if not given:
+        return base
+    try:
+        return Settings.model_validate({**base.model_dump(), **given})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            if error["type"] == "extra_forbidden":
+                problems.append(f"{name}: not a setting")
+                continue
+            shown = "" if name == "api_key" else f" (got {error.get('input')!r})"
+            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}{shown}")
+        raise ConfigError("; ".join(problems)) from None

@@ -51,6 +51,8 @@ class AgentError(RLMError):
 
     def __init__(self, message: str, *, reason: str = "error", session_path: str | None = None):
         super().__init__(message)
+        self.message = message
+        """The bare message, without the session path ``str()`` adds for people."""
         self.reason = reason
         self.session_path = session_path
 

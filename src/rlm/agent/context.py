@@ -10,12 +10,19 @@ ways, both recorded as events in ``messages.jsonl`` so the context can be rebuil
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlm.errors import ToolError
 
-__all__ = ["LiveContext", "SummaryNote", "rebuild_context"]
+__all__ = [
+    "LiveContext",
+    "SummaryNote",
+    "parse_arguments",
+    "rebuild_context",
+    "sanitize_tool_calls",
+]
 
 Message = dict[str, Any]
 
@@ -31,6 +38,17 @@ class SummaryNote:
 class _Turn:
     number: int
     messages: list[Message] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    """A copy of a :class:`LiveContext`'s lists (see ``LiveContext.snapshot``)."""
+
+    head: list[Message]
+    turns: list[_Turn]
+    summaries: list[SummaryNote]
+    auto_dropped: int
+    count: int
 
 
 class LiveContext:
@@ -95,6 +113,25 @@ class LiveContext:
         self.turns = self.turns[num_turns:]
         self.summaries.append(SummaryNote(turns, summary))
 
+    def snapshot(self) -> Snapshot:
+        """The state to go back to if the next message is cancelled: lists are copied, the
+        messages themselves are shared (they are never changed once added), so this costs
+        one pointer per message instead of a deep copy of the conversation."""
+        return Snapshot(
+            head=list(self.head),
+            turns=[_Turn(t.number, list(t.messages)) for t in self.turns],
+            summaries=list(self.summaries),
+            auto_dropped=self.auto_dropped,
+            count=self._count,
+        )
+
+    def restore(self, snap: Snapshot) -> None:
+        self.head = snap.head
+        self.turns = snap.turns
+        self.summaries = snap.summaries
+        self.auto_dropped = snap.auto_dropped
+        self._count = snap.count
+
     def status(self) -> str:
         """``[context turns: n/N]``, appended to tool results when a window is set."""
         return f"[context turns: {len(self.turns)}/{self.max_turns}]"
@@ -153,7 +190,7 @@ def rebuild_context(lines: list[dict[str, Any]], max_turns: int = -1) -> LiveCon
         if role == "system" or kind == "context":
             context.head.append(message)
         elif role == "assistant":
-            context.add_assistant(message)
+            context.add_assistant(sanitize_tool_calls(message))
         elif role == "user" and kind != "nudge":
             context.add_user(message)
         else:
@@ -163,3 +200,32 @@ def rebuild_context(lines: list[dict[str, Any]], max_turns: int = -1) -> LiveCon
 
 #: The keys of a chat message the model API knows; the log adds ``timestamp``, ``usage``, ...
 OPENAI_KEYS = ("role", "content", "tool_calls", "tool_call_id", "name")
+
+
+def parse_arguments(raw: str) -> object:
+    """A tool call's arguments, parsed leniently: servers that generate JSON with a grammar
+    put raw newlines inside strings (multi-line code, the normal case), which strict JSON
+    refuses. Raises ``json.JSONDecodeError`` when it is not JSON at all."""
+    return json.loads(raw, strict=False)
+
+
+def sanitize_tool_calls(message: Message) -> Message:
+    """The assistant message as the live context may send it back: a tool call whose
+    arguments are not JSON (cut by a token limit, or just broken) goes out with ``"{}"``.
+    Servers that re-parse the history (llama.cpp, vLLM and SGLang templates) answer every
+    later request with an error otherwise; the log keeps the raw text."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    fixed = []
+    changed = False
+    for call in calls:
+        function = call.get("function") or {}
+        raw = function.get("arguments") or "{}"
+        try:
+            parse_arguments(raw)
+        except (json.JSONDecodeError, TypeError):
+            call = {**call, "function": {**function, "arguments": "{}"}}
+            changed = True
+        fixed.append(call)
+    return {**message, "tool_calls": fixed} if changed else message

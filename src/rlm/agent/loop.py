@@ -2,37 +2,40 @@
 
 The agent is also a node of the session tree: it knows its parent, depth and session
 folder, keeps its own and its subtree's token usage, and tracks the sub-agents started from
-its current cell so they can be cancelled when the cell ends.
+its current cell so they can be cancelled when the cell ends. Everything it needs from the
+process around it goes through :class:`rlm.agent.host.AgentHost`; agents are built by the
+constructors in :mod:`rlm.runtime.agents` (root, child, resumed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
 from rlm.agent import events as ev
-from rlm.agent.context import LiveContext
-from rlm.agent.model import Usage
+from rlm.agent.context import LiveContext, parse_arguments, sanitize_tool_calls
+from rlm.agent.host import AgentHost, KernelHandle
+from rlm.agent.model import ModelReply, Usage
 from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
 from rlm.agent.tools import ToolContext, enabled_tools
 from rlm.config import Settings
+from rlm.control.inputs import Packed, pack_inputs
 from rlm.errors import AgentError, ModelError, RLMError, ToolError
-from rlm.inkernel import pack_inputs
-from rlm.kernels.kernel import Kernel, truncate
+from rlm.kernels.kernel import truncate
 from rlm.logs.writer import SessionLog, clean_text
+from rlm.schema import Status, StopReason
 
-if TYPE_CHECKING:
-    from rlm.runtime.orchestrator import Orchestrator
-
-__all__ = ["Agent"]
+__all__ = ["MAX_INLINE_TASK", "Agent", "ResumedState"]
 
 #: Longer user messages go to a kernel variable instead of the prompt (see ``send``).
 MAX_INLINE_TASK = 50_000
+#: Replies cut by the endpoint's token limit that are continued before the agent gives up.
+MAX_CONTINUATIONS = 3
 _TASK_PREVIEW = 2_000
 _RESUMED_NOTE = (
     "[This session was resumed in a new kernel: variables, imports and definitions from "
@@ -42,50 +45,76 @@ _EMPTY_REPLY_NUDGE = (
     "Your last reply had neither text nor a tool call. Call a tool, or reply with your final "
     "answer as plain text."
 )
+_CONTINUE_NUDGE = (
+    "Your reply was cut off by the endpoint's token limit. Continue exactly where it stopped, "
+    "without repeating what you already wrote."
+)
+_CUT_CALL = (
+    "Error: this tool call was cut off by the endpoint's token limit before its arguments were "
+    "complete, so it was not run. Send a shorter call, or split the work into several calls."
+)
+
+
+@dataclass
+class ResumedState:
+    """What an agent resumed from its log starts with (see ``rlm.runtime.agents``)."""
+
+    context: LiveContext
+    children: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    usage_total: Usage = field(default_factory=Usage)
 
 
 class Agent:
     def __init__(
         self,
-        orch: Orchestrator,
+        host: AgentHost,
         settings: Settings,
         task: str,
         *,
         log: SessionLog,
         agent_id: str,
         parent: Agent | None = None,
-        inputs: tuple[list[dict[str, str]], list[bytes]] = ([], []),
+        inputs: Packed | None = None,
         context: list[dict[str, Any]] | None = None,
+        resumed: ResumedState | None = None,
     ) -> None:
-        self.orch = orch
+        self.host = host
         self.settings = settings
         self.task = task
         self.log = log
         self.id = agent_id
         self.parent = parent
         self.depth = parent.depth + 1 if parent else 0
-        self.inputs = inputs
+        self.inputs: Packed = inputs or ([], [])
         self.prior_context = context or []
         self.tools = enabled_tools(settings)
-        self.kernel: Kernel | None = None
+        self.kernel: KernelHandle | None = None
         #: A kernel start still running beside the first model request (see ``open``).
         self._kernel_start: asyncio.Task[None] | None = None
-        self.context = LiveContext([], settings.max_turns_in_context)
-        self.usage = Usage()
-        self.usage_total = Usage()
+        self.context = resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
+        self.resumed = resumed is not None
+        self.usage = resumed.usage if resumed else Usage()
+        self.usage_total = resumed.usage_total if resumed else Usage()
+        self.children: list[dict[str, Any]] = list(resumed.children) if resumed else []
         self.cell_children: set[asyncio.Task[Any]] = set()
-        self.children: list[dict[str, Any]] = []
         self.skills_prompt = ""
         self.answer: str | None = None
-        self.resumed = False
-        self.last_status: tuple[str, str, str | None] = ("done", "closed", None)
+        self.last_status: tuple[Status, StopReason, str | None] = (
+            Status.DONE,
+            StopReason.CLOSED,
+            None,
+        )
         self._started = time.monotonic()
-        self._tool_ctx = ToolContext(settings=settings, cwd=orch.cwd, agent=self)
+        self._tool_ctx = ToolContext(settings=settings, cwd=host.cwd, agent=self)
 
     # -- tree bookkeeping ------------------------------------------------------------------
 
     def emit(self, event_type: type[ev.Event], **fields: Any) -> None:
-        self.orch.emit(event_type(agent_id=self.id, depth=self.depth, **fields))
+        self.host.emit(event_type(agent_id=self.id, depth=self.depth, **fields))
+
+    def log_event(self, kind: str, /, **fields: Any) -> None:
+        self.log.event(kind, **fields)
 
     def add_usage(self, usage: Usage) -> None:
         self.usage = self.usage + usage
@@ -101,6 +130,15 @@ class Agent:
             self.children.append(entry)
         self.log.update(children=self.children)
 
+    @property
+    def running_cell(self) -> str | None:
+        """The id of the cell running in this agent's kernel, if any."""
+        return self.kernel.running_cell if self.kernel is not None else None
+
+    def adopt_cell_child(self, task: asyncio.Task[Any]) -> None:
+        """A sub-agent request of the running cell: cancelled when that cell ends."""
+        self.cell_children.add(task)
+
     async def cell_finished(self) -> None:
         """Cancel sub-agents the cell left running and wait until they are gone."""
         tasks = [t for t in self.cell_children if not t.done()]
@@ -110,9 +148,13 @@ class Agent:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def kernel_restarted(self, reason: str) -> None:
+    async def kernel_restarted(self, reason: str) -> None:
+        """The kernel lost every variable: say so, and load the inputs again (they are the
+        agent's data, not state the model built)."""
         self.log.event("kernel_restarted", reason=reason)
         self.emit(ev.KernelRestarted, reason=reason)
+        if self.kernel is not None and self.inputs[0]:
+            await self.kernel.execute("await rlm.inkernel.load_inputs()", 60)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -141,14 +183,14 @@ class Agent:
             task=self.task,
         )
         try:
-            if self.inputs[0] or (self.orch.skills and "ipython" in self.settings.tools):
+            if self.inputs[0] or (self.host.has_skills and "ipython" in self.settings.tools):
                 await self.start_kernel()
             elif "ipython" in self.settings.tools:
                 self._kernel_start = asyncio.ensure_future(self.start_kernel())
             if self.context.head:  # resumed: the head was rebuilt from the log
                 return
             parts = PromptParts(
-                cwd=self.orch.cwd,
+                cwd=self.host.cwd,
                 depth=self.depth,
                 skills=self.skills_prompt,
                 inputs=[InputInfo(**info) for info in self.inputs[0]],
@@ -163,9 +205,9 @@ class Agent:
             raise self._as_agent_error(exc) from None
 
     async def start_kernel(self) -> None:
-        self.kernel = await self.orch.start_kernel(self)
+        self.kernel = await self.host.start_kernel(self)
         self._tool_ctx.kernel = self.kernel
-        self.skills_prompt, failed = self.orch.skills_report(self.kernel)
+        self.skills_prompt, failed = self.host.skills_report(self.kernel)
         for name, error in failed.items():
             self.log.event("skill_failed", name=name, error=error)
         if self.inputs[0]:
@@ -186,7 +228,7 @@ class Agent:
     async def send(self, text: str) -> str:
         """One user message to an answer. Cancelling it rolls the live context back to where
         it was before the message, so no tool call is left without its result."""
-        snapshot = copy.deepcopy(self.context)
+        snapshot = self.context.snapshot()
         logged = self.log.lines
         text = clean_text(text)
         if len(text) > MAX_INLINE_TASK:
@@ -207,29 +249,33 @@ class Agent:
         try:
             answer = await self._loop(first_turn=self.context.turn_count)
         except asyncio.CancelledError:
-            self.context = snapshot
+            self.context.restore(snapshot)
             self.log.event("turn_cancelled", discard_lines=self.log.lines - logged)
-            self.last_status = ("cancelled", "cancelled", "cancelled")
+            self.last_status = (Status.CANCELLED, StopReason.CANCELLED, "cancelled")
             await asyncio.shield(self._settle_after_cancel())
             raise
         except BaseException as exc:
             error = self._as_agent_error(exc)
-            self.last_status = ("error", error.reason, str(error).split(" (session:")[0])
+            if isinstance(error, AgentError):
+                self.last_status = (Status.ERROR, _stop_reason(error.reason), error.message)
             raise error from None
         finally:
             self.log.flush()  # a turn's end is where readers look: no lag there
-        self.last_status = ("done", "answer", None)
+        self.last_status = (Status.DONE, StopReason.ANSWER, None)
         self.answer = answer
         return answer
 
     async def _task_to_variable(self, text: str) -> str:
         """An enormous message lives in the kernel, not in the prompt (the idea of recursive
         language models): the model gets its beginning and the name of the variable."""
+        assert self.kernel is not None
         name = "task" if self.context.turn_count == 0 else f"message_{self.context.turn_count}"
-        infos, blobs = pack_inputs({name: text})
+        infos, blobs = await asyncio.to_thread(pack_inputs, {name: text})
         self.inputs = (self.inputs[0] + infos, self.inputs[1] + blobs)
         await self.kernel.execute(f"await rlm.inkernel.load_inputs([{name!r}])", 60)
-        (self.log.path / f"{name}.txt").write_text(text, encoding="utf-8")
+        await asyncio.to_thread(
+            (self.log.path / f"{name}.txt").write_text, text, encoding="utf-8"
+        )
         return (
             text[:_TASK_PREVIEW]
             + f"\n\n[This message is {len(text):,} characters long. Only its beginning is shown; "
@@ -250,34 +296,34 @@ class Agent:
             exc.session_path = path
             return exc
         if isinstance(exc, ModelError):
-            return AgentError(str(exc), reason="model_error", session_path=path)
+            return AgentError(str(exc), reason=StopReason.MODEL_ERROR, session_path=path)
         if isinstance(exc, RLMError):
-            return AgentError(str(exc), reason="kernel_error", session_path=path)
+            return AgentError(str(exc), reason=StopReason.KERNEL_ERROR, session_path=path)
         if isinstance(exc, Exception):
             error = f"{type(exc).__name__}: {exc}"
             self.log.event("crash", error=error)
-            return AgentError(error, reason="crash", session_path=path)
+            return AgentError(error, reason=StopReason.CRASH, session_path=path)
         return exc
 
     async def close(self, exc: BaseException | None = None) -> None:
         """Shut the kernel down and write the final meta; safe to call once per agent."""
         if isinstance(exc, AgentError):
-            self.last_status = ("error", exc.reason, str(exc).split(" (session:")[0])
+            self.last_status = (Status.ERROR, _stop_reason(exc.reason), exc.message)
         elif exc is not None:  # cancelled, interrupted
-            self.last_status = ("cancelled", "cancelled", "cancelled")
+            self.last_status = (Status.CANCELLED, StopReason.CANCELLED, "cancelled")
         status, reason, error = self.last_status
         await asyncio.shield(self._cleanup())
         self.log.close(
-            status=status,
-            stop_reason=reason,
+            status=status.value,
+            stop_reason=reason.value,
             answer=self.answer,
             error=error,
             turns=self.context.turn_count,
         )
         self.emit(
             ev.AgentFinished,
-            status=status,
-            stop_reason=reason,
+            status=status.value,
+            stop_reason=reason.value,
             turns=self.context.turn_count,
             prompt_tokens=self.usage.prompt_tokens,
             completion_tokens=self.usage.completion_tokens,
@@ -292,59 +338,86 @@ class Agent:
             await asyncio.gather(task, return_exceptions=True)
         if self.kernel is not None:
             await self.kernel.shutdown()
-        self.orch.forget(self)
+        self.host.forget(self)
+
+    # -- the loop --------------------------------------------------------------------------
 
     async def _loop(self, first_turn: int) -> str:
         schemas = [tool.schema(self.settings) for tool in self.tools.values()]
+        partial: list[str] = []  # pieces of an answer the endpoint cut at its token limit
         while True:
             if self.context.turn_count - first_turn >= self.settings.max_turns:
                 raise AgentError(
                     f"stopped after {self.settings.max_turns} turns without a final answer "
                     "(RLM_MAX_TURNS)",
-                    reason="max_turns",
+                    reason=StopReason.MAX_TURNS,
                 )
             turn = self.context.turn_count + 1
             messages = self.context.messages()
             self.emit(ev.ModelRequest, turn=turn, messages=len(messages))
-            reply = await self.orch.model.complete(messages, schemas, self.settings.model)
+            reply = await self.host.complete(messages, schemas, self.settings.model)
             message = reply.message
             calls = message.get("tool_calls") or []
-            self.log.append({**message, "usage": reply.usage.as_dict()})
-            self.log.meta["turns"] = turn
-            self.add_usage(reply.usage)
-            self.emit(
-                ev.ModelResponse,
-                turn=turn,
-                prompt_tokens=reply.usage.prompt_tokens,
-                completion_tokens=reply.usage.completion_tokens,
-                latency=reply.latency,
-                tool_calls=len(calls),
-            )
-            dropped = self.context.add_assistant(message)
+            cut = reply.finish_reason == "length"
+            self._record_reply(turn, reply, len(calls))
+            dropped = self.context.add_assistant(sanitize_tool_calls(message) if calls else message)
             if dropped:
                 self.log.event(
                     "context_window", dropped_turns=dropped, kept=len(self.context.turns)
                 )
-            content = (message.get("content") or "").strip()
-            if not calls and content:
-                return content
+            raw = message.get("content") or ""
+            content = raw.strip()
+            if not calls and content and not cut:
+                return ("".join(partial) + raw).strip() if partial else content
             budget = self.settings.max_tokens
             if budget and self.usage.completion_tokens >= budget:
                 raise AgentError(
                     f"completion-token budget of {budget} spent (RLM_MAX_TOKENS)",
-                    reason="token_budget",
+                    reason=StopReason.TOKEN_BUDGET,
                 )
+            if cut and not calls:
+                partial.append(raw)
+                if len(partial) > MAX_CONTINUATIONS:
+                    raise AgentError(
+                        f"the endpoint cut {len(partial)} replies in a row at its token limit "
+                        "(finish_reason: length); raise the server's limit or "
+                        "RLM_MAX_COMPLETION_TOKENS",
+                        reason=StopReason.LENGTH,
+                    )
+                self._nudge(_CONTINUE_NUDGE)
+                continue
+            partial.clear()
             if not calls:
-                nudge = {"role": "user", "content": _EMPTY_REPLY_NUDGE}
-                self.context.add(nudge)
-                self.log.append({**nudge, "kind": "nudge"})
+                self._nudge(_EMPTY_REPLY_NUDGE)
                 continue
             await self.kernel_ready()
             for call in calls:
-                result = await self._call_tool(turn, call)
+                result = _CUT_CALL if cut else await self._call_tool(turn, call)
                 tool_message = {"role": "tool", "tool_call_id": call["id"], "content": result}
                 self.context.add(tool_message)
                 self.log.append(tool_message)
+
+    def _record_reply(self, turn: int, reply: ModelReply, calls: int) -> None:
+        """Log the reply as the endpoint sent it (raw arguments included) and count it."""
+        record: dict[str, Any] = {**reply.message, "usage": reply.usage.as_dict()}
+        if reply.finish_reason is not None:
+            record["finish_reason"] = reply.finish_reason
+        self.log.append(record)
+        self.log.meta["turns"] = turn
+        self.add_usage(reply.usage)
+        self.emit(
+            ev.ModelResponse,
+            turn=turn,
+            prompt_tokens=reply.usage.prompt_tokens,
+            completion_tokens=reply.usage.completion_tokens,
+            latency=reply.latency,
+            tool_calls=calls,
+        )
+
+    def _nudge(self, text: str) -> None:
+        nudge = {"role": "user", "content": text}
+        self.context.add(nudge)
+        self.log.append({**nudge, "kind": "nudge"})
 
     async def _call_tool(self, turn: int, call: dict[str, Any]) -> str:
         name = call["function"]["name"]
@@ -359,7 +432,7 @@ class Agent:
                     f"unknown tool {name!r}; available: {', '.join(self.tools) or 'none'}"
                 )
             try:
-                arguments = json.loads(raw)
+                arguments = parse_arguments(raw)
             except json.JSONDecodeError as exc:
                 raise ToolError(f"the arguments are not valid JSON ({exc})") from None
             try:
@@ -389,9 +462,16 @@ class Agent:
         return text
 
 
+def _stop_reason(value: str) -> StopReason:
+    try:
+        return StopReason(value)
+    except ValueError:
+        return StopReason.ERROR
+
+
 def _preview_args(raw: str) -> str:
     try:
-        args = json.loads(raw)
+        args = parse_arguments(raw)
     except json.JSONDecodeError:
         return raw[:80]
     if isinstance(args, dict):

@@ -53,6 +53,9 @@ class ModelReply:
     message: dict[str, Any]
     usage: Usage
     latency: float
+    finish_reason: str | None = None
+    """Why the endpoint stopped: ``stop``, ``tool_calls``, ``length`` (cut at its token
+    limit: the loop continues or ends with ``StopReason.LENGTH``), ... or None if not sent."""
 
 
 class _BadReply(Exception):
@@ -158,7 +161,7 @@ class ModelClient:
         usage = Usage()
         if response.usage is not None:
             usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
-        return ModelReply(out, usage, latency)
+        return ModelReply(out, usage, latency, response.choices[0].finish_reason)
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -185,7 +185,7 @@ def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
     """The prompt a root agent would get; skills are listed as installed (a real run lists
     only those that import in its kernel)."""
     from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
-    from rlm.inkernel import pack_inputs
+    from rlm.control.inputs import pack_inputs
     from rlm.skills import discovery as skills
 
     infos, _ = pack_inputs(_read_inputs(args.input))

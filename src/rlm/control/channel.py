@@ -30,6 +30,8 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import DELIM, Session
 
+from rlm.errors import ConfigError
+
 __all__ = ["ControlClient", "ControlServer", "Request", "buffer_digests", "new_session"]
 
 log = logging.getLogger("rlm.control.channel")
@@ -95,9 +97,16 @@ class ControlServer:
 
     async def start(self) -> None:
         sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(self.address)
-        os.chmod(self.address.removeprefix("ipc://"), 0o600)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(self.address)
+            os.chmod(self.address.removeprefix("ipc://"), 0o600)
+        except (zmq.ZMQError, OSError) as exc:
+            sock.close(linger=0)  # else terminating the context waits for it forever
+            raise ConfigError(
+                f"cannot create the control socket {self.address.removeprefix('ipc://')} "
+                f"({exc}); is TMPDIR too long for a unix socket path?"
+            ) from None
         self._sock = sock
         self._loop_task = asyncio.create_task(self._serve(), name="rlm-control")
 

@@ -19,6 +19,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from rlm.control.channel import ControlClient
+from rlm.control.inputs import pack_inputs
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 
 __all__ = ["active", "load_inputs", "run", "setup"]
@@ -166,30 +167,26 @@ def _run_anywhere(main: Coroutine[Any, Any, Any], *, debug: bool | None = None) 
     return box.get("result")
 
 
-def _describe(value: Any, data: bytes) -> tuple[str, str]:
-    kind = type(value).__name__
+def _current_cell() -> str | None:
+    """The id of the execute request (cell) this code belongs to.
+
+    ipykernel keeps the parent message in a context variable, which a task created in a cell
+    inherits: a sub-agent started with ``asyncio.ensure_future(rlm.run(...))`` still names the
+    cell that created it when its request goes out after that cell ended, and the
+    orchestrator refuses it (children never outlive their cell).
+    """
     try:
-        size = f"{len(value):,} items" if not isinstance(value, (str, bytes)) else None
-    except TypeError:
-        size = None
-    if isinstance(value, str):
-        size = f"{len(value):,} characters"
-    elif isinstance(value, bytes):
-        size = f"{len(value):,} bytes"
-    return kind, size or f"{len(data):,} bytes pickled"
+        from IPython import get_ipython
 
-
-def pack_inputs(inputs: dict[str, Any] | None) -> tuple[list[dict[str, str]], list[bytes]]:
-    """Pickle each input; describe it by name, type and size (the content stays out)."""
-    infos, blobs = [], []
-    for name, value in (inputs or {}).items():
-        if not name.isidentifier():
-            raise ConfigError(f"inputs: {name!r} is not a valid Python variable name")
-        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        kind, size = _describe(value, data)
-        infos.append({"name": name, "type": kind, "size": size})
-        blobs.append(data)
-    return infos, blobs
+        shell = get_ipython()
+        kernel = getattr(shell, "kernel", None)
+        if kernel is None:
+            return None
+        parent = kernel.get_parent("shell")
+    except Exception:  # not in a kernel, or an ipykernel without get_parent
+        return None
+    msg_id = (parent or {}).get("header", {}).get("msg_id")
+    return str(msg_id) if msg_id else None
 
 
 async def run(
@@ -216,6 +213,7 @@ async def run(
         "model": model,
         "max_turns": max_turns,
         "tools": tools,
+        "cell": _current_cell(),
     }
     reply, _ = await _client().request("run_request", content, blobs)
     if reply.get("status") == "ok":
@@ -234,7 +232,8 @@ async def run(
 async def load_inputs(only: list[str] | None = None) -> list[str]:
     """Fetch this agent's inputs (all, or those named in ``only``) and define them as
     variables of the user namespace."""
-    reply, blobs = await _client().request("inputs_request", {})
+    content: dict[str, Any] = {} if only is None else {"names": list(only)}
+    reply, blobs = await _client().request("inputs_request", content)
     names = [info["name"] for info in reply.get("inputs", [])]
     values = {name: pickle.loads(blob) for name, blob in zip(names, blobs, strict=True)}
     if only is not None:

@@ -267,6 +267,11 @@ class Kernel:
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
 
+    @property
+    def running_cell(self) -> str | None:
+        """The msg_id of the execute request running now, None when the kernel is idle."""
+        return self._running
+
     async def is_alive(self) -> bool:
         return self._km is not None and await self._km.is_alive()
 
@@ -361,7 +366,8 @@ class Kernel:
     async def _on_timeout(
         self, msg_id: str, collector: OutputCollector, timeout: float
     ) -> ExecResult:
-        self._running = None
+        # ``_running`` stays set until the cell is known to have stopped: a turn cancelled
+        # during the interrupt grace leaves ``settle`` a cell to stop, not a busy kernel.
         await self.interrupt()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.interrupt_grace
@@ -377,11 +383,13 @@ class Kernel:
                 and msg["content"]["execution_state"] == "idle"
             ):
                 await self._drain_reply(msg_id)
+                self._running = None
                 note = f"timed out after {timeout:g} s: execution interrupted, kernel state kept"
                 return ExecResult(collector.text(), "timeout", [note])
             if msg["header"]["msg_type"] != "error":  # the KeyboardInterrupt trace is noise
                 collector.handle(msg)
         await self.restart()
+        self._running = None
         note = (
             f"timed out after {timeout:g} s and did not stop when interrupted: the kernel was "
             "restarted, all variables and imports are lost"

@@ -18,6 +18,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rlm.errors import ConfigError
+
 __all__ = [
     "AgentNode",
     "Log",
@@ -36,7 +38,7 @@ __all__ = [
 SUB_PREFIX = "sub-"
 
 
-class SessionError(Exception):
+class SessionError(ConfigError):
     """Unknown or ambiguous id, bad option value: one line for the user, exit code 2."""
 
 

@@ -1,17 +1,17 @@
 """The orchestrator: the one process that owns every agent of a run.
 
 It holds the model client (and so the API key), the private run directory, the control
-channel, the session tree and the concurrency slots. Kernels only run code; when a cell
-calls ``rlm.run`` the request arrives here, is checked against the calling agent's depth and
-settings, and becomes a child agent run as an asyncio task.
+channel, the session tree and the concurrency slots, and is the :class:`AgentHost` of every
+agent. Kernels only run code; when a cell calls ``rlm.run`` the request arrives here, is
+checked against the calling agent's depth, settings and running cell, and becomes a child
+agent run as an asyncio task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import os
-import secrets
 import shutil
 import tempfile
 from collections import defaultdict
@@ -19,22 +19,27 @@ from pathlib import Path
 from typing import Any
 
 from rlm.agent import events as ev
-from rlm.agent.context import rebuild_context
-from rlm.agent.loop import MAX_INLINE_TASK, Agent
-from rlm.agent.model import ModelClient, Usage
-from rlm.config import Settings, load_settings
+from rlm.agent.host import KernelHandle
+from rlm.agent.loop import Agent
+from rlm.agent.model import ModelClient, ModelReply
+from rlm.config import Settings, derive_settings
 from rlm.control.channel import ControlServer, Request
+from rlm.control.inputs import Packed, pack_inputs, select_inputs
 from rlm.errors import AgentError, ConfigError
-from rlm.inkernel import pack_inputs
 from rlm.kernels.environment import kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
-from rlm.logs.writer import SessionLog, clean_text, new_session_id
+from rlm.runtime import agents
+from rlm.runtime.observer import Observer
 from rlm.skills import discovery as skills
 
 __all__ = ["Orchestrator"]
 
 _BOOTSTRAP = "import asyncio\nimport rlm\nimport rlm.inkernel\nrlm.inkernel.setup()\n"
+_CELL_ENDED = (
+    "the cell that called rlm.run has ended: a sub-agent belongs to the cell that starts it, "
+    "so await it (or the task that runs it) before the cell ends"
+)
 
 
 def kernel_output_limit(max_output: int) -> int:
@@ -55,10 +60,10 @@ class Orchestrator:
     ) -> None:
         self.settings = settings
         try:
-            self.cwd = (cwd or Path.cwd()).resolve()
+            self._cwd = (cwd or Path.cwd()).resolve()
         except FileNotFoundError:
             raise ConfigError("the working directory no longer exists; cd somewhere") from None
-        self.on_event = on_event
+        self.observer = Observer(on_event)
         self.skills: list[skills.SkillInfo] = []
         self._bootstrap = _BOOTSTRAP
         self.agents: dict[str, Agent] = {}
@@ -67,131 +72,68 @@ class Orchestrator:
             lambda: asyncio.Semaphore(self.settings.max_concurrency)
         )
         self._base_env = kernel_environment()
+        self._resources = contextlib.AsyncExitStack()
         self.run_dir: Path | None = None
         self.model: ModelClient
         self.control: ControlServer
+        self.launcher: KernelLauncher
 
     async def __aenter__(self) -> Orchestrator:
-        self.skills = skills.discover()
-        names = [skill.name for skill in self.skills]
-        self._bootstrap = _BOOTSTRAP + (skills.kernel_bootstrap_source(names) if names else "")
-        self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
-        self.model = ModelClient(self.settings)
-        self.control = ControlServer(self.run_dir, self._handle)
-        await self.control.start()
-        self.launcher = KernelLauncher(
-            self.run_dir,
-            cwd=self.cwd,
-            env=self._base_env,
-            mode=self.settings.kernel_start,
-            pool_size=self.settings.kernel_pool,
-        )
-        if self.settings.max_depth > 0:
-            await self.launcher.start_zygote()  # imports in the background while the root starts
+        # Each resource is registered for cleanup as soon as it exists: a failure half-way
+        # (an unusable run dir, a socket that cannot bind, a zygote that cannot start)
+        # releases what was already set up and leaves nothing behind.
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.observer.aclose)
+            self.skills = await asyncio.to_thread(skills.discover)
+            names = [skill.name for skill in self.skills]
+            self._bootstrap = _BOOTSTRAP + (skills.kernel_bootstrap_source(names) if names else "")
+            self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
+            stack.callback(shutil.rmtree, self.run_dir, ignore_errors=True)
+            self.model = ModelClient(self.settings)
+            stack.push_async_callback(self.model.close)
+            self.control = ControlServer(self.run_dir, self._handle)
+            stack.push_async_callback(self.control.close)
+            await self.control.start()
+            self.launcher = KernelLauncher(
+                self.run_dir,
+                cwd=self._cwd,
+                env=self._base_env,
+                mode=self.settings.kernel_start,
+                pool_size=self.settings.kernel_pool,
+            )
+            stack.push_async_callback(self.launcher.close)
+            if self.settings.max_depth > 0:
+                await self.launcher.start_zygote()  # imports in the background
+            self._resources = stack.pop_all()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.launcher.close()
-        await self.control.close()
-        await self.model.close()
-        if self.run_dir is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        await self._resources.aclose()
+
+    # -- AgentHost -------------------------------------------------------------------------
+
+    @property
+    def cwd(self) -> Path:
+        return self._cwd
+
+    @property
+    def has_skills(self) -> bool:
+        return bool(self.skills)
 
     def emit(self, event: ev.Event) -> None:
-        ev.emit_safely(self.on_event, event)
+        self.observer.emit(event)
 
-    # -- agents ----------------------------------------------------------------------------
+    async def complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
+    ) -> ModelReply:
+        return await self.model.complete(messages, tools, model)
 
-    def sessions_dir(self, settings: Settings) -> Path:
-        path = settings.home.expanduser() / "sessions"
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"RLM_HOME: cannot create {path}: {exc.strerror or exc}") from None
-        return path
-
-    def new_root(
-        self,
-        task: str,
-        *,
-        settings: Settings | None = None,
-        inputs: dict[str, Any] | None = None,
-        context: list[dict[str, Any]] | None = None,
-    ) -> Agent:
-        """Create the root agent and its session folder (the id is known from here on)."""
-        settings = settings or self.settings
-        packed = pack_inputs(inputs)
-        session_id = new_session_id()
-        log = SessionLog(
-            self.sessions_dir(settings) / session_id,
-            self._meta(session_id, settings, task, depth=0, parent=None),
-        )
-        agent = Agent(
-            self, settings, task, log=log, agent_id=session_id, inputs=packed, context=context
-        )
-        self.agents[agent.id] = agent
-        return agent
-
-    def find_session(self, session_id: str, settings: Settings | None = None) -> Path:
-        """The root folder of a session, by id or unique id prefix."""
-        root = self.sessions_dir(settings or self.settings)
-        exact = root / session_id
-        if session_id and "/" not in session_id and exact.is_dir():
-            return exact
-        matches = [p for p in root.glob(f"{session_id}*") if p.is_dir()] if session_id else []
-        if len(matches) != 1:
-            how = "no session" if not matches else f"{len(matches)} sessions"
-            raise ConfigError(f"--resume: {how} matching {session_id!r} in {root}")
-        return matches[0]
-
-    def resume_root(self, session_id: str, *, settings: Settings | None = None) -> Agent:
-        """The root agent of an earlier session, its live context rebuilt from the log."""
-        settings = settings or self.settings
-        folder = self.find_session(session_id, settings)
-        try:
-            log, lines = SessionLog.reopen(folder)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--resume: cannot read {folder}: {exc}") from None
-        agent = Agent(self, settings, log.meta.get("task") or "", log=log, agent_id=folder.name)
-        agent.context = rebuild_context(lines, settings.max_turns_in_context)
-        agent.resumed = True
-        agent.children = list(log.meta.get("children", []))
-        agent.usage = Usage(**log.meta.get("usage", {}))
-        agent.usage_total = Usage(**log.meta.get("usage_total", {}))
-        log.event("resumed")
-        self.agents[agent.id] = agent
-        return agent
-
-    async def run(self, task: str, **kwargs: Any) -> str:
-        """Run a root agent to its answer; raises ``AgentError`` if it ends without one."""
-        return await self.new_root(task, **kwargs).run()
-
-    def _meta(
-        self, agent_id: str, settings: Settings, task: str, *, depth: int, parent: str | None
-    ) -> dict[str, Any]:
-        return {
-            "id": agent_id,
-            "parent": parent,
-            "depth": depth,
-            "model": settings.model,
-            "task": clean_text(task)[:MAX_INLINE_TASK],
-            "cwd": str(self.cwd),
-            "pid": os.getpid(),
-            "answer": None,
-            "turns": 0,
-            "stop_reason": None,
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0},
-            "usage_total": {"prompt_tokens": 0, "completion_tokens": 0},
-            "children": [],
-            "settings": settings.model_dump(mode="json", exclude={"api_key", "base_url", "home"}),
-        }
-
-    def skills_report(self, kernel: Kernel) -> tuple[str, dict[str, str]]:
+    def skills_report(self, kernel: KernelHandle) -> tuple[str, dict[str, str]]:
         """The skills section of the prompt (the skills that loaded in this kernel), and the
         skills that failed to import with their errors."""
         if not self.skills:
             return "", {}
-        report = skills.parse_bootstrap_output(kernel.bootstrap_output)
+        report = skills.parse_bootstrap_output(getattr(kernel, "bootstrap_output", ""))
         return skills.prompt_section(self.skills, report["loaded"]), report["failed"]
 
     def forget(self, agent: Agent) -> None:
@@ -219,6 +161,57 @@ class Orchestrator:
             output_limit=agent.settings.max_output,
         )
 
+    # -- agents ----------------------------------------------------------------------------
+
+    def sessions_dir(self, settings: Settings) -> Path:
+        path = settings.home.expanduser() / "sessions"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"RLM_HOME: cannot create {path}: {exc.strerror or exc}") from None
+        return path
+
+    async def new_root(
+        self,
+        task: str,
+        *,
+        settings: Settings | None = None,
+        inputs: dict[str, Any] | None = None,
+        context: list[dict[str, Any]] | None = None,
+    ) -> Agent:
+        """Create the root agent and its session folder (the id is known from here on)."""
+        settings = settings or self.settings
+        packed = await asyncio.to_thread(pack_inputs, inputs) if inputs else None
+        agent = agents.new_root(
+            self, settings, self.sessions_dir(settings), task, inputs=packed, context=context
+        )
+        self.agents[agent.id] = agent
+        return agent
+
+    def find_session(self, session_id: str, settings: Settings | None = None) -> Path:
+        """The root folder of a session, by id or unique id prefix."""
+        root = self.sessions_dir(settings or self.settings)
+        exact = root / session_id
+        if session_id and "/" not in session_id and exact.is_dir():
+            return exact
+        matches = [p for p in root.glob(f"{session_id}*") if p.is_dir()] if session_id else []
+        if len(matches) != 1:
+            how = "no session" if not matches else f"{len(matches)} sessions"
+            raise ConfigError(f"--resume: {how} matching {session_id!r} in {root}")
+        return matches[0]
+
+    def resume_root(self, session_id: str, *, settings: Settings | None = None) -> Agent:
+        """The root agent of an earlier session, its live context rebuilt from the log."""
+        settings = settings or self.settings
+        agent = agents.resume_root(self, settings, self.find_session(session_id, settings))
+        self.agents[agent.id] = agent
+        return agent
+
+    async def run(self, task: str, **kwargs: Any) -> str:
+        """Run a root agent to its answer; raises ``AgentError`` if it ends without one."""
+        agent = await self.new_root(task, **kwargs)
+        return await agent.run()
+
     # -- control requests ------------------------------------------------------------------
 
     async def _handle(self, req: Request) -> tuple[dict[str, Any], list[bytes]] | None:
@@ -226,8 +219,13 @@ class Orchestrator:
         if agent is None:
             return _error("RLMError", "this agent is no longer running")
         if req.msg_type == "inputs_request":
-            infos, blobs = agent.inputs
-            return {"status": "ok", "inputs": infos}, list(blobs)
+            names = req.content.get("names")
+            if names is not None and not (
+                isinstance(names, list) and all(isinstance(n, str) for n in names)
+            ):
+                return _error("ConfigError", "inputs_request: names must be a list of strings")
+            infos, blobs = select_inputs(agent.inputs, names)
+            return {"status": "ok", "inputs": infos}, blobs
         if req.msg_type == "run_request":
             return await self._spawn(agent, req)
         return _error("RLMError", f"unknown request {req.msg_type!r}")
@@ -241,51 +239,45 @@ class Orchestrator:
                 f"no sub-agent allowed: depth {depth} exceeds RLM_MAX_DEPTH="
                 f"{parent.settings.max_depth}",
             )
+        cell = content.get("cell")
+        if cell is not None and cell != parent.running_cell:
+            return _error("RLMError", _CELL_ENDED)
         try:
-            settings = _child_settings(parent.settings, content)
+            settings = derive_settings(
+                parent.settings, **{k: content.get(k) for k in ("model", "max_turns", "tools")}
+            )
             infos = [dict(i) for i in content.get("inputs", [])]
             if len(infos) != len(req.buffers) or any(
                 not str(i.get("name", "")).isidentifier() for i in infos
             ):
                 raise ConfigError("inputs: malformed input list")
             task = str(content["task"])
-        except (ConfigError, KeyError) as exc:
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
             return _error("ConfigError", str(exc))
         current = asyncio.current_task()
         if current is not None:
-            parent.cell_children.add(current)
+            parent.adopt_cell_child(current)
         async with self._slots[depth]:
             return await self._run_child(parent, settings, task, (infos, req.buffers))
 
     async def _run_child(
-        self,
-        parent: Agent,
-        settings: Settings,
-        task: str,
-        inputs: tuple[list[dict[str, str]], list[bytes]],
+        self, parent: Agent, settings: Settings, task: str, inputs: Packed
     ) -> tuple[dict[str, Any], list[bytes]]:
-        while True:
-            name = f"sub-{secrets.token_hex(3)}"
-            if not (parent.log.path / name).exists():
-                break
-        agent_id = f"{parent.id}/{name}"
-        log = SessionLog(
-            parent.log.path / name,
-            self._meta(agent_id, settings, task, depth=parent.depth + 1, parent=parent.id),
-        )
-        entry: dict[str, Any] = {"id": name, "task": task[:200], "status": "running"}
+        child = agents.new_child(self, parent, settings, task, inputs)
+        self.agents[child.id] = child
+        entry: dict[str, Any] = {
+            "id": child.log.path.name,
+            "task": task[:200],
+            "status": "running",
+        }
         parent.child_changed(entry)
-        parent.emit(ev.ChildSpawned, child_id=agent_id, task=task)
-        child = Agent(
-            self, settings, task, log=log, agent_id=agent_id, parent=parent, inputs=inputs
-        )
-        self.agents[agent_id] = child
+        parent.emit(ev.ChildSpawned, child_id=child.id, task=task)
         try:
             answer = await child.run()
         except AgentError as exc:
             entry["status"] = "error"
-            reply = _error("AgentError", str(exc).split(" (session:")[0])
-            reply[0].update(reason=exc.reason, session_path=str(log.path))
+            reply = _error("AgentError", exc.message)
+            reply[0].update(reason=exc.reason, session_path=str(child.log.path))
             return reply
         except asyncio.CancelledError:
             entry["status"] = "cancelled"
@@ -294,19 +286,7 @@ class Orchestrator:
             if entry["status"] == "running":
                 entry["status"] = "done"
             parent.child_changed(entry)
-        return {"status": "ok", "answer": answer, "session_path": str(log.path)}, []
-
-
-def _child_settings(parent: Settings, content: dict[str, Any]) -> Settings:
-    overrides = {k: content.get(k) for k in ("model", "max_turns", "tools")}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not overrides:
-        return parent
-    base = parent.model_dump()
-    try:
-        return load_settings(**{**base, **overrides})
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("--max-turns", "max_turns").replace("--", "")) from None
+        return {"status": "ok", "answer": answer, "session_path": str(child.log.path)}, []
 
 
 def _error(kind: str, message: str) -> tuple[dict[str, Any], list[bytes]]:

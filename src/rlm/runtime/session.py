@@ -14,8 +14,8 @@ from typing import Any
 from rlm.agent.events import EventCallback
 from rlm.agent.loop import Agent
 from rlm.agent.model import Usage
-from rlm.config import Settings, load_settings
-from rlm.errors import ConfigError
+from rlm.config import Settings, derive_settings, load_settings
+from rlm.errors import ConfigError, RLMError
 from rlm.runtime.orchestrator import Orchestrator
 
 __all__ = ["Session", "load_context_file", "validate_context"]
@@ -45,7 +45,11 @@ class Session:
             validate_context(context, "context")
         if isinstance(overrides.get("tools"), (list, tuple)):
             overrides["tools"] = ",".join(overrides["tools"])
-        self.settings = settings or load_settings(**overrides)
+        if settings is not None:
+            # keyword arguments refine the given settings; an unknown one is an error
+            self.settings = derive_settings(settings, **overrides)
+        else:
+            self.settings = load_settings(**overrides)
         self._orchestrator = Orchestrator(self.settings, cwd=cwd, on_event=on_event)
         self._context = context
         self._resume = resume
@@ -68,7 +72,7 @@ class Session:
 
     def _require(self) -> Agent:
         if self._agent is None:
-            raise RuntimeError("the session is not open: use `async with Session(...)`")
+            raise RLMError("the session is not open: use `async with Session(...)`")
         return self._agent
 
     async def __aenter__(self) -> Session:
@@ -95,7 +99,7 @@ class Session:
             agent = orch.resume_root(self._resume)
             self._resume = None
         else:
-            agent = orch.new_root("", inputs=self._inputs, context=self._context)
+            agent = await orch.new_root("", inputs=self._inputs, context=self._context)
         self._agent = agent
         await agent.open()
 

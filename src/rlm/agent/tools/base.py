@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from rlm.agent.host import KernelHandle, ToolHost
     from rlm.config import Settings
-    from rlm.kernels.kernel import Kernel
 
 __all__ = ["Tool", "ToolContext"]
 
@@ -29,9 +29,9 @@ class ToolContext:
     """The agent's settings (timeouts, enabled tools, ...)."""
     cwd: Path
     """The user's working directory; file paths are relative to it."""
-    kernel: Kernel | None = None
+    kernel: KernelHandle | None = None
     """The agent's Jupyter kernel, when the ipython tool is enabled."""
-    agent: Any = None
+    agent: ToolHost | None = None
     """The running agent, for tools that change its live context (summarize)."""
 
 

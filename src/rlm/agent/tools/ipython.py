@@ -43,5 +43,5 @@ class IPythonTool(Tool):
             if ctx.agent is not None:
                 await ctx.agent.cell_finished()
         if ctx.agent is not None and result.status in ("died", "restarted"):
-            ctx.agent.kernel_restarted(result.status)
+            await ctx.agent.kernel_restarted(result.status)
         return result.text

@@ -45,7 +45,7 @@ class SummarizeTool(Tool):
         if agent is None:
             raise ToolError("summarize needs a running agent")
         note = agent.context.summarize(args.num_turns, args.summary)
-        agent.log.event(
+        agent.log_event(
             "summarize",
             turns=note.turns,
             summary=args.summary,
@@ -56,6 +56,6 @@ class SummarizeTool(Tool):
             if ctx.kernel is None:
                 raise ToolError("there is no kernel to restart")
             await ctx.kernel.restart()
-            agent.kernel_restarted("flush_repl_state")
+            await agent.kernel_restarted("flush_repl_state")
             text += " The kernel was restarted: every variable and import is gone."
         return text
