@@ -6,13 +6,16 @@ and may have side effects, and the kernel is where they are used. So the work is
 
 * :func:`discover` reads installed metadata and each skill's ``SKILL.md`` without importing;
 * :func:`kernel_bootstrap_source` is code run *inside* the kernel that imports the skills,
-  binds them under their names and prints a JSON report (parse it with
-  :func:`parse_bootstrap_output`) holding the real ``run`` signatures and any import failures;
+  binds them under their names and leaves a JSON report holding the real ``run`` signatures
+  and any import failures; the bootstrap's execute request carries :data:`REPORT_EXPRESSIONS`
+  to read it back in the execute reply, beside (not in) the cell's output, which the user's
+  output cap may cut (:func:`parse_bootstrap_report` decodes it);
 * :func:`prompt_section` turns both into the system-prompt text.
 """
 
 from __future__ import annotations
 
+import ast
 import builtins
 import importlib.metadata
 import importlib.resources
@@ -22,9 +25,10 @@ import keyword
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.machinery import PathFinder
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -33,13 +37,15 @@ from pydantic import BaseModel, ConfigDict
 from rlm.errors import ConfigError, KernelError
 
 __all__ = [
-    "BOOTSTRAP_MARKER",
     "DIST_PREFIX",
+    "REPORT_EXPRESSIONS",
+    "REPORT_VARIABLE",
+    "BootstrapReport",
     "SkillInfo",
     "discover",
     "kernel_bootstrap_source",
     "new_skill",
-    "parse_bootstrap_output",
+    "parse_bootstrap_report",
     "parse_front_matter",
     "prompt_section",
     "template_dir",
@@ -49,8 +55,12 @@ __all__ = [
 #: Normalized distribution-name prefix that marks a package as an rlm skill.
 DIST_PREFIX = "rlm-skill-"
 
-#: Start of the stdout line carrying the bootstrap report (unlikely to be printed by a skill).
-BOOTSTRAP_MARKER = "__RLM_SKILLS__"
+#: Kernel variable in which the bootstrap leaves its JSON report for :data:`REPORT_EXPRESSIONS`.
+REPORT_VARIABLE = "__rlm_skills_report"
+
+#: ``user_expressions`` of the bootstrap's execute request: takes the report out of the
+#: namespace (so the model never sees it) and returns it in the execute reply.
+REPORT_EXPRESSIONS = {"rlm_skills": f"globals().pop({REPORT_VARIABLE!r}, None)"}
 
 #: Placeholder for the skill name in template paths and file contents.
 PLACEHOLDER = "{{name}}"
@@ -213,40 +223,68 @@ def __rlm_load_skills(names):
     except Exception as exc:
         error = f"{{type(exc).__name__}}: {{exc}}"
         report = {{"loaded": {{}}, "failed": {{name: error for name in names}}}}
-    print({marker!r}, json.dumps(report), flush=True)
-__rlm_load_skills({names!r})
+    return json.dumps(report)
+{variable} = __rlm_load_skills({names!r})
 del __rlm_load_skills
 """
+
+
+class BootstrapReport(BaseModel):
+    """What the kernel bootstrap found: the skills that loaded and those that did not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    loaded: dict[str, str] = {}
+    """Skill name to its ``run`` signature (``async run(text: str) -> str``)."""
+    failed: dict[str, str] = {}
+    """Skill name to why its import failed (``ImportError: ...``)."""
 
 
 def kernel_bootstrap_source(names: Sequence[str]) -> str:
     """Python source that imports ``names`` into the executing namespace and reports.
 
     Meant to run once as the kernel's first cell. Each skill is bound under its own name and
-    made callable (``await name(...)``); one failing import never stops the others. The last
-    stdout line is ``__RLM_SKILLS__ {"loaded": {name: signature}, "failed": {name: error}}``
-    (see :func:`parse_bootstrap_output`). The helper function deletes itself so the user
-    namespace only gains the skills, and the cell ends in a statement so IPython shows no
-    ``Out[]``.
+    made callable (``await name(...)``); one failing import never stops the others. The
+    report, ``{"loaded": {name: signature}, "failed": {name: error}}`` as JSON, is left in
+    :data:`REPORT_VARIABLE`, not printed: run the cell with :data:`REPORT_EXPRESSIONS` as its
+    ``user_expressions`` and decode the reply's with :func:`parse_bootstrap_report`. The helper
+    function deletes itself and the expression removes the report, so the user namespace only
+    gains the skills; the cell ends in a statement so IPython shows no ``Out[]``.
     """
     bad = [name for name in names if not name.isidentifier() or keyword.iskeyword(name)]
     if bad:
         raise ValueError(f"not valid skill names: {', '.join(map(repr, bad))}")
-    return _BOOTSTRAP.format(marker=BOOTSTRAP_MARKER, names=list(names))
+    return _BOOTSTRAP.format(variable=REPORT_VARIABLE, names=list(names))
 
 
-def parse_bootstrap_output(stdout: str) -> dict[str, dict[str, str]]:
-    """The report printed by :func:`kernel_bootstrap_source` (its last marker line wins).
+def parse_bootstrap_report(evaluated: Mapping[str, Any]) -> BootstrapReport:
+    """The report of :func:`kernel_bootstrap_source`, from the bootstrap's execute reply.
 
-    Raises :class:`KernelError` when the marker is missing: the bootstrap cell did not run to
-    its end (kernel died or was interrupted). A kernel without ``rlm`` still reports, with
-    every skill failed.
+    ``evaluated`` is the reply's ``user_expressions`` (``{key: {"status", "data", ...}}``) for
+    :data:`REPORT_EXPRESSIONS`; the value is the report's JSON text as its ``repr``. Raises
+    :class:`KernelError` when there is no readable report (the bootstrap did not run to its end
+    or the kernel did not evaluate the expression). A kernel without ``rlm`` still reports,
+    with every skill failed.
     """
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(BOOTSTRAP_MARKER):
-            report = json.loads(line[len(BOOTSTRAP_MARKER) :])
-            return {"loaded": report.get("loaded", {}), "failed": report.get("failed", {})}
-    raise KernelError("skill bootstrap printed no report; the kernel output was:\n" + stdout)
+    (key,) = REPORT_EXPRESSIONS
+    result = evaluated.get(key)
+    if not isinstance(result, Mapping):
+        raise KernelError("skill bootstrap gave no report (the kernel evaluated no expression)")
+    if result.get("status") != "ok":
+        reason = f"{result.get('ename', 'error')}: {result.get('evalue', '')}"
+        raise KernelError(f"skill bootstrap report could not be read: {reason}")
+    shown = (result.get("data") or {}).get("text/plain", "None")
+    try:
+        text = ast.literal_eval(shown)
+        if text is None:
+            raise KernelError("skill bootstrap left no report (it did not run to its end)")
+        if not isinstance(text, str):
+            raise TypeError(f"expected the report's JSON text, got {type(text).__name__}")
+        return BootstrapReport.model_validate_json(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        # ValidationError is a ValueError; its first line says what was wrong.
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise KernelError(f"skill bootstrap report is malformed: {first}") from None
 
 
 def prompt_section(skills: Iterable[SkillInfo], signatures: dict[str, str]) -> str:
