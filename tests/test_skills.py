@@ -29,7 +29,6 @@ from rlm.skills.discovery import (
     kernel_bootstrap_source,
     new_skill,
     parse_bootstrap_report,
-    parse_front_matter,
     prompt_section,
     validate_skill_name,
 )
@@ -369,22 +368,6 @@ def test_prompt_section_lists_loaded_skills(tmp_path: Path) -> None:
 def test_prompt_section_is_empty_without_loaded_skills(tmp_path: Path) -> None:
     assert prompt_section([], {}) == ""
     assert prompt_section(_infos(tmp_path), {}) == ""
-
-
-def test_parse_front_matter() -> None:
-    text = (
-        "---\nname: web\ndescription: >\n  Searches the web\n  and summarizes.\n"
-        "# comment\ntitle: 'It''s \"quoted\"'\n---\n\n# Body\n"
-    )
-    meta, body = parse_front_matter(text)
-    assert meta == {
-        "name": "web",
-        "description": "Searches the web and summarizes.",
-        "title": 'It\'s "quoted"',
-    }
-    assert body == "# Body"
-    assert parse_front_matter("# No front matter\n") == ({}, "# No front matter\n")
-    assert parse_front_matter("---\nname: x\n") == ({}, "---\nname: x\n")  # unterminated
 
 
 # --- make_callable and cli in-process ----------------------------------------------------------

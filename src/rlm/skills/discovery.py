@@ -22,6 +22,7 @@ import importlib.resources
 import importlib.util
 import json
 import keyword
+import logging
 import re
 import shutil
 import sys
@@ -32,6 +33,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+import yaml
 from pydantic import BaseModel, ConfigDict
 
 from rlm.errors import ConfigError, KernelError
@@ -73,6 +75,8 @@ _IPYTHON_NAMES = frozenset({"get_ipython", "display", "exit", "quit", "rlm"})
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 
+log = logging.getLogger(__name__)
+
 
 class SkillInfo(BaseModel):
     """One installed skill as seen from its metadata (nothing imported)."""
@@ -98,12 +102,15 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def parse_front_matter(text: str) -> tuple[dict[str, str], str]:
-    """Split ``---``-fenced ``key: value`` front matter from a Markdown body.
+def parse_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """Split the ``---``-fenced YAML front matter from a Markdown body.
 
-    Deliberately tiny instead of a YAML dependency: flat string keys, optional quotes,
-    indented continuation lines (``description: >`` blocks included). Returns ``({}, text)``
-    when there is no front matter.
+    Read with PyYAML's ``BaseLoader``, which resolves no implicit types: every scalar stays
+    the text written (``no``, ``1.10`` or a date is not turned into a bool, float or date;
+    a description is prose). Surrounding whitespace of top-level strings is dropped (a ``>``
+    block's final newline included). Returns ``({}, text)`` when there is no front matter.
+    Raises :class:`ConfigError` (one line) when the front matter is not YAML ``key: value``
+    lines, so a skill author learns which line to fix.
     """
     lines = text.splitlines()
     if not lines or lines[0].strip() != "---":
@@ -111,33 +118,27 @@ def parse_front_matter(text: str) -> tuple[dict[str, str], str]:
     end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
     if end is None:
         return {}, text
-    meta: dict[str, str] = {}
-    key: str | None = None
-    joiner = " "
-    for line in lines[1:end]:
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if line[0] in " \t" and key is not None:
-            meta[key] = f"{meta[key]}{joiner}{stripped}" if meta[key] else stripped
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key, value = name.strip(), value.strip()
-        joiner = "\n" if value.startswith("|") else " "
-        if value in ("|", "|-", "|+", ">", ">-", ">+"):
-            value = ""
-        meta[key] = _unquote(value)
-    return meta, "\n".join(lines[end + 1 :]).lstrip("\n")
+    body = "\n".join(lines[end + 1 :]).lstrip("\n")
+    try:
+        meta = yaml.load("\n".join(lines[1:end]), Loader=yaml.BaseLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"front matter is not valid YAML: {_yaml_problem(exc)}") from None
+    if meta is None:
+        return {}, body
+    if not isinstance(meta, dict):
+        raise ConfigError("front matter must be 'key: value' lines")
+    return {
+        key: value.strip() if isinstance(value, str) else value for key, value in meta.items()
+    }, body
 
 
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    if len(value) >= 2 and value[0] == value[-1] == "'":
-        return value[1:-1].replace("''", "'")
-    return value
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line N: problem`` counted in the whole file (the front matter starts on line 2)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if "mapping values are not allowed" in problem:
+        problem += " (quote a value that contains ': ')"
+    return f"line {mark.line + 2}: {problem}" if mark is not None else problem
 
 
 def _direct_url_dir(dist: importlib.metadata.Distribution) -> Path | None:
@@ -198,17 +199,22 @@ def discover(path: list[str] | None = None) -> list[SkillInfo]:
         if not name.isidentifier():
             continue
         skill_md = _find_skill_md(dist, name, path)
-        meta: dict[str, str] = {}
+        meta: dict[str, Any] = {}
         if skill_md is not None:
             try:
                 meta, _ = parse_front_matter(skill_md.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError):
                 meta = {}
+            except ConfigError as exc:  # one skill's typo must not stop every run
+                log.warning("rlm: skill %s: %s: %s", name, skill_md, exc)
+        description = meta.get("description")
         found[canonical] = SkillInfo(
             name=name,
             distribution=declared,
             version=dist.version or "",
-            description=meta.get("description") or dist.metadata["Summary"] or "",
+            description=(description if isinstance(description, str) else "")
+            or dist.metadata["Summary"]
+            or "",
             skill_md=skill_md,
         )
     return sorted(found.values(), key=lambda info: info.name)
