@@ -484,7 +484,7 @@ def test_new_skill_scaffolds_installs_and_runs(env: Env, tmp_path: Path) -> None
         ("1st", "lowercase"),
         ("", "lowercase"),
         ("pytest", "already importable"),
-        ("rlm", "already importable"),
+        ("rlm", "reserved"),
         ("get_ipython", "reserved"),
     ],
 )

@@ -16,16 +16,13 @@ and may have side effects, and the kernel is where they are used. So the work is
 from __future__ import annotations
 
 import ast
-import builtins
 import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
 import keyword
 import logging
-import re
 import shutil
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.machinery import PathFinder
 from pathlib import Path
@@ -37,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from rlm.errors import ConfigError, KernelError
+from rlm.skills.check import DIST_PREFIX, canonical, name_problem
 
 __all__ = [
     "DIST_PREFIX",
@@ -54,9 +52,6 @@ __all__ = [
     "validate_skill_name",
 ]
 
-#: Normalized distribution-name prefix that marks a package as an rlm skill.
-DIST_PREFIX = "rlm-skill-"
-
 #: Kernel variable in which the bootstrap leaves its JSON report for :data:`REPORT_EXPRESSIONS`.
 REPORT_VARIABLE = "__rlm_skills_report"
 
@@ -69,11 +64,6 @@ PLACEHOLDER = "{{name}}"
 
 #: Template files that configure rlm's own repo (ruff) and must not reach a new skill.
 _TEMPLATE_SKIP = frozenset({"ruff.toml", "__pycache__", ".ruff_cache"})
-
-#: Names bound in every IPython user namespace; a skill with one of them would clobber it.
-_IPYTHON_NAMES = frozenset({"get_ipython", "display", "exit", "quit", "rlm"})
-
-_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +85,6 @@ class SkillInfo(BaseModel):
     """Installed SKILL.md with the usage notes, or None if the skill ships none."""
     signature: str | None = None
     """``run`` signature; only known after the kernel imported the skill (see bootstrap)."""
-
-
-def _canonical(name: str) -> str:
-    """PEP 503 normalization, so ``rlm_skill.Foo`` and ``rlm-skill-foo`` compare equal."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def parse_front_matter(text: str) -> tuple[dict[str, Any], str]:
@@ -192,10 +177,10 @@ def discover(path: list[str] | None = None) -> list[SkillInfo]:
     )
     for dist in dists:
         declared = dist.metadata["Name"] or ""
-        canonical = _canonical(declared)
-        if not canonical.startswith(DIST_PREFIX) or canonical in found:
+        normalized = canonical(declared)
+        if not normalized.startswith(DIST_PREFIX) or normalized in found:
             continue
-        name = canonical.removeprefix(DIST_PREFIX).replace("-", "_")
+        name = normalized.removeprefix(DIST_PREFIX).replace("-", "_")
         if not name.isidentifier():
             continue
         skill_md = _find_skill_md(dist, name, path)
@@ -208,7 +193,7 @@ def discover(path: list[str] | None = None) -> list[SkillInfo]:
             except ConfigError as exc:  # one skill's typo must not stop every run
                 log.warning("rlm: skill %s: %s: %s", name, skill_md, exc)
         description = meta.get("description")
-        found[canonical] = SkillInfo(
+        found[normalized] = SkillInfo(
             name=name,
             distribution=declared,
             version=dist.version or "",
@@ -330,20 +315,13 @@ def validate_skill_name(name: str) -> None:
     """Raise :class:`ConfigError` (one line) unless ``name`` can be a new skill's name.
 
     The name is at once a directory, an import name, a console script and a kernel variable,
-    so it must be a plain lowercase identifier that shadows nothing: no keyword, builtin,
-    standard-library module or module already importable here (``rlm`` included).
+    so it must follow the naming rules (:func:`rlm.skills.check.name_problem`: a plain
+    lowercase identifier that is no keyword, builtin, standard-library module or IPython
+    name) and, for a new skill, must not be a module already importable here (``pytest``).
     """
-    if not _NAME_RE.fullmatch(name):
-        raise ConfigError(
-            f"invalid skill name {name!r}: use lowercase letters, digits and '_', "
-            "starting with a letter"
-        )
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise ConfigError(f"invalid skill name {name!r}: it is a Python keyword")
-    if name in sys.stdlib_module_names:
-        raise ConfigError(f"invalid skill name {name!r}: it shadows the standard-library module")
-    if hasattr(builtins, name):
-        raise ConfigError(f"invalid skill name {name!r}: it shadows the builtin {name!r}")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ConfigError(problem)
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
@@ -351,8 +329,6 @@ def validate_skill_name(name: str) -> None:
     if spec is not None:
         where = spec.origin or ", ".join(spec.submodule_search_locations or ()) or "?"
         raise ConfigError(f"invalid skill name {name!r}: module already importable from {where}")
-    if name in _IPYTHON_NAMES:
-        raise ConfigError(f"invalid skill name {name!r}: it is reserved in the kernel namespace")
 
 
 def template_dir() -> Path:
