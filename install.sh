@@ -45,61 +45,18 @@ ensure_uv() {
 }
 
 # --- skill naming rules ------------------------------------------------------------------------
-# toml_get FILE TABLE KEY: print the string value of KEY in [TABLE] (bare or quoted key).
-# A deliberately small reader for the flat tables the rules need; it needs no Python.
-toml_get() {
-    awk -v want_table="$2" -v want_key="$3" '
-        function unquote(s) {
-            if (s ~ /^".*"$/ || s ~ /^\047.*\047$/) return substr(s, 2, length(s) - 2)
-            return s
-        }
-        /^[[:space:]]*\[/ {
-            t = $0
-            sub(/^[[:space:]]*\[+[[:space:]]*/, "", t)
-            sub(/[[:space:]]*\]+[[:space:]]*(#.*)?$/, "", t)
-            gsub(/[[:space:]]*\.[[:space:]]*/, ".", t)
-            gsub(/"/, "", t)
-            table = t
-            next
-        }
-        table == want_table && match($0, /^[[:space:]]*("[^"]*"|\047[^\047]*\047|[A-Za-z0-9_.-]+)[[:space:]]*=/) {
-            k = substr($0, RSTART, RLENGTH)
-            v = substr($0, RSTART + RLENGTH)
-            sub(/=$/, "", k)
-            gsub(/^[[:space:]]+|[[:space:]]+$/, "", k)
-            k = unquote(k)
-            sub(/^[[:space:]]+/, "", v)
-            sub(/[[:space:]]*(#[^"\047]*)?$/, "", v)
-            if (k == want_key) { print unquote(v); exit }
-        }
-    ' "$1"
-}
-
-# canonical NAME: PEP 503 normalized distribution name (rlm_skill.Foo -> rlm-skill-foo).
-canonical() { printf '%s' "$1" | tr '[:upper:]' '[:lower:]' | sed -E 's/[-_.]+/-/g'; }
-
-# check_skill DIR: enforce the four naming rules of docs/skills.md; die naming the broken one.
-check_skill() {
-    local dir="$1" name pyproject dist script
-    name="$(basename "$dir")"
-    pyproject="$dir/pyproject.toml"
-    [[ "$name" =~ ^[a-z][a-z0-9_]*$ ]] ||
-        die "skill folder $dir: rule 'folder name <name> is a lowercase Python identifier' broken (got '$name')"
-    dist="$(toml_get "$pyproject" project name)"
-    [[ "$(canonical "$dist")" == "$(canonical "rlm-skill-$name")" ]] ||
-        die "skill folder $dir: rule 'distribution name in pyproject.toml is rlm-skill-$name' broken (got '${dist:-<missing>}')"
-    [[ -f "$dir/src/$name/__init__.py" ]] ||
-        die "skill folder $dir: rule 'import package is src/$name/ (with __init__.py)' broken"
-    script="$(toml_get "$pyproject" project.scripts "$name")"
-    [[ "$script" == "rlm.skill:cli" ]] ||
-        die "skill folder $dir: rule 'console script $name = \"rlm.skill:cli\" in [project.scripts]' broken (got '${script:-<missing>}')"
+# check_skills DIR...: the naming rules of docs/skills.md, checked by rlm's own code
+# (rlm.skills.check, standard library only) from this checkout before anything is installed,
+# in any Python 3.11+ uv finds; prints one line per broken folder and fails.
+check_skills() {
+    PYTHONPATH="$ROOT/src" "${UV[@]}" run --no-project --no-config --quiet --python '>=3.11' \
+        python -m rlm.skills.check "$@"
 }
 
 # --- main ----------------------------------------------------------------------------------------
 ensure_uv
 
-skills=()
-skill_dirs=()
+found=()
 if [[ -d "$SKILLS_DIR" ]]; then
     for dir in "$SKILLS_DIR"/*/; do
         [[ -d "$dir" ]] || continue
@@ -108,12 +65,25 @@ if [[ -d "$SKILLS_DIR" ]]; then
             log "skipping $dir (no pyproject.toml)"
             continue
         fi
-        check_skill "$dir"
-        skills+=("$(basename "$dir")")
-        skill_dirs+=("$(cd "$dir" && pwd)")
+        found+=("$dir")
     done
 else
     log "no skills folder at $SKILLS_DIR; installing rlm alone"
+fi
+
+skills=()
+skill_dirs=()
+if ((${#found[@]})); then
+    if ! problems="$(check_skills "${found[@]}" 2>&1)"; then
+        while IFS= read -r line; do
+            [[ -z "$line" ]] || printf 'install.sh: error: %s\n' "$line" >&2
+        done <<<"$problems"
+        exit 1
+    fi
+    for dir in "${found[@]}"; do
+        skills+=("$(basename "$dir")")
+        skill_dirs+=("$(cd "$dir" && pwd)")
+    done
 fi
 
 # --force: replace executables uv does not own yet (e.g. an older pip install); it also

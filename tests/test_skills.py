@@ -22,13 +22,13 @@ import pytest
 
 from rlm.errors import ConfigError, KernelError
 from rlm.skills.discovery import (
-    BOOTSTRAP_MARKER,
+    REPORT_EXPRESSIONS,
+    REPORT_VARIABLE,
     SkillInfo,
     discover,
     kernel_bootstrap_source,
     new_skill,
-    parse_bootstrap_output,
-    parse_front_matter,
+    parse_bootstrap_report,
     prompt_section,
     validate_skill_name,
 )
@@ -112,7 +112,8 @@ def test_cli_help_shows_flags_and_docstring_help(env: Env) -> None:
     for flag in ("--names", "--greeting", "--times", "--shout", "--no-shout"):
         assert flag in out
     assert "Greet everyone in names." in out  # description from the docstring
-    assert "People to greet." in out  # Args: entry became flag help
+    assert out.count("People to greet.") == 1  # the Args: entry became flag help, only
+    assert "Args:" not in out and "Returns:" not in out  # tyro leaves docstring sections out
     assert "How many times to repeat the greeting." in out
     assert "(default: Hello)" in out
 
@@ -201,61 +202,80 @@ def test_discover_with_path_reads_another_environment(env: Env) -> None:
     assert "greet" not in {info.name for info in discover()}  # not in the test's own env
 
 
-def test_bootstrap_loads_good_skills_and_reports_broken(env: Env) -> None:
-    code = f"""
+def _bootstrap_in_ipython(names: list[str], then: str = "") -> str:
+    """Python code that runs the bootstrap as a kernel does (a cell, then the reply's
+    ``user_expressions``) and prints ``REPORT <json>`` and ``CHECKS <json>`` lines."""
+    return f"""
 import asyncio, inspect, json
-from rlm.skills.discovery import kernel_bootstrap_source
-exec(kernel_bootstrap_source({SKILLS!r}))
-checks = {{
-    "call": asyncio.run(greet(names=["Ada"], times=2)),
-    "run": asyncio.run(greet.run(names=["Ada"], shout=True)),
-    "sync": wordcount(text="x y x"),
-    "signature": str(inspect.signature(greet)),
-    "broken_bound": "broken" in globals(),
-    "helper_left": "__rlm_load_skills" in globals(),
-}}
+from IPython.core.interactiveshell import InteractiveShell
+from rlm.skills.discovery import REPORT_EXPRESSIONS, kernel_bootstrap_source
+shell = InteractiveShell.instance()
+shell.run_cell(kernel_bootstrap_source({names!r}))
+print("REPORT", json.dumps(shell.user_expressions(REPORT_EXPRESSIONS)))
+ns = shell.user_ns
+checks = {{}}
+{then}
 print("CHECKS", json.dumps(checks))
 """
-    result = env.python_code(code)
+
+
+def _lines(stdout: str) -> dict[str, object]:
+    """The ``REPORT`` and ``CHECKS`` lines printed by :func:`_bootstrap_in_ipython`."""
+    found = {}
+    for line in stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("REPORT", "CHECKS"):
+            found[key] = json.loads(value)
+    return found
+
+
+def test_bootstrap_loads_good_skills_and_reports_broken(env: Env) -> None:
+    checks = f"""
+checks = {{
+    "call": asyncio.run(ns["greet"](names=["Ada"], times=2)),
+    "run": asyncio.run(ns["greet"].run(names=["Ada"], shout=True)),
+    "sync": ns["wordcount"](text="x y x"),
+    "signature": str(inspect.signature(ns["greet"])),
+    "broken_bound": "broken" in ns,
+    "helper_left": "__rlm_load_skills" in ns,
+    "report_left": {REPORT_VARIABLE!r} in ns,
+}}
+"""
+    result = env.python_code(_bootstrap_in_ipython(SKILLS, checks))
     assert result.returncode == 0, result.stderr
-    marker_line = next(line for line in result.stdout.splitlines() if line.startswith("__RLM"))
-    assert marker_line.startswith(BOOTSTRAP_MARKER + " ")
-    report = parse_bootstrap_output(result.stdout.split("CHECKS")[0])
-    assert report["loaded"] == {
+    printed = _lines(result.stdout)
+    report = parse_bootstrap_report(printed["REPORT"])
+    assert report.loaded == {
         "explode": "async run(message: str = 'boom', fail: bool = True) -> None",
         "greet": "async run(names: list[str], greeting: str = 'Hello', times: int = 1, "
         "shout: bool = False) -> str",
         "wordcount": "run(text: str, top: int = 3) -> dict[str, int]",
     }
-    assert list(report["failed"]) == ["broken"]
-    assert report["failed"]["broken"].startswith("ModuleNotFoundError: No module named")
-    checks = json.loads(result.stdout.split("CHECKS", 1)[1])
+    assert list(report.failed) == ["broken"]
+    assert report.failed["broken"].startswith("ModuleNotFoundError: No module named")
+    checks = printed["CHECKS"]
     assert checks["call"] == "Hello, Ada!\nHello, Ada!"
     assert checks["run"] == "HELLO, ADA!"
     assert checks["sync"] == {"x": 2, "y": 1}
     assert checks["signature"].startswith("(names: list[str], greeting: str = 'Hello'")
     assert checks["broken_bound"] is False
     assert checks["helper_left"] is False
+    assert checks["report_left"] is False  # the expression took it out of the namespace
 
 
 def test_bootstrap_in_ipython_supports_top_level_await_and_help(env: Env) -> None:
     """What the model does in a kernel cell: ``await greet(...)`` and ``help(greet)``."""
-    code = """
-import json
-from IPython.core.interactiveshell import InteractiveShell
-from rlm.skills.discovery import kernel_bootstrap_source
-shell = InteractiveShell.instance()
-shell.run_cell(kernel_bootstrap_source(["greet", "broken"]))
+    checks = """
 shell.run_cell("result = await greet(names=['Ada'])", store_history=True)
 shell.run_cell("import pydoc; doc = pydoc.render_doc(greet, renderer=pydoc.plaintext)")
-ns = shell.user_ns
-print("CHECKS", json.dumps({"result": ns.get("result"), "help": ns.get("doc")}))
+checks = {"result": ns.get("result"), "help": ns.get("doc")}
 """
-    result = env.python_code(code)
+    result = env.python_code(_bootstrap_in_ipython(["greet", "broken"], checks))
     assert result.returncode == 0, result.stderr
-    report = parse_bootstrap_output(result.stdout.split("CHECKS")[0])
-    assert set(report["loaded"]) == {"greet"} and set(report["failed"]) == {"broken"}
-    checks = json.loads(result.stdout.split("CHECKS", 1)[1])
+    printed = _lines(result.stdout)
+    report = parse_bootstrap_report(printed["REPORT"])
+    assert set(report.loaded) == {"greet"} and set(report.failed) == {"broken"}
+    checks = printed["CHECKS"]
     assert checks["result"] == "Hello, Ada!"
     text = checks["help"]
     first = "greet - greet(names: list[str], greeting: str = 'Hello', times: int = 1, "
@@ -274,22 +294,46 @@ def test_bootstrap_source_rejects_non_identifiers() -> None:
 
 def test_bootstrap_reports_everything_failed_without_rlm() -> None:
     """In a Python without rlm every skill is reported failed and the cell still completes."""
-    code = (
-        "import sys; sys.modules['rlm'] = None\n"  # makes `import rlm` fail
-        + kernel_bootstrap_source(["greet"])
-    )
+    code = f"""
+import json, sys
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+sys.modules["rlm"] = None  # makes `import rlm` fail
+shell.run_cell({kernel_bootstrap_source(["greet"])!r})
+print(json.dumps(shell.user_expressions({REPORT_EXPRESSIONS!r})))
+"""
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    report = parse_bootstrap_output(result.stdout)
-    assert report["loaded"] == {}
-    assert report["failed"]["greet"].startswith("ModuleNotFoundError")
+    report = parse_bootstrap_report(json.loads(result.stdout))
+    assert report.loaded == {}
+    assert report.failed["greet"].startswith("ModuleNotFoundError")
 
 
-def test_parse_bootstrap_output_without_marker_raises() -> None:
-    with pytest.raises(KernelError, match="no report"):
-        parse_bootstrap_output("Traceback ...\n")
+@pytest.mark.parametrize(
+    ("evaluated", "reason"),
+    [
+        ({}, "gave no report"),
+        (
+            {"rlm_skills": {"status": "error", "ename": "NameError", "evalue": "x"}},
+            "could not be read: NameError: x",
+        ),
+        ({"rlm_skills": {"status": "ok", "data": {"text/plain": "None"}}}, "left no report"),
+        ({"rlm_skills": {"status": "ok", "data": {"text/plain": "'{\"lo'"}}}, "malformed"),
+        ({"rlm_skills": {"status": "ok", "data": {"text/plain": "{'loaded': {}}"}}}, "malformed"),
+        (
+            {"rlm_skills": {"status": "ok", "data": {"text/plain": repr('{"loaded": [1]}')}}},
+            "malformed",
+        ),
+    ],
+    ids=["missing", "error", "not-left", "cut", "not-text", "wrong-shape"],
+)
+def test_an_unreadable_bootstrap_report_is_a_kernel_error(
+    evaluated: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(KernelError, match=reason):
+        parse_bootstrap_report(evaluated)
 
 
 # --- prompt text ---------------------------------------------------------------------------------
@@ -325,22 +369,6 @@ def test_prompt_section_lists_loaded_skills(tmp_path: Path) -> None:
 def test_prompt_section_is_empty_without_loaded_skills(tmp_path: Path) -> None:
     assert prompt_section([], {}) == ""
     assert prompt_section(_infos(tmp_path), {}) == ""
-
-
-def test_parse_front_matter() -> None:
-    text = (
-        "---\nname: web\ndescription: >\n  Searches the web\n  and summarizes.\n"
-        "# comment\ntitle: 'It''s \"quoted\"'\n---\n\n# Body\n"
-    )
-    meta, body = parse_front_matter(text)
-    assert meta == {
-        "name": "web",
-        "description": "Searches the web and summarizes.",
-        "title": 'It\'s "quoted"',
-    }
-    assert body == "# Body"
-    assert parse_front_matter("# No front matter\n") == ({}, "# No front matter\n")
-    assert parse_front_matter("---\nname: x\n") == ({}, "---\nname: x\n")  # unterminated
 
 
 # --- make_callable and cli in-process ----------------------------------------------------------
@@ -457,7 +485,7 @@ def test_new_skill_scaffolds_installs_and_runs(env: Env, tmp_path: Path) -> None
         ("1st", "lowercase"),
         ("", "lowercase"),
         ("pytest", "already importable"),
-        ("rlm", "already importable"),
+        ("rlm", "reserved"),
         ("get_ipython", "reserved"),
     ],
 )

@@ -9,6 +9,9 @@ import pytest
 
 import rlm
 from conftest import read_log, sessions
+from rlm.config import load_settings
+from rlm.runtime.orchestrator import Orchestrator
+from rlm.zygote import fork_supported
 from scripted_model import ipython, reply
 
 
@@ -64,3 +67,42 @@ async def test_no_skills_no_section(model, rlm_env):
     model.script(reply("plain"))
     await rlm.run("task")
     assert "Skills" not in model.requests[0]["messages"][0]["content"]
+
+
+@pytest.mark.parametrize("start", ["cold", "fork", "pool"])
+async def test_a_small_output_cap_does_not_cut_the_skills_report(
+    model, rlm_env, skill_site, monkeypatch, start
+):
+    """The report of which skills loaded travels beside the bootstrap cell's output, not in
+    it: ``RLM_MAX_OUTPUT`` cuts what a cell prints, and a cut report crashed every agent.
+    Covers the three ways a kernel starts (the child's kernel is forked or pooled)."""
+    if start != "cold" and not fork_supported():
+        pytest.skip("fork start needs Linux")
+    monkeypatch.setenv("RLM_MAX_OUTPUT", "60")
+    monkeypatch.setenv("RLM_MAX_DEPTH", "1")
+    monkeypatch.setenv("RLM_KERNEL_START", "cold" if start == "cold" else "fork")
+    monkeypatch.setenv("RLM_KERNEL_POOL", "1" if start == "pool" else "0")
+    model.script(
+        reply(None, ipython("print(await rlm.run('child: shout hi'))")),
+        reply("root done"),
+        match="root",
+    )
+    model.script(reply(None, ipython("print(await shout(text='hi'))")), reply("HI"), match="child:")
+    async with Orchestrator(load_settings()) as orchestrator:
+        assert await orchestrator.run("root task") == "root done"
+        launcher = orchestrator.launcher
+        if start == "pool":
+            assert launcher.pool is not None and launcher.pool.handed_out == 1
+        else:
+            assert launcher.pool is None and launcher.forking == (start == "fork")
+    for match in ("root", "child:"):
+        system = model.requests_for(match)[0]["messages"][0]["content"]
+        assert "`await shout(text: str, times: int = 1) -> str`: shout for tests" in system
+        assert "fragile" not in system
+    (child_tool,) = [
+        m["content"] for m in model.requests_for("child:")[-1]["messages"] if m["role"] == "tool"
+    ]
+    assert child_tool == "HI"
+    (root,) = sessions(rlm_env)
+    failures = [e["name"] for e in read_log(root) if e.get("event") == "skill_failed"]
+    assert failures == ["fragile"]

@@ -1,4 +1,4 @@
-"""``rlm skill ...``: scaffold a skill package from the template."""
+"""``rlm skill ...``: scaffold a skill package from the template, check a skill folder."""
 
 from __future__ import annotations
 
@@ -28,7 +28,17 @@ def main(argv: list[str]) -> int:
     new.add_argument(
         "--dir", default="skills", type=Path, help="folder to create the skill in (default: skills)"
     )
+    check = commands.add_parser(
+        "check",
+        help="check skill folders against the naming rules (what install.sh enforces)",
+        description="Check each DIR against the naming rules of docs/skills.md: folder, "
+        "distribution rlm-skill-<name>, package src/<name>/, console script <name>. "
+        "Exits 2 naming the first broken rule of each broken folder.",
+    )
+    check.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="a skill folder")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return _check(args.folders)
     from rlm.skills.discovery import new_skill
 
     try:
@@ -47,3 +57,17 @@ def main(argv: list[str]) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _check(folders: list[Path]) -> int:
+    from rlm.skills.check import folder_problem
+
+    broken = 0
+    for folder in folders:
+        problem = folder_problem(folder)
+        if problem is None:
+            print(f"{folder}: ok")
+        else:
+            broken += 1
+            print(f"rlm skill: {problem}", file=sys.stderr)
+    return 2 if broken else 0

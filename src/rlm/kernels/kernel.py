@@ -105,6 +105,8 @@ class ExecResult:
     status: str = "ok"
     """``ok``, ``error`` (exception in the cell), ``timeout``, ``restarted`` or ``died``."""
     notes: list[str] = field(default_factory=list)
+    user_expressions: dict[str, Any] = field(default_factory=dict)
+    """The execute reply's evaluated ``user_expressions`` (``{name: {status, data, ...}}``)."""
 
     @property
     def text(self) -> str:
@@ -134,6 +136,7 @@ class Kernel:
         cwd: Path,
         env: dict[str, str],
         bootstrap: str = "",
+        bootstrap_expressions: dict[str, str] | None = None,
         interrupt_grace: float = 3.0,
         output_limit: int = -1,
         spec_name: str = "rlm",
@@ -144,12 +147,16 @@ class Kernel:
         self.cwd = cwd
         self.env = env
         self.bootstrap = bootstrap
+        #: Expressions evaluated after the bootstrap; results land in ``bootstrap_values``.
+        #: They travel in the execute reply, so the output cap never cuts them.
+        self.bootstrap_expressions = dict(bootstrap_expressions or {})
         self.interrupt_grace = interrupt_grace
         self.output_limit = output_limit
         #: Kernelspec written to the run dir; its ``kernel_provisioner`` stanza (None: local).
         self.spec_name = spec_name
         self.provisioner = provisioner
         self.bootstrap_output = ""
+        self.bootstrap_values: dict[str, Any] = {}
         self._km: AsyncKernelManager | None = None
         self._client: Any = None
         self._lock = asyncio.Lock()
@@ -213,12 +220,19 @@ class Kernel:
 
     async def run_bootstrap(self, timeout: float = 60.0) -> None:
         """Run ``self.bootstrap`` (after a start or restart, or when a pooled kernel is handed
-        to its agent)."""
+        to its agent). ``bootstrap_expressions`` are evaluated after it, into
+        ``bootstrap_values``."""
         if self.bootstrap:
-            result = await self._run(self.bootstrap, timeout, store_history=False)
+            result = await self._run(
+                self.bootstrap,
+                timeout,
+                store_history=False,
+                user_expressions=self.bootstrap_expressions,
+            )
             if result.status != "ok":
                 raise KernelError(f"kernel bootstrap failed: {result.output[-2000:]}")
             self.bootstrap_output = result.output
+            self.bootstrap_values = result.user_expressions
 
     async def _wait_ready(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -229,7 +243,8 @@ class Kernel:
                 return
         raise KernelError(f"kernel did not become ready within {timeout:.0f} s")
 
-    async def _await_reply(self, msg_id: str, deadline: float) -> bool:
+    async def _await_reply(self, msg_id: str, deadline: float) -> dict[str, Any] | None:
+        """The shell reply to ``msg_id`` (None: none before ``deadline``)."""
         loop = asyncio.get_running_loop()
         while (remaining := deadline - loop.time()) > 0:
             try:
@@ -239,8 +254,8 @@ class Kernel:
                     raise KernelDiedError("kernel exited during start-up") from None
                 continue
             if msg["parent_header"].get("msg_id") == msg_id:
-                return True
-        return False
+                return msg
+        return None
 
     async def _await_idle(self, msg_id: str, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -314,11 +329,21 @@ class Kernel:
                 raise KernelError("kernel is not running")
             return await self._run(code, timeout)
 
-    async def _run(self, code: str, timeout: float, store_history: bool = True) -> ExecResult:
+    async def _run(
+        self,
+        code: str,
+        timeout: float,
+        store_history: bool = True,
+        user_expressions: dict[str, str] | None = None,
+    ) -> ExecResult:
         loop = asyncio.get_running_loop()
         collector = OutputCollector(self.output_limit)
         msg_id = self._client.execute(
-            code, store_history=store_history, allow_stdin=False, stop_on_error=False
+            code,
+            store_history=store_history,
+            allow_stdin=False,
+            stop_on_error=False,
+            user_expressions=user_expressions or {},
         )
         self._running = msg_id
         status = "ok"
@@ -341,9 +366,10 @@ class Kernel:
             if kind == "error":
                 status = "error"
             collector.handle(msg)
-        await self._drain_reply(msg_id)
+        reply = await self._drain_reply(msg_id)
         self._running = None
-        return ExecResult(collector.text(), status)
+        evaluated = (reply or {}).get("content", {}).get("user_expressions") or {}
+        return ExecResult(collector.text(), status, user_expressions=evaluated)
 
     async def settle(self) -> None:
         """After a cancelled ``execute``: stop the cell that is still running (interrupt, or
@@ -358,10 +384,10 @@ class Kernel:
             else:
                 await self.restart()
 
-    async def _drain_reply(self, msg_id: str) -> None:
-        """Consume the shell reply so replies never pile up on the channel."""
+    async def _drain_reply(self, msg_id: str) -> dict[str, Any] | None:
+        """Consume the shell reply so replies never pile up on the channel; return it."""
         loop = asyncio.get_running_loop()
-        await self._await_reply(msg_id, loop.time() + 5.0)
+        return await self._await_reply(msg_id, loop.time() + 5.0)
 
     async def _on_timeout(
         self, msg_id: str, collector: OutputCollector, timeout: float

@@ -133,8 +133,8 @@ class Orchestrator:
         skills that failed to import with their errors."""
         if not self.skills:
             return "", {}
-        report = skills.parse_bootstrap_output(getattr(kernel, "bootstrap_output", ""))
-        return skills.prompt_section(self.skills, report["loaded"]), report["failed"]
+        report = skills.parse_bootstrap_report(getattr(kernel, "bootstrap_values", {}))
+        return skills.prompt_section(self.skills, report.loaded), report.failed
 
     def forget(self, agent: Agent) -> None:
         self.agents.pop(agent.id, None)
@@ -156,6 +156,7 @@ class Orchestrator:
             f"k{next(self._kernel_numbers)}",
             env=env,
             bootstrap=self._bootstrap,
+            bootstrap_expressions=skills.REPORT_EXPRESSIONS,
             depth=agent.depth,
             max_depth=agent.settings.max_depth,
             output_limit=agent.settings.max_output,

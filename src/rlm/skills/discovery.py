@@ -6,51 +6,58 @@ and may have side effects, and the kernel is where they are used. So the work is
 
 * :func:`discover` reads installed metadata and each skill's ``SKILL.md`` without importing;
 * :func:`kernel_bootstrap_source` is code run *inside* the kernel that imports the skills,
-  binds them under their names and prints a JSON report (parse it with
-  :func:`parse_bootstrap_output`) holding the real ``run`` signatures and any import failures;
+  binds them under their names and leaves a JSON report holding the real ``run`` signatures
+  and any import failures; the bootstrap's execute request carries :data:`REPORT_EXPRESSIONS`
+  to read it back in the execute reply, beside (not in) the cell's output, which the user's
+  output cap may cut (:func:`parse_bootstrap_report` decodes it);
 * :func:`prompt_section` turns both into the system-prompt text.
 """
 
 from __future__ import annotations
 
-import builtins
+import ast
 import importlib.metadata
 import importlib.resources
 import importlib.util
 import json
 import keyword
-import re
+import logging
 import shutil
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.machinery import PathFinder
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+import yaml
 from pydantic import BaseModel, ConfigDict
 
 from rlm.errors import ConfigError, KernelError
+from rlm.skills.check import DIST_PREFIX, canonical, name_problem
 
 __all__ = [
-    "BOOTSTRAP_MARKER",
     "DIST_PREFIX",
+    "REPORT_EXPRESSIONS",
+    "REPORT_VARIABLE",
+    "BootstrapReport",
     "SkillInfo",
     "discover",
     "kernel_bootstrap_source",
     "new_skill",
-    "parse_bootstrap_output",
+    "parse_bootstrap_report",
     "parse_front_matter",
     "prompt_section",
     "template_dir",
     "validate_skill_name",
 ]
 
-#: Normalized distribution-name prefix that marks a package as an rlm skill.
-DIST_PREFIX = "rlm-skill-"
+#: Kernel variable in which the bootstrap leaves its JSON report for :data:`REPORT_EXPRESSIONS`.
+REPORT_VARIABLE = "__rlm_skills_report"
 
-#: Start of the stdout line carrying the bootstrap report (unlikely to be printed by a skill).
-BOOTSTRAP_MARKER = "__RLM_SKILLS__"
+#: ``user_expressions`` of the bootstrap's execute request: takes the report out of the
+#: namespace (so the model never sees it) and returns it in the execute reply.
+REPORT_EXPRESSIONS = {"rlm_skills": f"globals().pop({REPORT_VARIABLE!r}, None)"}
 
 #: Placeholder for the skill name in template paths and file contents.
 PLACEHOLDER = "{{name}}"
@@ -58,10 +65,7 @@ PLACEHOLDER = "{{name}}"
 #: Template files that configure rlm's own repo (ruff) and must not reach a new skill.
 _TEMPLATE_SKIP = frozenset({"ruff.toml", "__pycache__", ".ruff_cache"})
 
-#: Names bound in every IPython user namespace; a skill with one of them would clobber it.
-_IPYTHON_NAMES = frozenset({"get_ipython", "display", "exit", "quit", "rlm"})
-
-_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+log = logging.getLogger(__name__)
 
 
 class SkillInfo(BaseModel):
@@ -83,17 +87,15 @@ class SkillInfo(BaseModel):
     """``run`` signature; only known after the kernel imported the skill (see bootstrap)."""
 
 
-def _canonical(name: str) -> str:
-    """PEP 503 normalization, so ``rlm_skill.Foo`` and ``rlm-skill-foo`` compare equal."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+def parse_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    """Split the ``---``-fenced YAML front matter from a Markdown body.
 
-
-def parse_front_matter(text: str) -> tuple[dict[str, str], str]:
-    """Split ``---``-fenced ``key: value`` front matter from a Markdown body.
-
-    Deliberately tiny instead of a YAML dependency: flat string keys, optional quotes,
-    indented continuation lines (``description: >`` blocks included). Returns ``({}, text)``
-    when there is no front matter.
+    Read with PyYAML's ``BaseLoader``, which resolves no implicit types: every scalar stays
+    the text written (``no``, ``1.10`` or a date is not turned into a bool, float or date;
+    a description is prose). Surrounding whitespace of top-level strings is dropped (a ``>``
+    block's final newline included). Returns ``({}, text)`` when there is no front matter.
+    Raises :class:`ConfigError` (one line) when the front matter is not YAML ``key: value``
+    lines, so a skill author learns which line to fix.
     """
     lines = text.splitlines()
     if not lines or lines[0].strip() != "---":
@@ -101,33 +103,27 @@ def parse_front_matter(text: str) -> tuple[dict[str, str], str]:
     end = next((i for i in range(1, len(lines)) if lines[i].strip() in ("---", "...")), None)
     if end is None:
         return {}, text
-    meta: dict[str, str] = {}
-    key: str | None = None
-    joiner = " "
-    for line in lines[1:end]:
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if line[0] in " \t" and key is not None:
-            meta[key] = f"{meta[key]}{joiner}{stripped}" if meta[key] else stripped
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        key, value = name.strip(), value.strip()
-        joiner = "\n" if value.startswith("|") else " "
-        if value in ("|", "|-", "|+", ">", ">-", ">+"):
-            value = ""
-        meta[key] = _unquote(value)
-    return meta, "\n".join(lines[end + 1 :]).lstrip("\n")
+    body = "\n".join(lines[end + 1 :]).lstrip("\n")
+    try:
+        meta = yaml.load("\n".join(lines[1:end]), Loader=yaml.BaseLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"front matter is not valid YAML: {_yaml_problem(exc)}") from None
+    if meta is None:
+        return {}, body
+    if not isinstance(meta, dict):
+        raise ConfigError("front matter must be 'key: value' lines")
+    return {
+        key: value.strip() if isinstance(value, str) else value for key, value in meta.items()
+    }, body
 
 
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
-    if len(value) >= 2 and value[0] == value[-1] == "'":
-        return value[1:-1].replace("''", "'")
-    return value
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line N: problem`` counted in the whole file (the front matter starts on line 2)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if "mapping values are not allowed" in problem:
+        problem += " (quote a value that contains ': ')"
+    return f"line {mark.line + 2}: {problem}" if mark is not None else problem
 
 
 def _direct_url_dir(dist: importlib.metadata.Distribution) -> Path | None:
@@ -181,24 +177,29 @@ def discover(path: list[str] | None = None) -> list[SkillInfo]:
     )
     for dist in dists:
         declared = dist.metadata["Name"] or ""
-        canonical = _canonical(declared)
-        if not canonical.startswith(DIST_PREFIX) or canonical in found:
+        normalized = canonical(declared)
+        if not normalized.startswith(DIST_PREFIX) or normalized in found:
             continue
-        name = canonical.removeprefix(DIST_PREFIX).replace("-", "_")
+        name = normalized.removeprefix(DIST_PREFIX).replace("-", "_")
         if not name.isidentifier():
             continue
         skill_md = _find_skill_md(dist, name, path)
-        meta: dict[str, str] = {}
+        meta: dict[str, Any] = {}
         if skill_md is not None:
             try:
                 meta, _ = parse_front_matter(skill_md.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError):
                 meta = {}
-        found[canonical] = SkillInfo(
+            except ConfigError as exc:  # one skill's typo must not stop every run
+                log.warning("rlm: skill %s: %s: %s", name, skill_md, exc)
+        description = meta.get("description")
+        found[normalized] = SkillInfo(
             name=name,
             distribution=declared,
             version=dist.version or "",
-            description=meta.get("description") or dist.metadata["Summary"] or "",
+            description=(description if isinstance(description, str) else "")
+            or dist.metadata["Summary"]
+            or "",
             skill_md=skill_md,
         )
     return sorted(found.values(), key=lambda info: info.name)
@@ -213,40 +214,68 @@ def __rlm_load_skills(names):
     except Exception as exc:
         error = f"{{type(exc).__name__}}: {{exc}}"
         report = {{"loaded": {{}}, "failed": {{name: error for name in names}}}}
-    print({marker!r}, json.dumps(report), flush=True)
-__rlm_load_skills({names!r})
+    return json.dumps(report)
+{variable} = __rlm_load_skills({names!r})
 del __rlm_load_skills
 """
+
+
+class BootstrapReport(BaseModel):
+    """What the kernel bootstrap found: the skills that loaded and those that did not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    loaded: dict[str, str] = {}
+    """Skill name to its ``run`` signature (``async run(text: str) -> str``)."""
+    failed: dict[str, str] = {}
+    """Skill name to why its import failed (``ImportError: ...``)."""
 
 
 def kernel_bootstrap_source(names: Sequence[str]) -> str:
     """Python source that imports ``names`` into the executing namespace and reports.
 
     Meant to run once as the kernel's first cell. Each skill is bound under its own name and
-    made callable (``await name(...)``); one failing import never stops the others. The last
-    stdout line is ``__RLM_SKILLS__ {"loaded": {name: signature}, "failed": {name: error}}``
-    (see :func:`parse_bootstrap_output`). The helper function deletes itself so the user
-    namespace only gains the skills, and the cell ends in a statement so IPython shows no
-    ``Out[]``.
+    made callable (``await name(...)``); one failing import never stops the others. The
+    report, ``{"loaded": {name: signature}, "failed": {name: error}}`` as JSON, is left in
+    :data:`REPORT_VARIABLE`, not printed: run the cell with :data:`REPORT_EXPRESSIONS` as its
+    ``user_expressions`` and decode the reply's with :func:`parse_bootstrap_report`. The helper
+    function deletes itself and the expression removes the report, so the user namespace only
+    gains the skills; the cell ends in a statement so IPython shows no ``Out[]``.
     """
     bad = [name for name in names if not name.isidentifier() or keyword.iskeyword(name)]
     if bad:
         raise ValueError(f"not valid skill names: {', '.join(map(repr, bad))}")
-    return _BOOTSTRAP.format(marker=BOOTSTRAP_MARKER, names=list(names))
+    return _BOOTSTRAP.format(variable=REPORT_VARIABLE, names=list(names))
 
 
-def parse_bootstrap_output(stdout: str) -> dict[str, dict[str, str]]:
-    """The report printed by :func:`kernel_bootstrap_source` (its last marker line wins).
+def parse_bootstrap_report(evaluated: Mapping[str, Any]) -> BootstrapReport:
+    """The report of :func:`kernel_bootstrap_source`, from the bootstrap's execute reply.
 
-    Raises :class:`KernelError` when the marker is missing: the bootstrap cell did not run to
-    its end (kernel died or was interrupted). A kernel without ``rlm`` still reports, with
-    every skill failed.
+    ``evaluated`` is the reply's ``user_expressions`` (``{key: {"status", "data", ...}}``) for
+    :data:`REPORT_EXPRESSIONS`; the value is the report's JSON text as its ``repr``. Raises
+    :class:`KernelError` when there is no readable report (the bootstrap did not run to its end
+    or the kernel did not evaluate the expression). A kernel without ``rlm`` still reports,
+    with every skill failed.
     """
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(BOOTSTRAP_MARKER):
-            report = json.loads(line[len(BOOTSTRAP_MARKER) :])
-            return {"loaded": report.get("loaded", {}), "failed": report.get("failed", {})}
-    raise KernelError("skill bootstrap printed no report; the kernel output was:\n" + stdout)
+    (key,) = REPORT_EXPRESSIONS
+    result = evaluated.get(key)
+    if not isinstance(result, Mapping):
+        raise KernelError("skill bootstrap gave no report (the kernel evaluated no expression)")
+    if result.get("status") != "ok":
+        reason = f"{result.get('ename', 'error')}: {result.get('evalue', '')}"
+        raise KernelError(f"skill bootstrap report could not be read: {reason}")
+    shown = (result.get("data") or {}).get("text/plain", "None")
+    try:
+        text = ast.literal_eval(shown)
+        if text is None:
+            raise KernelError("skill bootstrap left no report (it did not run to its end)")
+        if not isinstance(text, str):
+            raise TypeError(f"expected the report's JSON text, got {type(text).__name__}")
+        return BootstrapReport.model_validate_json(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+        # ValidationError is a ValueError; its first line says what was wrong.
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise KernelError(f"skill bootstrap report is malformed: {first}") from None
 
 
 def prompt_section(skills: Iterable[SkillInfo], signatures: dict[str, str]) -> str:
@@ -286,20 +315,13 @@ def validate_skill_name(name: str) -> None:
     """Raise :class:`ConfigError` (one line) unless ``name`` can be a new skill's name.
 
     The name is at once a directory, an import name, a console script and a kernel variable,
-    so it must be a plain lowercase identifier that shadows nothing: no keyword, builtin,
-    standard-library module or module already importable here (``rlm`` included).
+    so it must follow the naming rules (:func:`rlm.skills.check.name_problem`: a plain
+    lowercase identifier that is no keyword, builtin, standard-library module or IPython
+    name) and, for a new skill, must not be a module already importable here (``pytest``).
     """
-    if not _NAME_RE.fullmatch(name):
-        raise ConfigError(
-            f"invalid skill name {name!r}: use lowercase letters, digits and '_', "
-            "starting with a letter"
-        )
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise ConfigError(f"invalid skill name {name!r}: it is a Python keyword")
-    if name in sys.stdlib_module_names:
-        raise ConfigError(f"invalid skill name {name!r}: it shadows the standard-library module")
-    if hasattr(builtins, name):
-        raise ConfigError(f"invalid skill name {name!r}: it shadows the builtin {name!r}")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ConfigError(problem)
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
@@ -307,8 +329,6 @@ def validate_skill_name(name: str) -> None:
     if spec is not None:
         where = spec.origin or ", ".join(spec.submodule_search_locations or ()) or "?"
         raise ConfigError(f"invalid skill name {name!r}: module already importable from {where}")
-    if name in _IPYTHON_NAMES:
-        raise ConfigError(f"invalid skill name {name!r}: it is reserved in the kernel namespace")
 
 
 def template_dir() -> Path:

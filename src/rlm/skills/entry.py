@@ -14,7 +14,6 @@ import dataclasses
 import importlib
 import inspect
 import json
-import re
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -30,14 +29,6 @@ __all__ = [
     "render_result",
     "signature_of",
 ]
-
-#: Google-style section headers that end the free-text description of a docstring.
-_SECTION = re.compile(
-    r"^\s*(Args|Arguments|Parameters|Keyword Args|Returns|Return|Yields|Raises|"
-    r"Examples?|Notes?|Attributes):\s*$"
-)
-_ARG_SECTIONS = frozenset({"Args", "Arguments", "Parameters", "Keyword Args"})
-
 
 class SkillModule(types.ModuleType):
     """A skill's package module that can be called like its ``run`` function.
@@ -136,24 +127,6 @@ def load_skills(names: Sequence[str], namespace: dict[str, Any]) -> dict[str, di
     return {"loaded": loaded, "failed": failed}
 
 
-def _description(run: Callable[..., Any]) -> str | None:
-    """``run``'s docstring minus its ``Args:`` block, which tyro already shows as flag help."""
-    doc = inspect.getdoc(run)
-    if not doc:
-        return None
-    kept: list[str] = []
-    skipping = False
-    for line in doc.splitlines():
-        header = _SECTION.match(line)
-        if header:
-            skipping = header.group(1) in _ARG_SECTIONS
-        elif skipping and line.strip() and not line[0].isspace():
-            skipping = False  # an unindented line ends the Args block
-        if not skipping:
-            kept.append(line)
-    return "\n".join(kept).strip() or None
-
-
 def _json_default(value: Any) -> Any:
     """Best-effort JSON for common result types (pydantic models, dataclasses, sets, paths)."""
     if hasattr(value, "model_dump"):
@@ -185,8 +158,9 @@ def cli(args: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Console-script entry point shared by every skill (``<name> = "rlm.skill:cli"``).
 
     The command name (``sys.argv[0]``) is the skill's import name, so one entry point serves all
-    skills. Flags come from ``run``'s typed parameters via tyro, flag help from its Google-style
-    ``Args:``. Exceptions from ``run`` propagate on purpose: Python prints the traceback and
+    skills. tyro builds the whole CLI from ``run``: flags from its typed parameters, flag help
+    from its Google-style ``Args:``, the description from the docstring's text (its ``Args:``
+    and ``Returns:`` sections are not repeated there). Exceptions from ``run`` propagate on purpose: Python prints the traceback and
     exits with status 1, which is the most useful failure report for a shell user or a model.
     ``args``/``prog`` exist for tests; the console script passes neither.
     """
@@ -199,7 +173,7 @@ def cli(args: Sequence[str] | None = None, prog: str | None = None) -> None:
     if not callable(run):
         raise SystemExit(f"{name}: module {name!r} has no callable 'run' (not an rlm skill?)")
     argv = list(sys.argv[1:] if args is None else args)
-    result = tyro.cli(run, prog=name, description=_description(run), args=argv)
+    result = tyro.cli(run, prog=name, args=argv)
     if inspect.isawaitable(result):
         result = asyncio.run(_await(result))
     text = render_result(result)
