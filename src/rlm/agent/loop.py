@@ -200,7 +200,7 @@ class Agent:
             self.resumed = False
             text = _RESUMED_NOTE + text
         user = {"role": "user", "content": text}
-        if not self.log.meta.get("task"):
+        if not self.log.meta.task:
             self.log.update(task=text[:MAX_INLINE_TASK])
         self.context.add_user(user)
         self.log.append(user)
@@ -310,7 +310,7 @@ class Agent:
             message = reply.message
             calls = message.get("tool_calls") or []
             self.log.append({**message, "usage": reply.usage.as_dict()})
-            self.log.meta["turns"] = turn
+            self.log.meta.turns = turn
             self.add_usage(reply.usage)
             self.emit(
                 ev.ModelResponse,

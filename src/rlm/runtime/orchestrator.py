@@ -30,6 +30,7 @@ from rlm.kernels.environment import kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.logs.writer import SessionLog, clean_text, new_session_id
+from rlm.schema.meta import AgentMeta
 from rlm.skills import discovery as skills
 
 __all__ = ["Orchestrator"]
@@ -152,12 +153,13 @@ class Orchestrator:
             log, lines = SessionLog.reopen(folder)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--resume: cannot read {folder}: {exc}") from None
-        agent = Agent(self, settings, log.meta.get("task") or "", log=log, agent_id=folder.name)
+        meta = log.meta
+        agent = Agent(self, settings, meta.task, log=log, agent_id=folder.name)
         agent.context = rebuild_context(lines, settings.max_turns_in_context)
         agent.resumed = True
-        agent.children = list(log.meta.get("children", []))
-        agent.usage = Usage(**log.meta.get("usage", {}))
-        agent.usage_total = Usage(**log.meta.get("usage_total", {}))
+        agent.children = [entry.to_json() for entry in meta.children]
+        agent.usage = Usage(*meta.usage.pair())
+        agent.usage_total = Usage(*meta.usage_total.pair())
         log.event("resumed")
         self.agents[agent.id] = agent
         return agent
@@ -168,23 +170,17 @@ class Orchestrator:
 
     def _meta(
         self, agent_id: str, settings: Settings, task: str, *, depth: int, parent: str | None
-    ) -> dict[str, Any]:
-        return {
-            "id": agent_id,
-            "parent": parent,
-            "depth": depth,
-            "model": settings.model,
-            "task": clean_text(task)[:MAX_INLINE_TASK],
-            "cwd": str(self.cwd),
-            "pid": os.getpid(),
-            "answer": None,
-            "turns": 0,
-            "stop_reason": None,
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0},
-            "usage_total": {"prompt_tokens": 0, "completion_tokens": 0},
-            "children": [],
-            "settings": settings.model_dump(mode="json", exclude={"api_key", "base_url", "home"}),
-        }
+    ) -> AgentMeta:
+        return AgentMeta(
+            id=agent_id,
+            parent=parent,
+            depth=depth,
+            model=settings.model,
+            task=clean_text(task)[:MAX_INLINE_TASK],
+            cwd=str(self.cwd),
+            pid=os.getpid(),
+            settings=settings.model_dump(mode="json", exclude={"api_key", "base_url", "home"}),
+        )
 
     def skills_report(self, kernel: Kernel) -> tuple[str, dict[str, str]]:
         """The skills section of the prompt (the skills that loaded in this kernel), and the
