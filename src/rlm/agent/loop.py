@@ -214,7 +214,7 @@ class Agent:
             raise
         except BaseException as exc:
             error = self._as_agent_error(exc)
-            self.last_status = ("error", error.reason, str(error).split(" (session:")[0])
+            self.last_status = ("error", error.reason, error.message)
             raise error from None
         finally:
             self.log.flush()  # a turn's end is where readers look: no lag there
@@ -262,7 +262,7 @@ class Agent:
     async def close(self, exc: BaseException | None = None) -> None:
         """Shut the kernel down and write the final meta; safe to call once per agent."""
         if isinstance(exc, AgentError):
-            self.last_status = ("error", exc.reason, str(exc).split(" (session:")[0])
+            self.last_status = ("error", exc.reason, exc.message)
         elif exc is not None:  # cancelled, interrupted
             self.last_status = ("cancelled", "cancelled", "cancelled")
         status, reason, error = self.last_status

@@ -19,17 +19,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 from rlm.control.channel import ControlClient
-from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
+from rlm.errors import ConfigError, DepthLimitError, RLMError
 
 __all__ = ["active", "load_inputs", "run", "setup"]
 
 _state: dict[str, Any] = {}
 _original_asyncio_run = asyncio.run
-_ERRORS: dict[str, type[RLMError]] = {
-    "AgentError": AgentError,
-    "DepthLimitError": DepthLimitError,
-    "ConfigError": ConfigError,
-}
 
 
 def active() -> bool:
@@ -220,21 +215,23 @@ async def run(
     reply, _ = await _client().request("run_request", content, blobs)
     if reply.get("status") == "ok":
         return str(reply["answer"])
-    error = _ERRORS.get(str(reply.get("error_type")), RLMError)
-    message = str(reply.get("message", "sub-agent failed"))
-    if error is AgentError:
-        raise AgentError(
-            message,
-            reason=str(reply.get("reason", "error")),
-            session_path=reply.get("session_path"),
-        )
-    raise error(message)
+    raise _decode_error(reply)
+
+
+def _decode_error(reply: dict[str, Any]) -> RLMError:
+    """The exception of an error reply, decoded by the one codec of :mod:`rlm.schema.control`
+    (imported on the first failure only: a kernel that never sees one never loads pydantic)."""
+    from rlm.schema.control import decode_error
+
+    return decode_error(reply)
 
 
 async def load_inputs(only: list[str] | None = None) -> list[str]:
     """Fetch this agent's inputs (all, or those named in ``only``) and define them as
     variables of the user namespace."""
     reply, blobs = await _client().request("inputs_request", {})
+    if reply.get("status") == "error":
+        raise _decode_error(reply)
     names = [info["name"] for info in reply.get("inputs", [])]
     values = {name: pickle.loads(blob) for name, blob in zip(names, blobs, strict=True)}
     if only is not None:

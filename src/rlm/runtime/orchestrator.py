@@ -24,12 +24,13 @@ from rlm.agent.loop import MAX_INLINE_TASK, Agent
 from rlm.agent.model import ModelClient, Usage
 from rlm.config import Settings, load_settings
 from rlm.control.channel import ControlServer, Request
-from rlm.errors import AgentError, ConfigError
+from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.inkernel import pack_inputs
 from rlm.kernels.environment import kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.logs.writer import SessionLog, clean_text, new_session_id
+from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
 from rlm.schema.meta import AgentMeta
 from rlm.skills import discovery as skills
 
@@ -220,38 +221,40 @@ class Orchestrator:
     async def _handle(self, req: Request) -> tuple[dict[str, Any], list[bytes]] | None:
         agent = self.agents.get(req.agent_id)
         if agent is None:
-            return _error("RLMError", "this agent is no longer running")
+            return _error(RLMError("this agent is no longer running"))
         if req.msg_type == "inputs_request":
+            try:
+                InputsRequest.parse(req.content, "inputs_request")
+            except ConfigError as exc:
+                return _error(exc)
             infos, blobs = agent.inputs
-            return {"status": "ok", "inputs": infos}, list(blobs)
+            return InputsReply.model_validate({"inputs": infos}).content(), list(blobs)
         if req.msg_type == "run_request":
             return await self._spawn(agent, req)
-        return _error("RLMError", f"unknown request {req.msg_type!r}")
+        return _error(RLMError(f"unknown request {req.msg_type!r}"))
 
     async def _spawn(self, parent: Agent, req: Request) -> tuple[dict[str, Any], list[bytes]]:
-        content = req.content
         depth = parent.depth + 1
         if depth > parent.settings.max_depth:
             return _error(
-                "DepthLimitError",
-                f"no sub-agent allowed: depth {depth} exceeds RLM_MAX_DEPTH="
-                f"{parent.settings.max_depth}",
+                DepthLimitError(
+                    f"no sub-agent allowed: depth {depth} exceeds RLM_MAX_DEPTH="
+                    f"{parent.settings.max_depth}"
+                )
             )
         try:
-            settings = _child_settings(parent.settings, content)
-            infos = [dict(i) for i in content.get("inputs", [])]
-            if len(infos) != len(req.buffers) or any(
-                not str(i.get("name", "")).isidentifier() for i in infos
-            ):
+            request: RunRequest = RunRequest.parse(req.content, "run_request")
+            if len(request.inputs) != len(req.buffers):
                 raise ConfigError("inputs: malformed input list")
-            task = str(content["task"])
-        except (ConfigError, KeyError) as exc:
-            return _error("ConfigError", str(exc))
+            settings = _child_settings(parent.settings, request.content())
+        except ConfigError as exc:
+            return _error(exc)
+        infos = [info.content() for info in request.inputs]
         current = asyncio.current_task()
         if current is not None:
             parent.cell_children.add(current)
         async with self._slots[depth]:
-            return await self._run_child(parent, settings, task, (infos, req.buffers))
+            return await self._run_child(parent, settings, request.task, (infos, req.buffers))
 
     async def _run_child(
         self,
@@ -280,9 +283,8 @@ class Orchestrator:
             answer = await child.run()
         except AgentError as exc:
             entry["status"] = "error"
-            reply = _error("AgentError", str(exc).split(" (session:")[0])
-            reply[0].update(reason=exc.reason, session_path=str(log.path))
-            return reply
+            exc.session_path = str(log.path)
+            return _error(exc)
         except asyncio.CancelledError:
             entry["status"] = "cancelled"
             raise
@@ -305,5 +307,6 @@ def _child_settings(parent: Settings, content: dict[str, Any]) -> Settings:
         raise ConfigError(str(exc).replace("--max-turns", "max_turns").replace("--", "")) from None
 
 
-def _error(kind: str, message: str) -> tuple[dict[str, Any], list[bytes]]:
-    return {"status": "error", "error_type": kind, "message": message}, []
+def _error(exc: BaseException) -> tuple[dict[str, Any], list[bytes]]:
+    """The error reply to a control request (decoded in the kernel by ``decode_error``)."""
+    return encode_error(exc), []
