@@ -6,6 +6,8 @@ classes, so callers can catch ``rlm.RLMError`` and know they caught everything r
 
 from __future__ import annotations
 
+from rlm.schema import StopReason
+
 __all__ = [
     "AgentError",
     "ConfigError",
@@ -52,7 +54,7 @@ class AgentError(RLMError):
     """
 
     def __init__(
-        self, message: str, *, reason: str = "error", session_path: str | None = None
+        self, message: str, *, reason: str = StopReason.ERROR, session_path: str | None = None
     ) -> None:
         super().__init__(message)
         self.message = message

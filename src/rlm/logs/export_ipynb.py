@@ -20,7 +20,8 @@ from nbformat import v4
 
 from rlm.logs.render import first_line
 from rlm.logs.replay import Call, transcript
-from rlm.logs.store import AgentNode
+from rlm.logs.store import INTERRUPTED, AgentNode
+from rlm.schema import Status
 
 __all__ = ["build_notebook", "export_notebooks", "notebook_name", "split_output"]
 
@@ -255,14 +256,14 @@ class _Builder:
             )
             self.md(f"Sub-agents not matched to a cell:\n\n{kids}", kind="spawned")
         status = node.status
-        if status == "done":
+        if status == Status.DONE:
             text = "**✓ done**"
-        elif status == "interrupted":
+        elif status == INTERRUPTED:
             text = (
                 "**⚠ interrupted:** meta.json says running but its process is gone; "
                 "the log ends here"
             )
-        elif status == "running":
+        elif status == Status.RUNNING:
             text = "**… still running** when this notebook was exported"
         else:
             text = f"**✗ {status}**"

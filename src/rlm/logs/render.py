@@ -19,7 +19,8 @@ from rich.text import Text
 
 from rlm.logs.prices import Prices, agent_cost, tree_cost
 from rlm.logs.replay import Call, transcript
-from rlm.logs.store import AgentNode, parse_time
+from rlm.logs.store import INTERRUPTED, AgentNode, parse_time
+from rlm.schema import Status
 
 __all__ = [
     "fmt_duration",
@@ -29,12 +30,12 @@ __all__ = [
     "render_tree",
 ]
 
-STATUS_STYLE = {
-    "done": "green",
-    "error": "bold red",
-    "running": "yellow",
-    "interrupted": "magenta",
-    "cancelled": "dim",
+STATUS_STYLE: dict[str, str] = {
+    Status.DONE: "green",
+    Status.ERROR: "bold red",
+    Status.RUNNING: "yellow",
+    INTERRUPTED: "magenta",
+    Status.CANCELLED: "dim",
 }
 
 
@@ -99,7 +100,7 @@ def status_text(node: AgentNode, *, reason: bool = False) -> Text:
     status = node.status
     label = status
     stop = node.stop_reason
-    if reason and status in ("error", "cancelled") and stop and stop != status:
+    if reason and status in (Status.ERROR, Status.CANCELLED) and stop and stop != status:
         label = f"{status}: {stop}"
     return Text(label, style=STATUS_STYLE.get(status, ""))
 
@@ -387,11 +388,11 @@ class _Show:
             )
         self.rule("end", "bold")
         status = node.status
-        if status == "done":
+        if status == Status.DONE:
             self.print(Text("✓ done", style="bold green"))
-        elif status == "running":
+        elif status == Status.RUNNING:
             self.print(f"… running (pid {node.meta.pid})", style="yellow")
-        elif status == "interrupted":
+        elif status == INTERRUPTED:
             self.print(
                 f"⚠ interrupted: meta.json says running but its process "
                 f"(pid {node.meta.pid}) is gone; the log ends here",

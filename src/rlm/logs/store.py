@@ -38,6 +38,10 @@ __all__ = [
 #: Folder names of sub-agents start with this.
 SUB_PREFIX = "sub-"
 
+#: The status shown for an agent whose meta says ``running`` but whose orchestrator is gone
+#: (a reader's conclusion, never written to ``meta.json``, so not a :class:`Status`).
+INTERRUPTED = "interrupted"
+
 
 class SessionError(Exception):
     """Unknown or ambiguous id, bad option value: one line for the user, exit code 2."""
@@ -171,7 +175,7 @@ class AgentNode:
         """The status to show: ``running`` only while the orchestrator process lives."""
         status = self.recorded_status
         if status == Status.RUNNING and not pid_alive(self.meta.pid):
-            return "interrupted"
+            return INTERRUPTED
         return status
 
     @property
@@ -212,7 +216,7 @@ class AgentNode:
         end = self.ended
         if end is not None:
             return max(0.0, (end - start).total_seconds()), False
-        if self.status == "running":
+        if self.status == Status.RUNNING:
             return max(0.0, (datetime.now(timezone.utc) - start).total_seconds()), True
         try:
             mtime = (self.path / "messages.jsonl").stat().st_mtime
