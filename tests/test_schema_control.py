@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -125,3 +127,11 @@ async def test_malformed_requests_get_error_replies_and_the_channel_goes_on(
     )
     assert out["after"] == "fine answer"
     assert len(list(sessions(rlm_env)[0].glob("sub-*"))) == 2  # none for the malformed
+
+
+def test_the_kernel_side_does_not_load_pydantic():
+    """Every kernel imports rlm.inkernel and the channel; the schema (pydantic) is only
+    loaded there on the first error reply, so a cold kernel start does not pay for it."""
+    code = "import sys, rlm, rlm.inkernel, rlm.control.channel; print('pydantic' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
