@@ -80,6 +80,8 @@ def test_a_malformed_run_request_is_one_config_error(content: dict, field: str):
 def test_unknown_request_keys_are_ignored():
     request = RunRequest.parse({"task": "t", "max_depth": 9, "buffer_sha256": []}, "x")
     assert "max_depth" not in request.content()
+    both = [RunRequest.parse({"task": "t", "tools": t}, "x").tools for t in ("a,b", ["a", "b"])]
+    assert both == ["a,b", ["a", "b"]]
 
 
 MALFORMED = r"""

@@ -91,8 +91,8 @@ class RunRequest(ControlMessage):
     inputs: list[InputInfo] = []
     model: str | None = None
     max_turns: int | None = None
-    tools: str | None = None
-    """Comma-separated tool names (the kernel joins a list)."""
+    tools: str | list[str] | None = None
+    """Tool names, comma-separated (``rlm.inkernel.run`` joins a list) or a list."""
 
 
 class RunReply(ControlMessage):
