@@ -6,6 +6,8 @@ classes, so callers can catch ``rlm.RLMError`` and know they caught everything r
 
 from __future__ import annotations
 
+from rlm.schema import StopReason
+
 __all__ = [
     "AgentError",
     "ConfigError",
@@ -45,11 +47,15 @@ class DepthLimitError(RLMError):
 class AgentError(RLMError):
     """An agent ended without an answer (max turns, token budget, model error, ...).
 
+    ``message`` is the bare reason in words (what ``meta.json`` records as ``error``);
     ``reason`` is the stop reason recorded in the agent's ``meta.json``; ``session_path``
-    is the agent's session folder, where its full log lives.
+    is the agent's session folder, where its full log lives. ``str(exc)`` adds that folder
+    for humans; code that needs the message alone reads ``exc.message``.
     """
 
-    def __init__(self, message: str, *, reason: str = "error", session_path: str | None = None):
+    def __init__(
+        self, message: str, *, reason: str = StopReason.ERROR, session_path: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         """The bare message, without the session path ``str()`` adds for people."""

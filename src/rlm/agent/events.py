@@ -4,16 +4,22 @@ Every agent of a tree reports to the root's ``on_event`` callback, so one consum
 descendants at any depth; ``agent_id`` is the agent's path in the session tree
 (``<session-id>/sub-1a2b/sub-3c4d``) and ``parent_id`` names its parent. A callback that
 raises is logged and ignored: observing a run never breaks it.
+
+Events are frozen pydantic models, so their fields are checked where they are made and
+``rlm --events`` prints lines of a documented schema: ``{"event": <class name>, **fields}``
+(:meth:`Event.as_dict`), described for machines by :func:`events_json_schema`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rlm.schema import Status, StopReason
 
 __all__ = [
     "AgentFinished",
@@ -27,18 +33,22 @@ __all__ = [
     "ToolFinished",
     "ToolStarted",
     "emit_safely",
+    "events_json_schema",
 ]
 
 log = logging.getLogger("rlm.agent.events")
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(BaseModel):
+    """What every event has. Subclasses add their own fields; none may be left out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     agent_id: str
     """Path of the agent in the session tree; the root's is the session id."""
     depth: int
     """0 for the root agent, 1 for its children, ..."""
-    time: float = field(default_factory=time.time, kw_only=True)
+    time: float = Field(default_factory=time.time)
     """Unix time the event happened."""
 
     @property
@@ -46,35 +56,33 @@ class Event:
         return type(self).__name__
 
     def as_dict(self) -> dict[str, Any]:
-        return {"event": self.kind, **dataclasses.asdict(self)}
+        """The JSON object ``--events`` prints: ``event`` (the class name), then the fields."""
+        return {"event": self.kind, **self.model_dump(mode="json")}
 
 
-@dataclass(frozen=True)
 class AgentStarted(Event):
     parent_id: str | None
     session_path: str
     task: str
 
 
-@dataclass(frozen=True)
 class AgentFinished(Event):
-    status: str
+    status: Status
     """done, error or cancelled."""
-    stop_reason: str
+    stop_reason: StopReason | str = Field(union_mode="left_to_right")
+    """A :class:`StopReason` (kept as text if the agent reports one this version lacks)."""
     turns: int
     prompt_tokens: int
     completion_tokens: int
     elapsed: float
 
 
-@dataclass(frozen=True)
 class ModelRequest(Event):
     turn: int
     messages: int
     """How many messages the request carries."""
 
 
-@dataclass(frozen=True)
 class ModelResponse(Event):
     turn: int
     prompt_tokens: int
@@ -83,7 +91,6 @@ class ModelResponse(Event):
     tool_calls: int
 
 
-@dataclass(frozen=True)
 class ToolStarted(Event):
     turn: int
     name: str
@@ -91,7 +98,6 @@ class ToolStarted(Event):
     """The first line of the call's main argument (code, command, path)."""
 
 
-@dataclass(frozen=True)
 class ToolFinished(Event):
     turn: int
     name: str
@@ -101,16 +107,40 @@ class ToolFinished(Event):
     error: bool
 
 
-@dataclass(frozen=True)
 class ChildSpawned(Event):
     child_id: str
     task: str
 
 
-@dataclass(frozen=True)
 class KernelRestarted(Event):
     reason: str
     """died, restarted (timeout), flush_repl_state or resume."""
+
+
+#: Every event class, in the order an agent's life emits them.
+EVENT_TYPES: tuple[type[Event], ...] = (
+    AgentStarted,
+    ModelRequest,
+    ModelResponse,
+    ToolStarted,
+    ToolFinished,
+    ChildSpawned,
+    KernelRestarted,
+    AgentFinished,
+)
+
+
+def events_json_schema() -> dict[str, Any]:
+    """JSON Schema of one ``--events`` line: one of the event objects, told apart by
+    ``event``."""
+    variants, defs = [], {}
+    for cls in EVENT_TYPES:
+        schema = cls.model_json_schema(mode="serialization")
+        defs.update(schema.pop("$defs", {}))  # the enums, referenced as #/$defs/<name>
+        schema["properties"] = {"event": {"const": cls.__name__}, **schema["properties"]}
+        schema["required"] = ["event", *schema.get("required", [])]
+        variants.append(schema)
+    return {"title": "rlm event", "oneOf": variants, "$defs": defs}
 
 
 EventCallback = Callable[[Event], Any]

@@ -242,7 +242,7 @@ class Agent:
             self.resumed = False
             text = _RESUMED_NOTE + text
         user = {"role": "user", "content": text}
-        if not self.log.meta.get("task"):
+        if not self.log.meta.task:
             self.log.update(task=text[:MAX_INLINE_TASK])
         self.context.add_user(user)
         self.log.append(user)
@@ -403,7 +403,7 @@ class Agent:
         if reply.finish_reason is not None:
             record["finish_reason"] = reply.finish_reason
         self.log.append(record)
-        self.log.meta["turns"] = turn
+        self.log.meta.turns = turn
         self.add_usage(reply.usage)
         self.emit(
             ev.ModelResponse,

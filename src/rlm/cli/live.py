@@ -16,14 +16,15 @@ from rich.markup import escape
 from rich.text import Text
 
 from rlm.agent import events as ev
+from rlm.schema import Status
 
 __all__ = ["LiveView"]
 
-_MARK = {
-    "running": "[yellow]●[/]",
-    "done": "[green]✓[/]",
-    "error": "[red]✗[/]",
-    "cancelled": "[red]⊘[/]",
+_MARK: dict[str, str] = {
+    Status.RUNNING: "[yellow]●[/]",
+    Status.DONE: "[green]✓[/]",
+    Status.ERROR: "[red]✗[/]",
+    Status.CANCELLED: "[red]⊘[/]",
 }
 
 
@@ -33,7 +34,7 @@ class _Row:
     depth: int
     task: str
     started: float = field(default_factory=time.monotonic)
-    status: str = "running"
+    status: str = Status.RUNNING
     turn: int = 0
     tool: str = ""
     tokens: int = 0
@@ -108,6 +109,6 @@ class LiveView:
             f"[dim]{task}[/] turn {row.turn} · {row.tokens} tok · {elapsed:.1f}s{detail}"
         )
         lines.append(Text.from_markup(text))
-        if row.status == "running" or top:
+        if row.status == Status.RUNNING or top:
             for child in row.children:
                 self._render(child, lines)

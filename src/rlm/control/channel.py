@@ -11,7 +11,9 @@ covered by the Jupyter signature, so their SHA-256 digests travel in the signed 
 
 Wire format (frames): ``[routing id] [agent id] <IDS|MSG> hmac header parent meta content
 buffers...``. Message types: ``run_request`` → ``run_reply``, ``inputs_request`` →
-``inputs_reply``, ``cancel_request`` (no reply).
+``inputs_reply``, ``cancel_request`` (no reply); their content is specified in
+:mod:`rlm.schema.control`, imported on the orchestrator side only: this module also runs in
+every kernel, which should not pay for importing pydantic.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.session import DELIM, Session
 
-from rlm.errors import ConfigError
+from rlm.errors import ConfigError, RLMError
 
 __all__ = ["ControlClient", "ControlServer", "Request", "buffer_digests", "new_session"]
 
@@ -159,7 +161,14 @@ class ControlServer:
             agent_id, msg["header"]["msg_type"], msg["header"]["msg_id"], msg["content"], buffers
         )
         if request.msg_type == "cancel_request":
-            task = self._tasks.get((agent_id, str(request.content.get("request_id"))))
+            from rlm.schema.control import CancelRequest  # orchestrator side only (pydantic)
+
+            try:
+                cancel: CancelRequest = CancelRequest.parse(request.content, "cancel_request")
+            except RLMError as exc:
+                self._reject(f"agent {agent_id!r}: {exc}")
+                return
+            task = self._tasks.get((agent_id, cancel.request_id))
             if task is not None:
                 task.cancel()
             return
@@ -171,16 +180,15 @@ class ControlServer:
     async def _dispatch(
         self, session: Session, routing: bytes, msg: dict[str, Any], req: Request
     ) -> None:
+        from rlm.schema.control import encode_error  # orchestrator side only (pydantic)
+
         try:
             result = await self._handler(req)
-        except asyncio.CancelledError:
-            result = (
-                {"status": "error", "error_type": "CancelledError", "message": "cancelled"},
-                [],
-            )
+        except asyncio.CancelledError as exc:
+            result = (encode_error(exc), [])
         except Exception as exc:
             log.exception("control handler failed")
-            result = ({"status": "error", "error_type": "RLMError", "message": str(exc)}, [])
+            result = (encode_error(exc), [])
         if result is None or self._sock is None:
             return
         content, buffers = result

@@ -20,17 +20,12 @@ from typing import Any
 
 from rlm.control.channel import ControlClient
 from rlm.control.inputs import pack_inputs
-from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
+from rlm.errors import DepthLimitError, RLMError
 
 __all__ = ["active", "load_inputs", "run", "setup"]
 
 _state: dict[str, Any] = {}
 _original_asyncio_run = asyncio.run
-_ERRORS: dict[str, type[RLMError]] = {
-    "AgentError": AgentError,
-    "DepthLimitError": DepthLimitError,
-    "ConfigError": ConfigError,
-}
 
 
 def active() -> bool:
@@ -218,15 +213,15 @@ async def run(
     reply, _ = await _client().request("run_request", content, blobs)
     if reply.get("status") == "ok":
         return str(reply["answer"])
-    error = _ERRORS.get(str(reply.get("error_type")), RLMError)
-    message = str(reply.get("message", "sub-agent failed"))
-    if error is AgentError:
-        raise AgentError(
-            message,
-            reason=str(reply.get("reason", "error")),
-            session_path=reply.get("session_path"),
-        )
-    raise error(message)
+    raise _decode_error(reply)
+
+
+def _decode_error(reply: dict[str, Any]) -> RLMError:
+    """The exception of an error reply, decoded by the one codec of :mod:`rlm.schema.control`
+    (imported on the first failure only: a kernel that never sees one never loads pydantic)."""
+    from rlm.schema.control import decode_error
+
+    return decode_error(reply)
 
 
 async def load_inputs(only: list[str] | None = None) -> list[str]:
@@ -234,6 +229,8 @@ async def load_inputs(only: list[str] | None = None) -> list[str]:
     variables of the user namespace."""
     content: dict[str, Any] = {} if only is None else {"names": list(only)}
     reply, blobs = await _client().request("inputs_request", content)
+    if reply.get("status") == "error":
+        raise _decode_error(reply)
     names = [info["name"] for info in reply.get("inputs", [])]
     values = {name: pickle.loads(blob) for name, blob in zip(names, blobs, strict=True)}
     if only is not None:

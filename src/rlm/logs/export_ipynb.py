@@ -20,7 +20,8 @@ from nbformat import v4
 
 from rlm.logs.render import first_line
 from rlm.logs.replay import Call, transcript
-from rlm.logs.store import AgentNode
+from rlm.logs.store import INTERRUPTED, AgentNode
+from rlm.schema import Status
 
 __all__ = ["build_notebook", "export_notebooks", "notebook_name", "split_output"]
 
@@ -112,11 +113,10 @@ class _Builder:
             "",
             f"**Task:**\n\n{node.task}",
             "",
-            f"- status: {node.status}"
-            + (f" ({node.meta.get('stop_reason')})" if node.meta.get("stop_reason") else ""),
+            f"- status: {node.status}" + (f" ({node.stop_reason})" if node.stop_reason else ""),
             f"- model: {node.model}, depth {node.depth}, {node.turns} turn(s)",
             f"- tokens: {prompt:,} prompt, {completion:,} completion (own)",
-            f"- started: {node.meta.get('started_at') or '?'}",
+            f"- started: {node.meta.started_at or '?'}",
         ]
         if node.parent is not None:
             lines.append(f"- spawned by {self.link(node.parent)}")
@@ -237,13 +237,13 @@ class _Builder:
                 "parent": node.parent.id if node.parent else None,
                 "depth": node.depth,
                 "status": node.status,
-                "stop_reason": node.meta.get("stop_reason"),
+                "stop_reason": node.stop_reason,
                 "model": node.model,
                 "turns": node.turns,
-                "usage": node.meta.get("usage"),
-                "usage_total": node.meta.get("usage_total"),
-                "started_at": node.meta.get("started_at"),
-                "ended_at": node.meta.get("ended_at"),
+                "usage": node.meta.usage.to_json(),
+                "usage_total": node.meta.usage_total.to_json(),
+                "started_at": node.meta.started_at,
+                "ended_at": node.meta.ended_at,
             },
         }
         return v4.new_notebook(cells=self.cells, metadata=metadata)
@@ -256,21 +256,21 @@ class _Builder:
             )
             self.md(f"Sub-agents not matched to a cell:\n\n{kids}", kind="spawned")
         status = node.status
-        if status == "done":
+        if status == Status.DONE:
             text = "**✓ done**"
-        elif status == "interrupted":
+        elif status == INTERRUPTED:
             text = (
                 "**⚠ interrupted:** meta.json says running but its process is gone; "
                 "the log ends here"
             )
-        elif status == "running":
+        elif status == Status.RUNNING:
             text = "**… still running** when this notebook was exported"
         else:
             text = f"**✗ {status}**"
-            if node.meta.get("stop_reason"):
-                text += f" ({node.meta['stop_reason']})"
-            if node.meta.get("error"):
-                text += f": {node.meta['error']}"
+            if node.stop_reason:
+                text += f" ({node.stop_reason})"
+            if node.meta.error:
+                text += f": {node.meta.error}"
         self.md("---\n\n" + text, kind="status")
 
 

@@ -21,6 +21,7 @@ from rlm.agent.tools import enabled_tools
 from rlm.config import BUILTIN_TOOLS, Settings
 from rlm.logs.replay import last_request
 from rlm.logs.store import AgentNode
+from rlm.schema import Status
 
 __all__ = ["record_for", "records", "tool_schemas"]
 
@@ -47,7 +48,7 @@ def record_for(node: AgentNode) -> dict[str, Any] | None:
         return None
     return {
         "messages": [*replay.last_request, replay.last_reply],
-        "tools": tool_schemas(node.meta.get("settings")),
+        "tools": tool_schemas(node.meta.settings),
         "metadata": {
             "session_id": node.session_id,
             "agent_id": node.id,
@@ -55,9 +56,9 @@ def record_for(node: AgentNode) -> dict[str, Any] | None:
             "parent": node.parent.id if node.parent else None,
             "model": node.model,
             "status": node.status,
-            "stop_reason": node.meta.get("stop_reason"),
+            "stop_reason": node.stop_reason,
             "turns": node.turns,
-            "usage": node.meta.get("usage") or {"prompt_tokens": 0, "completion_tokens": 0},
+            "usage": node.meta.usage.to_json(),
         },
     }
 
@@ -65,7 +66,7 @@ def record_for(node: AgentNode) -> dict[str, Any] | None:
 def records(top: AgentNode, *, tree: bool = False, only_done: bool = False) -> Iterator[dict]:
     """Records of ``top`` (and with ``tree`` of every agent below it, depth first)."""
     for node in top.walk() if tree else [top]:
-        if only_done and node.status != "done":
+        if only_done and node.status != Status.DONE:
             continue
         record = record_for(node)
         if record is not None:

@@ -19,7 +19,8 @@ from rich.text import Text
 
 from rlm.logs.prices import Prices, agent_cost, tree_cost
 from rlm.logs.replay import Call, transcript
-from rlm.logs.store import AgentNode, parse_time
+from rlm.logs.store import INTERRUPTED, AgentNode, parse_time
+from rlm.schema import Status
 
 __all__ = [
     "fmt_duration",
@@ -29,12 +30,12 @@ __all__ = [
     "render_tree",
 ]
 
-STATUS_STYLE = {
-    "done": "green",
-    "error": "bold red",
-    "running": "yellow",
-    "interrupted": "magenta",
-    "cancelled": "dim",
+STATUS_STYLE: dict[str, str] = {
+    Status.DONE: "green",
+    Status.ERROR: "bold red",
+    Status.RUNNING: "yellow",
+    INTERRUPTED: "magenta",
+    Status.CANCELLED: "dim",
 }
 
 
@@ -98,8 +99,8 @@ def first_line(text: str, limit: int = 60) -> str:
 def status_text(node: AgentNode, *, reason: bool = False) -> Text:
     status = node.status
     label = status
-    stop = node.meta.get("stop_reason")
-    if reason and status in ("error", "cancelled") and stop and stop != status:
+    stop = node.stop_reason
+    if reason and status in (Status.ERROR, Status.CANCELLED) and stop and stop != status:
         label = f"{status}: {stop}"
     return Text(label, style=STATUS_STYLE.get(status, ""))
 
@@ -231,10 +232,10 @@ class _Show:
         )
         self.print(line)
         started = f"started {fmt_time(node.started, seconds=True)}"
-        resumed = parse_time(node.meta.get("resumed_at"))
+        resumed = node.meta.resumed
         if resumed is not None:
             started += f"  resumed {fmt_time(resumed, seconds=True)}"
-        cwd = node.meta.get("cwd")
+        cwd = node.meta.cwd
         self.print(started + (f"  cwd {cwd}" if cwd else ""), style="dim")
         if node.parent is not None:
             self.print(f"spawned by {node.parent.id}", style="dim")
@@ -387,23 +388,23 @@ class _Show:
             )
         self.rule("end", "bold")
         status = node.status
-        if status == "done":
+        if status == Status.DONE:
             self.print(Text("✓ done", style="bold green"))
-        elif status == "running":
-            self.print(f"… running (pid {node.meta.get('pid')})", style="yellow")
-        elif status == "interrupted":
+        elif status == Status.RUNNING:
+            self.print(f"… running (pid {node.meta.pid})", style="yellow")
+        elif status == INTERRUPTED:
             self.print(
                 f"⚠ interrupted: meta.json says running but its process "
-                f"(pid {node.meta.get('pid')}) is gone; the log ends here",
+                f"(pid {node.meta.pid}) is gone; the log ends here",
                 style="magenta",
             )
         else:
-            reason = node.meta.get("stop_reason")
+            reason = node.stop_reason
             line = Text(f"✗ {status}", style=STATUS_STYLE.get(status, "bold"))
             if reason:
                 line.append(f" ({reason})")
-            if node.meta.get("error"):
-                line.append(f": {node.meta['error']}")
+            if node.meta.error:
+                line.append(f": {node.meta.error}")
             self.print(line)
         if node.log.skipped:
             self.print(

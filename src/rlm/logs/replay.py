@@ -11,6 +11,7 @@ from typing import Any
 
 from rlm.agent.context import OPENAI_KEYS, rebuild_context
 from rlm.logs.store import AgentNode, parse_time
+from rlm.schema.meta import AgentMeta
 
 __all__ = [
     "OPENAI_KEYS",
@@ -202,7 +203,7 @@ def _replayable(record: dict[str, Any]) -> bool:
     )
 
 
-def last_request(records: list[dict[str, Any]], meta: dict[str, Any]) -> ContextReplay:
+def last_request(records: list[dict[str, Any]], meta: AgentMeta | dict[str, Any]) -> ContextReplay:
     """The live context of the agent's last model request, and the reply to it.
 
     The log up to the last assistant message that a ``turn_cancelled`` event did not take
@@ -216,8 +217,9 @@ def last_request(records: list[dict[str, Any]], meta: dict[str, Any]) -> Context
     if not assistants:
         return ContextReplay(None, None)
     last = assistants[-1]
-    settings = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
-    window = settings.get("max_turns_in_context", -1)
+    if not isinstance(meta, AgentMeta):
+        meta = AgentMeta.model_validate(meta)
+    window = meta.settings.get("max_turns_in_context", -1)
     context = rebuild_context(
         [r for r in records[:last] if _replayable(r)], window if isinstance(window, int) else -1
     )

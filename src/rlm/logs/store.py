@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm.errors import ConfigError
+from rlm.schema import Status
+from rlm.schema.meta import AgentMeta, MetaError, parse_time
 
 __all__ = [
     "AgentNode",
@@ -37,6 +39,10 @@ __all__ = [
 #: Folder names of sub-agents start with this.
 SUB_PREFIX = "sub-"
 
+#: The status shown for an agent whose meta says ``running`` but whose orchestrator is gone
+#: (a reader's conclusion, never written to ``meta.json``, so not a :class:`Status`).
+INTERRUPTED = "interrupted"
+
 
 class SessionError(ConfigError):
     """Unknown or ambiguous id, bad option value: one line for the user, exit code 2."""
@@ -51,17 +57,6 @@ def default_home() -> Path:
     from rlm.config import Settings
 
     return Path(Settings.model_fields["home"].default).expanduser()
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An ISO timestamp of the log as an aware datetime (``None`` when absent or bad)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def pid_alive(pid: Any) -> bool:
@@ -115,12 +110,12 @@ def read_log(path: Path) -> Log:
     return log
 
 
-def _read_meta(folder: Path) -> dict[str, Any]:
+def _read_meta(folder: Path) -> AgentMeta:
+    """The folder's meta; an empty one (every key at its default) when unreadable."""
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+        return AgentMeta.read(folder)
+    except MetaError:
+        return AgentMeta()
 
 
 class AgentNode:
@@ -174,43 +169,43 @@ class AgentNode:
 
     @property
     def recorded_status(self) -> str:
-        return str(self.meta.get("status") or "unknown")
+        return str(self.meta.status or "unknown")
 
     @cached_property
     def status(self) -> str:
         """The status to show: ``running`` only while the orchestrator process lives."""
         status = self.recorded_status
-        if status == "running" and not pid_alive(self.meta.get("pid")):
-            return "interrupted"
+        if status == Status.RUNNING and not pid_alive(self.meta.pid):
+            return INTERRUPTED
         return status
 
     @property
+    def stop_reason(self) -> str | None:
+        return str(self.meta.stop_reason) if self.meta.stop_reason else None
+
+    @property
     def task(self) -> str:
-        return str(self.meta.get("task") or "")
+        return self.meta.task
 
     @property
     def model(self) -> str:
-        return str(self.meta.get("model") or "?")
+        return self.meta.model or "?"
 
     @property
     def turns(self) -> int:
-        turns = self.meta.get("turns")
-        return turns if isinstance(turns, int) else 0
+        return self.meta.turns
 
     def usage(self, total: bool = False) -> tuple[int, int]:
         """``(prompt_tokens, completion_tokens)``, own or of the whole subtree."""
-        usage = self.meta.get("usage_total" if total else "usage")
-        if not isinstance(usage, dict):
-            return (0, 0)
-        return (_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
+        return (self.meta.usage_total if total else self.meta.usage).pair()
 
     @property
     def started(self) -> datetime | None:
-        return parse_time(self.meta.get("started_at"))
+        return self.meta.started
 
     @property
     def ended(self) -> datetime | None:
-        return parse_time(self.meta.get("ended_at"))
+        return self.meta.ended
 
     def duration(self) -> tuple[float | None, bool]:
         """Seconds from start to end, and whether the agent is still going (so far only).
@@ -222,7 +217,7 @@ class AgentNode:
         end = self.ended
         if end is not None:
             return max(0.0, (end - start).total_seconds()), False
-        if self.status == "running":
+        if self.status == Status.RUNNING:
             return max(0.0, (datetime.now(timezone.utc) - start).total_seconds()), True
         try:
             mtime = (self.path / "messages.jsonl").stat().st_mtime
@@ -250,12 +245,9 @@ class AgentNode:
         except OSError:
             return []
         order: list[str] = []
-        for entry in self.meta.get("children") or []:
-            name = entry.get("id") if isinstance(entry, dict) else None
-            if isinstance(name, str):
-                name = name.rsplit("/", 1)[-1]
-                if name in folders and name not in order:
-                    order.append(name)
+        for entry in self.meta.children:
+            if entry.name in folders and entry.name not in order:
+                order.append(entry.name)
         nodes = [AgentNode(folders[name], self) for name in order]
         rest = [AgentNode(p, self) for name, p in sorted(folders.items()) if name not in order]
         far = datetime.max.replace(tzinfo=timezone.utc)
@@ -268,10 +260,6 @@ class AgentNode:
         for child in self.children:
             out.extend(child.walk())
         return out
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def sessions_dir(home: Path) -> Path:

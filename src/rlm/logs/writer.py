@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from rlm.logs.store import read_log
+from rlm.schema import Status
+from rlm.schema.meta import AgentMeta
 
 __all__ = ["META_DELAY", "SessionLog", "clean_text", "new_session_id", "now_iso"]
 
@@ -55,21 +57,26 @@ def new_session_id() -> str:
 
 
 class SessionLog:
-    """Writes one agent's folder. Creating it writes ``meta.json`` with status ``running``."""
+    """Writes one agent's folder. Creating it writes ``meta.json`` with status ``running``.
 
-    def __init__(self, path: Path, meta: dict[str, Any], *, reopen: bool = False) -> None:
+    ``meta`` is an :class:`~rlm.schema.meta.AgentMeta`: assigning a field validates it, so
+    what reaches the file always reads back through the same schema."""
+
+    def __init__(
+        self, path: Path, meta: AgentMeta | dict[str, Any], *, reopen: bool = False
+    ) -> None:
         self.path = path
+        self.meta = meta if isinstance(meta, AgentMeta) else AgentMeta.model_validate(meta)
         if reopen:
-            self.meta = {
-                **meta,
-                "status": "running",
-                "pid": os.getpid(),
-                "resumed_at": now_iso(),
-                "ended_at": None,
-            }
+            self.meta.status = Status.RUNNING
+            self.meta.pid = os.getpid()
+            self.meta.resumed_at = now_iso()
+            self.meta.ended_at = None
         else:
             path.mkdir(parents=True, exist_ok=False)
-            self.meta = {"status": "running", "started_at": now_iso(), **meta}
+            self.meta.status = Status.RUNNING
+            if self.meta.started_at is None:
+                self.meta.started_at = now_iso()
         self._messages = open(path / "messages.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.lines = 0
         self._pending: asyncio.TimerHandle | None = None
@@ -78,8 +85,9 @@ class SessionLog:
     @classmethod
     def reopen(cls, path: Path) -> tuple[SessionLog, list[dict[str, Any]]]:
         """Continue an existing folder: its meta, and its log lines (a torn last line, as a
-        kill can leave, is dropped)."""
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        kill can leave, is dropped). Raises :class:`~rlm.schema.meta.MetaError` when
+        ``meta.json`` cannot be read at all."""
+        meta = AgentMeta.read(path)
         lines = read_log(path / "messages.jsonl").records
         return cls(path, meta, reopen=True), lines
 
@@ -96,7 +104,7 @@ class SessionLog:
     def update(self, **fields: Any) -> None:
         """Change meta fields; ``meta.json`` follows within ``META_DELAY`` seconds (at once
         outside an event loop)."""
-        self.meta.update(fields)
+        self._set(fields)
         if self._pending is not None:
             return
         try:
@@ -118,13 +126,17 @@ class SessionLog:
             self._pending = None
         fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".meta-", suffix=".json")
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.meta, handle, indent=2, ensure_ascii=False, default=str)
+            json.dump(self.meta.to_json(), handle, indent=2, ensure_ascii=False, default=str)
             handle.write("\n")
         os.replace(tmp, self.path / "meta.json")
 
     def close(self, **fields: Any) -> None:
         """Final meta (status, answer, ...) with ``ended_at``; the log file is closed."""
-        self.meta.update(ended_at=now_iso(), **fields)
+        self._set({"ended_at": now_iso(), **fields})
         self.write_meta()
         if not self._messages.closed:
             self._messages.close()
+
+    def _set(self, fields: dict[str, Any]) -> None:
+        for key, value in fields.items():
+            setattr(self.meta, key, value)

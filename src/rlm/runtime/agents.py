@@ -19,6 +19,7 @@ from rlm.config import Settings
 from rlm.control.inputs import Packed
 from rlm.errors import ConfigError
 from rlm.logs.writer import SessionLog, clean_text, new_session_id
+from rlm.schema.meta import AgentMeta
 
 __all__ = ["initial_meta", "new_child", "new_root", "resume_root"]
 
@@ -31,24 +32,18 @@ def initial_meta(
     cwd: Path,
     depth: int,
     parent: str | None,
-) -> dict[str, Any]:
+) -> AgentMeta:
     """The first ``meta.json`` of an agent (``SessionLog`` adds status and times)."""
-    return {
-        "id": agent_id,
-        "parent": parent,
-        "depth": depth,
-        "model": settings.model,
-        "task": clean_text(task)[:MAX_INLINE_TASK],
-        "cwd": str(cwd),
-        "pid": os.getpid(),
-        "answer": None,
-        "turns": 0,
-        "stop_reason": None,
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0},
-        "usage_total": {"prompt_tokens": 0, "completion_tokens": 0},
-        "children": [],
-        "settings": settings.model_dump(mode="json", exclude={"api_key", "base_url", "home"}),
-    }
+    return AgentMeta(
+        id=agent_id,
+        parent=parent,
+        depth=depth,
+        model=settings.model,
+        task=clean_text(task)[:MAX_INLINE_TASK],
+        cwd=str(cwd),
+        pid=os.getpid(),
+        settings=settings.model_dump(mode="json", exclude={"api_key", "base_url", "home"}),
+    )
 
 
 def new_root(
@@ -92,23 +87,9 @@ def resume_root(host: AgentHost, settings: Settings, folder: Path) -> Agent:
     meta = log.meta
     state = ResumedState(
         context=rebuild_context(lines, settings.max_turns_in_context),
-        children=[c for c in meta.get("children", []) if isinstance(c, dict)],
-        usage=_usage(meta.get("usage")),
-        usage_total=_usage(meta.get("usage_total")),
+        children=[entry.to_json() for entry in meta.children],
+        usage=Usage(*meta.usage.pair()),
+        usage_total=Usage(*meta.usage_total.pair()),
     )
     log.event("resumed")
-    task = meta.get("task") if isinstance(meta.get("task"), str) else ""
-    return Agent(host, settings, task or "", log=log, agent_id=folder.name, resumed=state)
-
-
-def _usage(value: Any) -> Usage:
-    """Token counts from a meta.json written by any version (or edited by hand): unknown
-    keys are ignored, values that are not counts read as 0."""
-    if not isinstance(value, dict):
-        return Usage()
-
-    def count(key: str) -> int:
-        number = value.get(key)
-        return number if isinstance(number, int) and number >= 0 else 0
-
-    return Usage(count("prompt_tokens"), count("completion_tokens"))
+    return Agent(host, settings, meta.task or "", log=log, agent_id=folder.name, resumed=state)

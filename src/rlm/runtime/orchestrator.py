@@ -25,12 +25,13 @@ from rlm.agent.model import ModelClient, ModelReply
 from rlm.config import Settings, derive_settings
 from rlm.control.channel import ControlServer, Request
 from rlm.control.inputs import Packed, pack_inputs, select_inputs
-from rlm.errors import AgentError, ConfigError
+from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.kernels.environment import kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
 from rlm.runtime.observer import Observer
+from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
 from rlm.skills import discovery as skills
 
 __all__ = ["Orchestrator"]
@@ -218,48 +219,48 @@ class Orchestrator:
     async def _handle(self, req: Request) -> tuple[dict[str, Any], list[bytes]] | None:
         agent = self.agents.get(req.agent_id)
         if agent is None:
-            return _error("RLMError", "this agent is no longer running")
+            return _error(RLMError("this agent is no longer running"))
         if req.msg_type == "inputs_request":
-            names = req.content.get("names")
-            if names is not None and not (
-                isinstance(names, list) and all(isinstance(n, str) for n in names)
-            ):
-                return _error("ConfigError", "inputs_request: names must be a list of strings")
-            infos, blobs = select_inputs(agent.inputs, names)
-            return {"status": "ok", "inputs": infos}, blobs
+            try:
+                request = InputsRequest.parse(req.content, "inputs_request")
+            except ConfigError as exc:
+                return _error(exc)
+            infos, blobs = select_inputs(agent.inputs, request.names)
+            return InputsReply.model_validate({"inputs": infos}).content(), blobs
         if req.msg_type == "run_request":
             return await self._spawn(agent, req)
-        return _error("RLMError", f"unknown request {req.msg_type!r}")
+        return _error(RLMError(f"unknown request {req.msg_type!r}"))
 
     async def _spawn(self, parent: Agent, req: Request) -> tuple[dict[str, Any], list[bytes]]:
-        content = req.content
         depth = parent.depth + 1
         if depth > parent.settings.max_depth:
             return _error(
-                "DepthLimitError",
-                f"no sub-agent allowed: depth {depth} exceeds RLM_MAX_DEPTH="
-                f"{parent.settings.max_depth}",
+                DepthLimitError(
+                    f"no sub-agent allowed: depth {depth} exceeds RLM_MAX_DEPTH="
+                    f"{parent.settings.max_depth}"
+                )
             )
-        cell = content.get("cell")
-        if cell is not None and cell != parent.running_cell:
-            return _error("RLMError", _CELL_ENDED)
         try:
-            settings = derive_settings(
-                parent.settings, **{k: content.get(k) for k in ("model", "max_turns", "tools")}
-            )
-            infos = [dict(i) for i in content.get("inputs", [])]
-            if len(infos) != len(req.buffers) or any(
-                not str(i.get("name", "")).isidentifier() for i in infos
-            ):
+            request: RunRequest = RunRequest.parse(req.content, "run_request")
+            if len(request.inputs) != len(req.buffers):
                 raise ConfigError("inputs: malformed input list")
-            task = str(content["task"])
-        except (ConfigError, KeyError, TypeError, ValueError) as exc:
-            return _error("ConfigError", str(exc))
+            tools = request.tools
+            settings = derive_settings(
+                parent.settings,
+                model=request.model,
+                max_turns=request.max_turns,
+                tools=",".join(tools) if isinstance(tools, list) else tools,
+            )
+        except ConfigError as exc:
+            return _error(exc)
+        if request.cell is not None and request.cell != parent.running_cell:
+            return _error(RLMError(_CELL_ENDED))
+        infos = [info.content() for info in request.inputs]
         current = asyncio.current_task()
         if current is not None:
             parent.adopt_cell_child(current)
         async with self._slots[depth]:
-            return await self._run_child(parent, settings, task, (infos, req.buffers))
+            return await self._run_child(parent, settings, request.task, (infos, req.buffers))
 
     async def _run_child(
         self, parent: Agent, settings: Settings, task: str, inputs: Packed
@@ -277,9 +278,8 @@ class Orchestrator:
             answer = await child.run()
         except AgentError as exc:
             entry["status"] = "error"
-            reply = _error("AgentError", exc.message)
-            reply[0].update(reason=exc.reason, session_path=str(child.log.path))
-            return reply
+            exc.session_path = str(child.log.path)
+            return _error(exc)
         except asyncio.CancelledError:
             entry["status"] = "cancelled"
             raise
@@ -290,5 +290,6 @@ class Orchestrator:
         return {"status": "ok", "answer": answer, "session_path": str(child.log.path)}, []
 
 
-def _error(kind: str, message: str) -> tuple[dict[str, Any], list[bytes]]:
-    return {"status": "error", "error_type": kind, "message": message}, []
+def _error(exc: BaseException) -> tuple[dict[str, Any], list[bytes]]:
+    """The error reply to a control request (decoded in the kernel by ``decode_error``)."""
+    return encode_error(exc), []
