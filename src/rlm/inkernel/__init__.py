@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import signal
+import socket
 import sys
 import threading
 from collections.abc import Coroutine
@@ -44,6 +46,46 @@ def setup() -> None:
     asyncio.run = _run_anywhere  # type: ignore[assignment]
     _guard_output(int(os.environ.get("RLM_KERNEL_OUTPUT_LIMIT", "0")))
     _die_with_parent()
+    _wake_loop_on_signals()
+
+
+def _wake_loop_on_signals() -> None:
+    """Let an interrupt (a cell timeout, Ctrl-C) reach a cell awaiting ``rlm.run``.
+
+    During an async cell ipykernel turns SIGINT into a cancellation of the cell through a
+    callback its signal handler schedules with ``call_soon``, which does not wake the event
+    loop: a cell waiting on a sub-agent went on waiting, a timeout took it for a cell that
+    ignores interrupts and restarted the kernel (all state lost), and the sub-agent ran on.
+    Python writes each signal's number to the wakeup fd; the loop reading the other end of
+    that socket pair wakes up and runs the pending callback at once.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    receive, send = socket.socketpair()
+    receive.setblocking(False)
+    send.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread: signals are not ours to watch
+        previous = None
+    if previous != -1:  # ``None`` or someone else's wakeup fd (which then wakes a loop)
+        if previous is not None:
+            signal.set_wakeup_fd(previous)
+        receive.close()
+        send.close()
+        return
+
+    def drain() -> None:
+        try:
+            while receive.recv(4096):
+                pass
+        except OSError:  # nothing left to read
+            pass
+
+    loop.add_reader(receive.fileno(), drain)
+    _state["wakeup"] = (receive, send)  # kept open for the kernel's lifetime
 
 
 #: Marks, inside stream text, how many characters the kernel itself dropped; the
