@@ -24,6 +24,7 @@ __all__ = [
     "KernelRestarted",
     "ModelRequest",
     "ModelResponse",
+    "ModelRetry",
     "ToolFinished",
     "ToolStarted",
     "emit_safely",
@@ -81,6 +82,18 @@ class ModelResponse(Event):
     completion_tokens: int
     latency: float
     tool_calls: int
+
+
+@dataclass(frozen=True)
+class ModelRetry(Event):
+    attempt: int
+    """The attempt about to be made: 2 for the first retry."""
+    attempts: int
+    """Attempts allowed in all (``RLM_RETRY_ATTEMPTS``)."""
+    wait: float
+    """Seconds until that attempt."""
+    reason: str
+    """What went wrong, short: ``connection refused``, ``HTTP 503``, ``malformed reply``."""
 
 
 @dataclass(frozen=True)

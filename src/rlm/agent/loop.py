@@ -87,6 +87,9 @@ class Agent:
     def emit(self, event_type: type[ev.Event], **fields: Any) -> None:
         self.orch.emit(event_type(agent_id=self.id, depth=self.depth, **fields))
 
+    def _model_retry(self, attempt: int, attempts: int, wait: float, reason: str) -> None:
+        self.emit(ev.ModelRetry, attempt=attempt, attempts=attempts, wait=wait, reason=reason)
+
     def add_usage(self, usage: Usage) -> None:
         self.usage = self.usage + usage
         node: Agent | None = self
@@ -306,7 +309,9 @@ class Agent:
             turn = self.context.turn_count + 1
             messages = self.context.messages()
             self.emit(ev.ModelRequest, turn=turn, messages=len(messages))
-            reply = await self.orch.model.complete(messages, schemas, self.settings.model)
+            reply = await self.orch.model.complete(
+                messages, schemas, self.settings.model, on_retry=self._model_retry
+            )
             message = reply.message
             calls = message.get("tool_calls") or []
             self.log.append({**message, "usage": reply.usage.as_dict()})
