@@ -276,6 +276,7 @@ MALFORMED: dict[str, Any] = {
         _completion({"role": "assistant", "tool_calls": [{"id": "c", "type": "function"}]})
     ),
     "content-number": raw(_completion({"role": "assistant", "content": 42})),
+    "content-parts-numbers": raw(_completion({"role": "assistant", "content": [4, 2]})),
     "invalid-utf8": raw(b'{"choices": [{"message": {"content": "\xff\xfe"}}]}'),
     "deeply-nested": raw("[" * 100_000 + "]" * 100_000),
     "json-array": raw([1, 2, 3]),

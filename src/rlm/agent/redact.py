@@ -41,7 +41,7 @@ class Redactor:
 
     def __init__(self, key: str | None) -> None:
         self._grams: set[str] = set()
-        if key and len(key) >= MIN_SECRET:
+        if key:  # a key shorter than MIN_SECRET has no run that long: never redacted
             for form in [key, *_base64_forms(key.encode())]:
                 self._grams |= _grams(form)
 
