@@ -406,3 +406,37 @@ async def test_a_short_key_is_not_redacted(model, rlm_env, monkeypatch):
     assert _error_line(caught.value) == (
         "model request failed: HTTP 400: max_tokens exceeds context"
     )
+
+
+def test_the_live_view_prints_a_retry_above_the_tree():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from rlm.cli.live import LiveView
+
+    out = StringIO()
+    view = LiveView(Console(file=out, width=120, color_system=None))
+    view(ev.AgentStarted("s1", 0, parent_id=None, session_path="/tmp/s1", task="t"))
+    view(ev.AgentStarted("s1/sub-1", 1, parent_id="s1", session_path="/tmp/s1/sub-1", task="c"))
+    view(ev.ModelRetry("s1/sub-1", 1, attempt=2, attempts=6, wait=4.2, reason="HTTP 503"))
+    view(
+        ev.ModelResponse(
+            "s1", 0, turn=1, prompt_tokens=None, completion_tokens=None, latency=0.1, tool_calls=0
+        )
+    )
+    assert out.getvalue() == "[sub-1] model endpoint: HTTP 503, retrying in 4 s (2/6)\n"
+    assert view.rows["s1"].tokens == 0
+
+
+async def test_a_failing_retry_callback_does_not_end_the_call(model, rlm_env):
+    def broken(attempt: int, attempts: int, wait: float, reason: str) -> None:
+        raise RuntimeError("observer bug")
+
+    model.script(fault(503), reply("still fine"))
+    client = ModelClient(load_settings())
+    try:
+        got = await client.complete([{"role": "user", "content": "hi"}], [], "m", on_retry=broken)
+    finally:
+        await client.close()
+    assert got.message["content"] == "still fine"

@@ -78,8 +78,9 @@ class ModelRequest(Event):
 @dataclass(frozen=True)
 class ModelResponse(Event):
     turn: int
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int | None
+    """None: the endpoint did not report it (or reported garbage)."""
+    completion_tokens: int | None
     latency: float
     tool_calls: int
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ __all__ = [
     "RetryPolicy",
     "describe",
 ]
+
+log = logging.getLogger("rlm.agent.retry")
 
 #: ``on_retry(attempt, attempts, wait, reason)``: the attempt about to be made (2 for the
 #: first retry), the total allowed, the seconds until then, and a short reason.
@@ -233,4 +236,7 @@ class RetryPolicy:
         failure = self.failure(state)
         wait = state.upcoming_sleep
         reason = failure.reason if failure is not None else "error"
-        self._on_retry(state.attempt_number + 1, self.attempts, wait, reason)
+        try:
+            self._on_retry(state.attempt_number + 1, self.attempts, wait, reason)
+        except Exception:  # observing a retry must never end the call
+            log.warning("on_retry callback failed; ignored", exc_info=True)
