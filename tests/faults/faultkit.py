@@ -83,8 +83,6 @@ LOG_ONLY = ("timestamp", "usage", "kind")
 
 def _comparable(message: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in message.items() if k not in LOG_ONLY}
-    if out.get("content") is None and out.get("tool_calls"):
-        out["content"] = ""  # the log keeps null; the request says "" (rlm.agent.model)
     return {k: v for k, v in out.items() if v is not None or k == "content"}
 
 

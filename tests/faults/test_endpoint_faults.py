@@ -353,7 +353,29 @@ async def test_requests_say_tool_choice_and_max_tokens_and_never_null_content(
     assert assistant["content"] == "" and assistant["tool_calls"]
     (folder,) = sessions(rlm_env)
     logged = next(r for r in read_jsonl(folder / "messages.jsonl") if r.get("tool_calls"))
-    assert logged["content"] is None  # the log keeps what the model said
+    assert logged["content"] == ""  # the log holds what is sent
+
+
+async def test_null_content_from_an_older_log_is_sent_as_empty(model, rlm_env):
+    client = ModelClient(load_settings())
+    history = [
+        {"role": "user", "content": "resumed"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "1"},
+    ]
+    model.script(reply("ok"))
+    try:
+        await client.complete(history, [], "m")
+    finally:
+        await client.close()
+    assert model.requests[0]["messages"][1]["content"] == ""
+    assert history[1]["content"] is None  # the caller's context is not changed
 
 
 async def test_without_tools_or_a_limit_neither_field_is_sent(model, rlm_env):

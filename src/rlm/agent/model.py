@@ -158,7 +158,8 @@ class ModelClient:
 
 def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
     # An assistant message with tool calls may have no text; several servers reject
-    # ``content: null`` there. The log keeps null; only the request says "".
+    # ``content: null`` there. New replies already say "" (rlm.agent.reply); this covers
+    # messages replayed from older logs and contexts built by hand.
     if message.get("content") is None and message.get("tool_calls"):
         return {**message, "content": ""}
     return message

@@ -213,6 +213,10 @@ def parse_reply(data: bytes, latency: float) -> ModelReply:
         )
     if calls:
         message["tool_calls"] = calls
+        if message["content"] is None:
+            # Strict servers reject null content next to tool calls in the next request; the
+            # log records the message as it will be sent, so "" from the start.
+            message["content"] = ""
     return ModelReply(
         message,
         Usage.parse(raw.get("usage")),
