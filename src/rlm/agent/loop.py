@@ -334,7 +334,7 @@ class Agent:
             if not calls and content:
                 return content
             budget = self.settings.max_tokens
-            if budget and self.usage.completion_tokens >= budget:
+            if budget and (self.usage.completion_tokens or 0) >= budget:
                 raise AgentError(
                     f"completion-token budget of {budget} spent (RLM_MAX_TOKENS)",
                     reason="token_budget",
