@@ -10,6 +10,7 @@ server in ``tests/scripted_model.py``); no kernel is needed.
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import socket
 import time
@@ -87,7 +88,13 @@ async def test_backoff_is_random_and_capped(model, rlm_env, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "headers", [{"Retry-After": "3600"}, {"retry-after-ms": "3600000"}], ids=["s", "ms"]
+    "headers",
+    [
+        {"Retry-After": "3600"},
+        {"retry-after-ms": "3600000"},
+        {"Retry-After": email.utils.formatdate(time.time() + 3600, usegmt=True)},
+    ],
+    ids=["seconds", "ms", "http-date"],
 )
 async def test_retry_after_is_capped_at_the_max_wait(model, rlm_env, monkeypatch, headers):
     monkeypatch.setenv("RLM_RETRY_MAX_WAIT", "0.2")
