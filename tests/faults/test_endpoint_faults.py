@@ -14,6 +14,8 @@ import email.utils
 import json
 import socket
 import time
+import tracemalloc
+import zlib
 from typing import Any
 
 import pytest
@@ -469,3 +471,26 @@ async def test_a_failing_retry_callback_does_not_end_the_call(model, rlm_env):
     finally:
         await client.close()
     assert got.message["content"] == "still fine"
+
+
+async def test_a_gzip_bombed_error_body_is_not_inflated(model, rlm_env):
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    block = b"x" * (1 << 20)
+    bomb = packer.compress(b'{"error": {"message": "') + b"".join(
+        packer.compress(block) for _ in range(64)
+    )
+    bomb += packer.compress(b'"}}') + packer.flush()
+    model.script(fault(400, body=bomb, headers={"Content-Encoding": "gzip"}))
+    client = ModelClient(load_settings())
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError) as caught:
+            await client.complete([{"role": "user", "content": "hi"}], [], "m")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await client.close()
+    assert peak < 40 << 20, f"{peak >> 20} MiB held for a 64 MiB error body"
+    message = str(caught.value)
+    assert message.startswith('model request failed: HTTP 400: {"error": {"message": "xxx')
+    assert len(message) < 600

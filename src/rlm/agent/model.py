@@ -12,7 +12,9 @@ with every trace of the API key redacted (:mod:`rlm.agent.redact`).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -54,6 +56,7 @@ class ModelClient:
             api_key=settings.key or "not-set",
             max_retries=0,
             timeout=settings.model_timeout,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [_cap_error_body]}),
         )
         self._redact = Redactor(settings.key)
         # Whether the endpoint has ever answered this run: a refused connection before that
@@ -154,6 +157,39 @@ class ModelClient:
                     f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 ) from None
         return b"".join(chunks)
+
+
+#: Raw bytes of an error body read at most. The SDK reads error bodies whole, decompressed,
+#: before rlm sees them; a gzip-bombed 500 would inflate in memory. Cut here, at most about
+#: 1000× this decompressed; only 500 characters are quoted anyway.
+ERROR_BODY_BYTES = 8 * 1024
+
+
+async def _cap_error_body(response: Any) -> None:
+    """httpx response hook: an error reply's body ends after ``ERROR_BODY_BYTES`` raw bytes."""
+    if response.status_code >= 400:
+        response.stream = _capped_stream(response, ERROR_BODY_BYTES)
+
+
+def _capped_stream(response: Any, limit: int) -> Any:
+    # The HTTP library is httpx or httpx2 depending on the openai version; its response
+    # iterator insists on its own AsyncByteStream class, so subclass whichever it is.
+    library = sys.modules[type(response).__module__.partition(".")[0]]
+    inner = response.stream
+
+    class Capped(library.AsyncByteStream):  # type: ignore[misc, name-defined]
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            left = limit
+            async for chunk in inner:
+                yield chunk[:left]
+                left -= len(chunk)
+                if left <= 0:
+                    break
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Capped()
 
 
 def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
