@@ -21,6 +21,7 @@ the order in which their requests arrive. Stdlib only (``http.server`` in a back
 from __future__ import annotations
 
 import contextlib
+import gzip as gzip_module
 import itertools
 import json
 import socket
@@ -44,6 +45,7 @@ __all__ = [
     "Step",
     "StepLike",
     "ToolCall",
+    "Trickle",
     "Wait",
     "call",
     "delay",
@@ -52,7 +54,9 @@ __all__ = [
     "fault",
     "ipython",
     "not_json",
+    "raw",
     "reply",
+    "trickle",
     "wait",
 ]
 
@@ -155,12 +159,24 @@ class Delay:
     then: StepLike = field(default_factory=lambda: Reply(""))
 
 
-Step = Reply | Fault | NotJson | EmptyChoices | Drop | Wait | Delay
+@dataclass(frozen=True)
+class Trickle:
+    """A server that answers and then stalls: status and headers at once, then the body one
+    byte every ``interval`` seconds (a hung upstream behind a proxy), to test deadlines.
+
+    Stops when the client hangs up or the server closes.
+    """
+
+    interval: float
+    body: bytes = b'{"choices": [{"message": {"role": "assistant", "content": "trickled"}}]}'
+
+
+Step = Reply | Fault | NotJson | EmptyChoices | Drop | Wait | Delay | Trickle
 # A callable receives the request body and returns the step to serve (dynamic responses). A bare
 # str is shorthand for reply(str); a bare ToolCall for reply(None, tool_call).
 StepLike = Step | ToolCall | str | Callable[[dict], Any]
 
-_STEP_TYPES = (Reply, Fault, NotJson, EmptyChoices, Drop, Wait, Delay, ToolCall, str)
+_STEP_TYPES = (Reply, Fault, NotJson, EmptyChoices, Drop, Wait, Delay, Trickle, ToolCall, str)
 
 
 def reply(
@@ -200,6 +216,33 @@ def fault(
 ) -> Fault:
     """An HTTP error response; e.g. ``fault(429, headers={"Retry-After": "0"})``."""
     return Fault(status, body, headers)
+
+
+def raw(
+    body: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    *,
+    gzip: bool = False,
+) -> Fault:
+    """Any status with any body, verbatim: ``bytes`` and ``str`` as given, anything else as
+    JSON. For replies a well-behaved server would never send (``message: null``, invalid
+    UTF-8, a gzip bomb with ``gzip=True``: compressed, with ``Content-Encoding: gzip``)."""
+    data = (
+        body
+        if isinstance(body, bytes)
+        else (body if isinstance(body, str) else json.dumps(body)).encode()
+    )
+    headers = dict(headers or {})
+    if gzip:
+        data = gzip_module.compress(data, compresslevel=9)
+        headers["Content-Encoding"] = "gzip"
+    return Fault(status, data, headers)
+
+
+def trickle(interval: float, body: bytes | None = None) -> Trickle:
+    """Headers now, then one byte of ``body`` every ``interval`` seconds."""
+    return Trickle(interval) if body is None else Trickle(interval, body)
 
 
 def not_json(
@@ -582,6 +625,8 @@ class ScriptedModel:
         elif isinstance(step, Delay):
             self._closing.wait(step.seconds)
             self._serve(h, body, step.then, depth + 1)
+        elif isinstance(step, Trickle):
+            self._trickle(h, step)
         else:  # pragma: no cover - _check_step prevents this
             self._fail(h, f"not a scripted step: {step!r}")
 
@@ -739,6 +784,22 @@ class ScriptedModel:
 
     def _send_stream(self, h: _Handler, body: dict, step: Reply) -> None:
         self._send_sse(h, [*(_sse(c) for c in self._chunks(body, step)), "data: [DONE]\n\n"])
+
+    def _trickle(self, h: _Handler, step: Trickle) -> None:
+        h.close_connection = True
+        try:
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(step.body)))
+            h.end_headers()
+            h.wfile.flush()
+            for i in range(len(step.body)):
+                if self._closing.wait(step.interval):
+                    return
+                h.wfile.write(step.body[i : i + 1])
+                h.wfile.flush()
+        except OSError as exc:
+            raise _ClientGone from exc
 
     def _drop(self, h: _Handler, body: dict, step: Drop) -> None:
         h.close_connection = True

@@ -161,7 +161,7 @@ async def test_session_folder_has_meta_and_log(model, rlm_env):
     assert log[4]["usage"] == {"prompt_tokens": 11, "completion_tokens": 5}
     # the log holds exactly what the model was sent
     sent = model.requests[-1]["messages"]
-    assert [{k: v for k, v in m.items() if k not in ("timestamp", "usage", "finish_reason")} for m in log[:4]] == [
+    assert [{k: v for k, v in m.items() if k not in ("timestamp", "usage", "finish_reason", "served_model", "response_id")} for m in log[:4]] == [
         {k: v for k, v in m.items() if v is not None or k == "content"} for m in sent
     ]
     assert "sk-test-secret-key" not in (folder / "messages.jsonl").read_text()

@@ -28,6 +28,9 @@ BAD_VALUES: dict[str, list[str]] = {
     "sdk_max_retries": ["abc", "-1"],
     "retry_attempts": ["abc", "0"],
     "retry_max_wait": ["abc", "-1"],
+    "model_timeout": ["abc", "0", "-1"],
+    "max_completion_tokens": ["abc", "-1", "1.5"],
+    "max_reply_bytes": ["abc", "0", "1023"],
     "max_concurrency": ["abc", "0"],
     "kernel_start": ["warm", "", "Fork"],
     "kernel_pool": ["abc", "-1"],
@@ -50,6 +53,9 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
     "sdk_max_retries": ("0", 0, "2", 2),
     "retry_attempts": ("1", 1, "3", 3),
     "retry_max_wait": ("0", 0.0, "1.5", 1.5),
+    "model_timeout": ("2", 2.0, "0.5", 0.5),
+    "max_completion_tokens": ("512", 512, "1024", 1024),
+    "max_reply_bytes": ("4096", 4096, "65536", 65536),
     "max_concurrency": ("1", 1, "4", 4),
     "kernel_start": ("cold", "cold", "fork", "fork"),
     "kernel_pool": ("0", 0, "5", 5),
@@ -79,7 +85,8 @@ def test_defaults_match_the_product_table():
     assert s.max_tokens == 0
     assert s.tools == ("ipython", "summarize")
     assert s.home == Path(".rlm")
-    assert s.sdk_max_retries == 5
+    assert s.sdk_max_retries == 0  # deprecated, ignored
+    assert s.model_timeout == 300 and s.max_completion_tokens == 0
     assert s.api_key is None and s.key is None
     assert s.base_url is None
     assert s.append_to_system_prompt is None and s.system_prompt_path is None

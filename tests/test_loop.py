@@ -78,7 +78,12 @@ class FakeHost:
         self.events.append(event)
 
     async def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        model: str,
+        *,
+        on_retry: Any = None,
     ) -> ModelReply:
         self.requests.append(json.loads(json.dumps(messages)))
         if self.block is not None:

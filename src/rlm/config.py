@@ -81,14 +81,23 @@ class Settings(BaseSettings):
     home: Path = Path(".rlm")
     """Root folder for session logs (``$RLM_HOME/sessions/<id>/``)."""
 
-    sdk_max_retries: int = Field(default=5, ge=0)
-    """Retries the OpenAI SDK makes per request, before rlm's own outage retry."""
+    sdk_max_retries: int = Field(default=0, ge=0)
+    """Deprecated and ignored: the SDK no longer retries; ``RLM_RETRY_ATTEMPTS`` counts every attempt."""
 
     retry_attempts: int = Field(default=6, ge=1)
-    """Attempts of rlm's outage retry around each model call (connection errors, 429, 5xx)."""
+    """HTTP attempts per model call (connection errors, timeouts, 429, 5xx, malformed replies)."""
 
     retry_max_wait: float = Field(default=30.0, ge=0)
-    """Longest backoff in seconds between two attempts of the outage retry."""
+    """Longest wait in seconds between two attempts (random exponential backoff; caps ``Retry-After``)."""
+
+    model_timeout: float = Field(default=300.0, gt=0)
+    """Seconds one model request may take end to end, first byte to last; then it is retried."""
+
+    max_completion_tokens: int = Field(default=0, ge=0)
+    """``max_tokens`` sent with each model request (0: not sent, the endpoint decides)."""
+
+    max_reply_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest decoded model reply accepted, in bytes; a larger one fails the call."""
 
     max_concurrency: int = Field(default=8, ge=1)
     """Sub-agents that may run at once per depth level; more are queued, not refused."""

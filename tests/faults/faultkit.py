@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rlm.agent.context import sanitize_tool_calls
+
 #: The API key ``rlm_env`` puts in the environment (tests/conftest.py).
 API_KEY = "sk-test-secret-key"
 
@@ -78,10 +80,12 @@ def check_logs(home: Path) -> int:
 
 
 #: Fields a log line adds to a chat message (docs/sessions.md); the model never sees them.
-LOG_ONLY = ("timestamp", "usage", "kind")
+LOG_ONLY = ("timestamp", "usage", "kind", "finish_reason", "served_model", "response_id", "notes")
 
 
 def _comparable(message: dict[str, Any]) -> dict[str, Any]:
+    # the log keeps a tool call's raw arguments; the model is sent "{}" for broken ones
+    message = sanitize_tool_calls(message)
     out = {k: v for k, v in message.items() if k not in LOG_ONLY}
     return {k: v for k, v in out.items() if v is not None or k == "content"}
 

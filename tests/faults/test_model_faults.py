@@ -51,7 +51,7 @@ async def test_transient_fault_is_retried_and_the_log_has_no_trace_of_it(model, 
 
 
 async def test_retry_after_is_honoured(model, rlm_env, monkeypatch):
-    monkeypatch.setenv("RLM_SDK_MAX_RETRIES", "2")  # the default path: the SDK reads the header
+    monkeypatch.setenv("RLM_RETRY_MAX_WAIT", "5")  # Retry-After is honoured up to this
     seen: list[float] = []
 
     def stamp(step):
@@ -100,13 +100,17 @@ async def test_persistent_fault_ends_the_run_with_a_clear_error(model, rlm_env, 
     check_logs(rlm_env)
 
 
-@pytest.mark.parametrize("status", [400, 401, 404])
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
 async def test_client_errors_are_not_retried(model, rlm_env, status):
     model.script(fault(status, body='{"error": {"message": "scripted refusal"}}'))
     with pytest.raises(rlm.AgentError) as caught:
         await rlm.run("refused", tools="")
     assert len(model.requests) == 1
-    assert f"HTTP {status}" in str(caught.value) and "scripted refusal" in str(caught.value)
+    message = str(caught.value).split(" (session: ")[0]
+    assert message.startswith(f"model request failed: HTTP {status}: "), message
+    assert "Error code" not in message and message.count(str(status)) == 1, message
+    # The body of an auth failure is never quoted: that is where endpoints echo credentials.
+    assert ("scripted refusal" in message) == (status not in (401, 403)), message
     assert read_meta(sessions(rlm_env)[0])["stop_reason"] == "model_error"
     check_logs(rlm_env)
 

@@ -30,6 +30,7 @@ __all__ = [
     "KernelRestarted",
     "ModelRequest",
     "ModelResponse",
+    "ModelRetry",
     "ToolFinished",
     "ToolStarted",
     "emit_safely",
@@ -85,10 +86,22 @@ class ModelRequest(Event):
 
 class ModelResponse(Event):
     turn: int
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int | None
+    """None: the endpoint did not report it (or reported garbage)."""
+    completion_tokens: int | None
     latency: float
     tool_calls: int
+
+
+class ModelRetry(Event):
+    attempt: int
+    """The attempt about to be made: 2 for the first retry."""
+    attempts: int
+    """Attempts allowed in all (``RLM_RETRY_ATTEMPTS``)."""
+    wait: float
+    """Seconds until that attempt."""
+    reason: str
+    """What went wrong, short: ``connection refused``, ``HTTP 503``, ``malformed reply``."""
 
 
 class ToolStarted(Event):

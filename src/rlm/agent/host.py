@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from rlm.agent.context import LiveContext
     from rlm.agent.events import Event
-    from rlm.agent.model import ModelReply
+    from rlm.agent.model import ModelReply, OnRetry
     from rlm.kernels.kernel import ExecResult
 
 __all__ = ["AgentHost", "KernelHandle", "ToolHost"]
@@ -66,9 +66,15 @@ class AgentHost(Protocol):
         ...
 
     async def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        model: str,
+        *,
+        on_retry: OnRetry | None = None,
     ) -> ModelReply:
-        """One model request with the host's credentials, retries and limits."""
+        """One model request with the host's credentials, retries and limits;
+        ``on_retry(attempt, attempts, wait, reason)`` hears of each retry before its wait."""
         ...
 
     async def start_kernel(self, agent: Any) -> KernelHandle:

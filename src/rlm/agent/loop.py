@@ -116,6 +116,10 @@ class Agent:
     def log_event(self, kind: str, /, **fields: Any) -> None:
         self.log.event(kind, **fields)
 
+    def _model_retry(self, attempt: int, attempts: int, wait: float, reason: str) -> None:
+        self.log.event("model_retry", attempt=attempt, attempts=attempts, wait=wait, reason=reason)
+        self.emit(ev.ModelRetry, attempt=attempt, attempts=attempts, wait=wait, reason=reason)
+
     def add_usage(self, usage: Usage) -> None:
         self.usage = self.usage + usage
         node: Agent | None = self
@@ -355,7 +359,9 @@ class Agent:
             turn = self.context.turn_count + 1
             messages = self.context.messages()
             self.emit(ev.ModelRequest, turn=turn, messages=len(messages))
-            reply = await self.host.complete(messages, schemas, self.settings.model)
+            reply = await self.host.complete(
+                messages, schemas, self.settings.model, on_retry=self._model_retry
+            )
             message = reply.message
             calls = message.get("tool_calls") or []
             cut = reply.finish_reason == "length"
@@ -370,7 +376,7 @@ class Agent:
             if not calls and content and not cut:
                 return ("".join(partial) + raw).strip() if partial else content
             budget = self.settings.max_tokens
-            if budget and self.usage.completion_tokens >= budget:
+            if budget and (self.usage.completion_tokens or 0) >= budget:
                 raise AgentError(
                     f"completion-token budget of {budget} spent (RLM_MAX_TOKENS)",
                     reason=StopReason.TOKEN_BUDGET,
@@ -400,8 +406,14 @@ class Agent:
     def _record_reply(self, turn: int, reply: ModelReply, calls: int) -> None:
         """Log the reply as the endpoint sent it (raw arguments included) and count it."""
         record: dict[str, Any] = {**reply.message, "usage": reply.usage.as_dict()}
-        if reply.finish_reason is not None:
-            record["finish_reason"] = reply.finish_reason
+        # what the endpoint said about the reply, for debugging and training data
+        extras = {
+            "finish_reason": reply.finish_reason,
+            "served_model": reply.model,
+            "response_id": reply.id,
+            "notes": reply.notes or None,
+        }
+        record.update({key: value for key, value in extras.items() if value is not None})
         self.log.append(record)
         self.log.meta.turns = turn
         self.add_usage(reply.usage)

@@ -1,177 +1,201 @@
-"""The model client: the OpenAI SDK plus a retry that rides out longer outages.
+"""The model client: one chat-completion call, retried through outages, validated on the way in.
 
-The SDK retries each request ``RLM_SDK_MAX_RETRIES`` times with its own short backoff;
-around that, tenacity retries connection errors, timeouts, 429 and 5xx with exponential
-backoff (``RLM_RETRY_ATTEMPTS`` attempts, waits capped at ``RLM_RETRY_MAX_WAIT``) and then
-gives up with a :class:`ModelError` that says what went wrong. Malformed replies (not JSON,
-no choices) are retried the same way: they are what a flaky gateway returns.
+One retry layer (:mod:`rlm.agent.retry`): the SDK's own retries are off and tenacity retries
+with jittered exponential backoff, reporting each retry to the caller's ``on_retry``. Each
+attempt is bounded end to end by ``RLM_MODEL_TIMEOUT`` (an endpoint that sends headers and
+then trickles bytes cannot hold a run forever) and its decoded body by
+``RLM_MAX_REPLY_BYTES`` (a gzip bomb is refused, not inflated). The body is read raw and
+validated by :mod:`rlm.agent.reply`; failures end as one-line :class:`ModelError` messages
+with every trace of the API key redacted (:mod:`rlm.agent.redact`).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import sys
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying
 
+from rlm.agent.redact import Redactor
+from rlm.agent.reply import MalformedReply, ModelReply, Usage, parse_reply
+from rlm.agent.retry import (
+    AttemptTimeout,
+    BodyReadError,
+    Failure,
+    OnRetry,
+    ReplyTooLarge,
+    RetryPolicy,
+    describe,
+)
 from rlm.config import Settings
 from rlm.errors import ModelError
 
-__all__ = ["ModelClient", "ModelReply", "Usage"]
+__all__ = ["ModelClient", "ModelReply", "OnRetry", "Usage"]
 
-
-@dataclass
-class Usage:
-    """Token counts, as reported by the endpoint."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-        )
-
-    def as_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
-
-
-@dataclass
-class ModelReply:
-    """One assistant message as the log and the next request need it."""
-
-    message: dict[str, Any]
-    usage: Usage
-    latency: float
-    finish_reason: str | None = None
-    """Why the endpoint stopped: ``stop``, ``tool_calls``, ``length`` (cut at its token
-    limit: the loop continues or ends with ``StopReason.LENGTH``), ... or None if not sent."""
-
-
-class _BadReply(Exception):
-    """The endpoint answered 2xx with something that is not a usable completion."""
-
-
-def _retryable(exc: BaseException) -> bool:
-    # A 2xx body that is not JSON surfaces from the SDK as a bare JSONDecodeError.
-    retry_types = (
-        openai.APIConnectionError,
-        openai.APITimeoutError,
-        _BadReply,
-        json.JSONDecodeError,
-    )
-    if isinstance(exc, retry_types):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500
-    # The SDK raises this when a 2xx body cannot be parsed as JSON.
-    return isinstance(exc, openai.APIResponseValidationError)
+#: What one attempt may raise; anything else is a bug in rlm and propagates as such.
+_ATTEMPT_ERRORS = (
+    openai.APIError,
+    AttemptTimeout,
+    BodyReadError,
+    MalformedReply,
+    ReplyTooLarge,
+)
 
 
 class ModelClient:
-    """Sends chat-completion requests for every agent of one orchestrator."""
+    """Sends chat-completion requests for every agent of one orchestrator (one run)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client = openai.AsyncOpenAI(
             base_url=settings.base_url,
             api_key=settings.key or "not-set",
-            max_retries=settings.sdk_max_retries,
+            max_retries=0,
+            timeout=settings.model_timeout,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [_cap_error_body]}),
         )
+        self._redact = Redactor(settings.key)
+        # Whether the endpoint has ever answered this run: a refused connection before that
+        # is a wrong RLM_BASE_URL (fail fast), after that an outage (retry).
+        self._reached = False
 
     async def close(self) -> None:
         await self._client.close()
 
     async def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        model: str,
+        on_retry: OnRetry | None = None,
     ) -> ModelReply:
-        """One assistant turn, retried through outages; raises ``ModelError`` when it gives up."""
+        """One assistant turn, retried through outages; raises ``ModelError`` when it gives up.
+
+        ``on_retry(attempt, attempts, wait, reason)`` is called before each retry's wait.
+        """
+        policy = RetryPolicy(self.settings, self._classify, on_retry)
         retrying = AsyncRetrying(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(self.settings.retry_attempts),
-            wait=wait_exponential(multiplier=0.5, max=self.settings.retry_max_wait),
-            reraise=False,
+            retry=policy.retry,
+            stop=policy.stop,
+            wait=policy.wait,
+            before_sleep=policy.before_sleep,
+            reraise=True,
         )
+        body = self.request_body(messages, tools)
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._once(messages, tools, model)
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            raise ModelError(
-                self._redact(
-                    f"model request failed after {self.settings.retry_attempts} attempts: "
-                    f"{_describe(last)}"
-                )
-            ) from None
-        except openai.APIError as exc:
-            raise ModelError(self._redact(f"model request failed: {_describe(exc)}")) from None
+                    return await self._attempt(model, body)
+        except _ATTEMPT_ERRORS as exc:
+            failure = self._classify(exc)
+            made = retrying.statistics.get("attempt_number", 1)
+            if made > 1:
+                same = " (the same error each time)" if policy.repeated else ""
+                message = f"model request failed after {made} attempts{same}: {failure.detail}"
+            else:
+                message = f"model request failed: {failure.detail}"
+            raise ModelError(self._redact(message)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _redact(self, text: str) -> str:
-        """An endpoint may echo the key in its error text; it must not reach logs or stderr."""
-        key = self.settings.key
-        return text.replace(key, "<redacted>") if key else text
+    def request_body(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The JSON body besides ``model``, shaped so that strict local servers accept it.
 
-    async def _once(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
-    ) -> ModelReply:
-        started = time.perf_counter()
-        # The messages and tools travel in ``extra_body``, which the SDK merges into the JSON
-        # body as given, instead of as ``messages=``, which it walks against its TypedDicts on
-        # every request (~0.2 ms per message: it grew with the conversation and dominated
-        # later tool rounds, see docs/performance.md). Ours are JSON-ready already; the SDK's
-        # retries, errors and response parsing are unchanged.
-        body: dict[str, Any] = {"messages": messages}
+        The messages and tools travel in ``extra_body``, which the SDK merges as given,
+        instead of ``messages=``, which it walks against its TypedDicts on every request
+        (~0.2 ms per message, see docs/performance.md).
+        """
+        body: dict[str, Any] = {"messages": [_wire_message(m) for m in messages]}
         if tools:
             body["tools"] = tools
-        response = await self._client.chat.completions.create(
-            model=model, messages=[], extra_body=body
-        )
-        latency = time.perf_counter() - started
-        if not isinstance(response, openai.types.chat.ChatCompletion):
-            raise _BadReply(f"expected a chat completion, got {type(response).__name__}")
-        if not response.choices:
-            raise _BadReply("the reply had no choices")
-        message = response.choices[0].message
-        out: dict[str, Any] = {"role": "assistant", "content": message.content}
-        if message.tool_calls:
-            out["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {
-                        "name": call.function.name,
-                        "arguments": call.function.arguments,
-                    },
-                }
-                for call in message.tool_calls
-                if call.type == "function"
-            ]
-        usage = Usage()
-        if response.usage is not None:
-            usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
-        return ModelReply(out, usage, latency, response.choices[0].finish_reason)
+            # Without it llama-cpp-python's chat templates render no tools at all.
+            body["tool_choice"] = "auto"
+        if self.settings.max_completion_tokens:
+            body["max_tokens"] = self.settings.max_completion_tokens
+        return body
+
+    def _classify(self, exc: BaseException) -> Failure:
+        if isinstance(exc, openai.APIStatusError):
+            self._reached = True
+        return describe(exc, reached=self._reached, settings=self.settings)
+
+    async def _attempt(self, model: str, body: dict[str, Any]) -> ModelReply:
+        started = time.perf_counter()
+        try:
+            data = await asyncio.wait_for(self._fetch(model, body), self.settings.model_timeout)
+        except asyncio.TimeoutError:
+            raise AttemptTimeout() from None
+        return parse_reply(data, time.perf_counter() - started)
+
+    async def _fetch(self, model: str, body: dict[str, Any]) -> bytes:
+        """The decoded body of a 2xx reply, read with a cap (the SDK raises on other statuses)."""
+        limit = self.settings.max_reply_bytes
+        create = self._client.chat.completions.with_streaming_response.create
+        async with create(model=model, messages=[], extra_body=body) as response:
+            self._reached = True
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                async for chunk in response.http_response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ReplyTooLarge(
+                            f"the reply is larger than {limit} bytes (RLM_MAX_REPLY_BYTES)"
+                        )
+                    chunks.append(chunk)
+            except ReplyTooLarge:
+                raise
+            except Exception as exc:  # the HTTP library's transport and decoding errors
+                if "Decod" in type(exc).__name__:
+                    raise MalformedReply("the reply's content encoding is broken") from None
+                raise BodyReadError(
+                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                ) from None
+        return b"".join(chunks)
 
 
-def _describe(exc: BaseException | None) -> str:
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {exc.message}"
-    hint = "; is RLM_BASE_URL an OpenAI-compatible API (usually ending in /v1)?"
-    if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
-        return "the endpoint's reply is not JSON" + hint
-    if isinstance(exc, _BadReply):
-        return f"the endpoint's reply is not a usable chat completion ({exc})" + hint
-    if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach the model endpoint ({exc.__cause__ or exc})"
-    return f"{type(exc).__name__}: {exc}"
+#: Raw bytes of an error body read at most. The SDK reads error bodies whole, decompressed,
+#: before rlm sees them; a gzip-bombed 500 would inflate in memory. Cut here, at most about
+#: 1000× this decompressed; only 500 characters are quoted anyway.
+ERROR_BODY_BYTES = 8 * 1024
+
+
+async def _cap_error_body(response: Any) -> None:
+    """httpx response hook: an error reply's body ends after ``ERROR_BODY_BYTES`` raw bytes."""
+    if response.status_code >= 400:
+        response.stream = _capped_stream(response, ERROR_BODY_BYTES)
+
+
+def _capped_stream(response: Any, limit: int) -> Any:
+    # The HTTP library is httpx or httpx2 depending on the openai version; its response
+    # iterator insists on its own AsyncByteStream class, so subclass whichever it is.
+    library = sys.modules[type(response).__module__.partition(".")[0]]
+    inner = response.stream
+
+    class Capped(library.AsyncByteStream):  # type: ignore[misc, name-defined]
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            left = limit
+            async for chunk in inner:
+                yield chunk[:left]
+                left -= len(chunk)
+                if left <= 0:
+                    break
+
+        async def aclose(self) -> None:
+            await inner.aclose()
+
+    return Capped()
+
+
+def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
+    # An assistant message with tool calls may have no text; several servers reject
+    # ``content: null`` there. New replies already say "" (rlm.agent.reply); this covers
+    # messages replayed from older logs and contexts built by hand.
+    if message.get("content") is None and message.get("tool_calls"):
+        return {**message, "content": ""}
+    return message

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from rlm.agent import events as ev
+from rlm.cli.progress import retry_line
 from rlm.schema import Status
 
 __all__ = ["LiveView"]
@@ -81,8 +82,12 @@ class LiveView:
         if isinstance(event, ev.ModelRequest):
             row.turn, row.tool = event.turn, "thinking"
         elif isinstance(event, ev.ModelResponse):
-            row.tokens += event.prompt_tokens + event.completion_tokens
+            row.tokens += (event.prompt_tokens or 0) + (event.completion_tokens or 0)
             row.tool = ""
+        elif isinstance(event, ev.ModelRetry):
+            row.tool = retry_line(event)
+            prefix = "" if event.depth == 0 else f"[{event.agent_id.rsplit('/', 1)[-1]}] "
+            self.console.print(escape(prefix + retry_line(event)), highlight=False)
         elif isinstance(event, ev.ToolStarted):
             row.tool = f"{event.name}: {event.preview}"
         elif isinstance(event, ev.ToolFinished):

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from rlm.agent import events as ev
 
-__all__ = ["LineProgress"]
+__all__ = ["LineProgress", "retry_line"]
 
 
 class LineProgress:
@@ -30,6 +30,8 @@ class LineProgress:
             return f"[{name}] started: {_short(event.task)}"
         if isinstance(event, ev.ToolStarted):
             return f"[{name}] turn {event.turn}: {event.name} {_short(event.preview)}"
+        if isinstance(event, ev.ModelRetry):
+            return _prefix(event) + retry_line(event)
         if isinstance(event, ev.KernelRestarted):
             return f"[{name}] kernel restarted ({event.reason})"
         if isinstance(event, ev.AgentFinished):
@@ -39,6 +41,19 @@ class LineProgress:
                 f"{tokens} tokens, {event.elapsed:.1f} s"
             )
         return None
+
+
+def retry_line(event: ev.ModelRetry) -> str:
+    """E.g. ``model endpoint: connection refused, retrying in 4 s (2/6)``."""
+    wait = f"{event.wait:.0f}" if event.wait >= 1 else f"{event.wait:.1f}"
+    return (
+        f"model endpoint: {event.reason}, retrying in {wait} s ({event.attempt}/{event.attempts})"
+    )
+
+
+def _prefix(event: ev.Event) -> str:
+    """Nothing for the root agent, ``[sub-1a2b] `` for a sub-agent."""
+    return "" if event.depth == 0 else f"[{event.agent_id.rsplit('/', 1)[-1]}] "
 
 
 def _short(text: str, width: int = 70) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from rlm.agent import events as ev
 from rlm.agent.host import KernelHandle
 from rlm.agent.loop import Agent
-from rlm.agent.model import ModelClient, ModelReply
+from rlm.agent.model import ModelClient, ModelReply, OnRetry
 from rlm.config import Settings, derive_settings
 from rlm.control.channel import ControlServer, Request
 from rlm.control.inputs import Packed, pack_inputs, select_inputs
@@ -125,9 +125,14 @@ class Orchestrator:
         self.observer.emit(event)
 
     async def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        model: str,
+        *,
+        on_retry: OnRetry | None = None,
     ) -> ModelReply:
-        return await self.model.complete(messages, tools, model)
+        return await self.model.complete(messages, tools, model, on_retry=on_retry)
 
     def skills_report(self, kernel: KernelHandle) -> tuple[str, dict[str, str]]:
         """The skills section of the prompt (the skills that loaded in this kernel), and the
