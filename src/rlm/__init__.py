@@ -82,19 +82,15 @@ async def run(
     if "rlm.inkernel" in sys.modules or "RLM_CONTROL_ADDR" in os.environ:
         from rlm import inkernel  # zmq and jupyter_client: only inside a kernel
 
-        if not inkernel.active():
-            inkernel = None
-    else:
-        inkernel = None
-    if inkernel is not None:
-        if settings or on_event is not None:
-            names = ", ".join(sorted([*settings, *(["on_event"] if on_event else [])]))
-            raise ConfigError(
-                f"a sub-agent call only accepts model, max_turns and tools (got {names})"
+        if inkernel.active():
+            if settings or on_event is not None:
+                names = ", ".join(sorted([*settings, *(["on_event"] if on_event else [])]))
+                raise ConfigError(
+                    f"a sub-agent call only accepts model, max_turns and tools (got {names})"
+                )
+            return await inkernel.run(
+                task, inputs=inputs, model=model, max_turns=max_turns, tools=tools
             )
-        return await inkernel.run(
-            task, inputs=inputs, model=model, max_turns=max_turns, tools=tools
-        )
     from rlm.config import load_settings
     from rlm.runtime.orchestrator import Orchestrator
 

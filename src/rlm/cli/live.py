@@ -69,8 +69,7 @@ class LiveView:
 
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.AgentStarted):
-            row = _Row(event.agent_id, event.depth, event.task)
-            self.rows[event.agent_id] = row
+            self.rows[event.agent_id] = _Row(event.agent_id, event.depth, event.task)
             parent = self.rows.get(event.parent_id or "")
             if parent is not None:
                 parent.children.append(event.agent_id)

@@ -52,7 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    home = argparse.ArgumentParser(add_help=False)
+    home = _Parser(add_help=False)
     home.add_argument(
         "--home",
         type=Path,

@@ -58,7 +58,7 @@ def buffer_digests(buffers: Sequence[bytes]) -> list[str]:
 
 
 def _check_buffers(content: dict[str, Any], buffers: list[bytes]) -> bool:
-    return content.get("buffer_sha256", []) == buffer_digests(buffers)
+    return bool(content.get("buffer_sha256", []) == buffer_digests(buffers))
 
 
 @dataclass
@@ -175,7 +175,7 @@ class ControlServer:
         key = (agent_id, request.msg_id)
         task = asyncio.create_task(self._dispatch(session, routing, msg, request))
         self._tasks[key] = task
-        task.add_done_callback(lambda _t, key=key: self._tasks.pop(key, None))
+        task.add_done_callback(lambda _t: self._tasks.pop(key, None))
 
     async def _dispatch(
         self, session: Session, routing: bytes, msg: dict[str, Any], req: Request

@@ -43,7 +43,7 @@ def setup() -> None:
     _state["secret"] = os.environ.pop("RLM_AGENT_SECRET")
     _state["depth"] = int(os.environ.get("RLM_DEPTH", "0"))
     _state["max_depth"] = int(os.environ.get("RLM_MAX_DEPTH", "0"))
-    asyncio.run = _run_anywhere  # type: ignore[assignment]
+    asyncio.run = _run_anywhere
     _guard_output(int(os.environ.get("RLM_KERNEL_OUTPUT_LIMIT", "0")))
     _die_with_parent()
     _wake_loop_on_signals()
@@ -127,7 +127,7 @@ def _guard_output(limit: int) -> None:
             stream.__class__ = _capped(base, limit, sent)
 
 
-def _capped(base: type, limit: int, sent: dict[str, int]) -> type:
+def _capped(base: type[Any], limit: int, sent: dict[str, int]) -> type:
     def _flush_buffers(self: Any) -> Any:
         for parent, data in base._flush_buffers(self):
             key = str(parent.get("msg_id", ""))

@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from traitlets import Bool, Float, Unicode
 
 from rlm.kernels.fork_client import ForkedProcess, ForkError, Zygote
@@ -28,7 +28,7 @@ from rlm.kernels.fork_client import ForkedProcess, ForkError, Zygote
 __all__ = ["ForkProvisioner"]
 
 
-class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
+class ForkProvisioner(LocalProvisioner):
     """Launch kernels by forking rlm's zygote; fall back to a cold start."""
 
     zygote = Unicode("", config=True, help="Unix socket path of the orchestrator's zygote.")
@@ -62,7 +62,8 @@ class ForkProvisioner(LocalProvisioner):  # type: ignore[misc]
         env = dict(kwargs.get("env") or os.environ)
         cwd = str(kwargs.get("cwd") or pathlib.Path.cwd())
         process = await zygote.fork(cmd, env, cwd, timeout=self.start_timeout)
-        self.process = process
+        # ForkedProcess is Popen-like (poll, wait, send_signal, kill): all LocalProvisioner uses
+        self.process = process  # type: ignore[assignment]
         self.pid = process.pid
         self.pgid = process.pid  # the child calls setsid(): it leads its own process group
         self.cwd = cwd

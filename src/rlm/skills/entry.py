@@ -89,7 +89,7 @@ def make_callable(module_name: str) -> types.ModuleType:
     own_doc = (module.__doc__ or "").strip()
     if module.__doc__ is not None and module.__doc__ == module.__dict__.get("_rlm_doc"):
         own_doc = module.__dict__.get("_rlm_package_doc", "")
-    module._rlm_package_doc = own_doc
+    module.__dict__["_rlm_package_doc"] = own_doc
     call = "await " if inspect.iscoroutinefunction(run) else ""
     parts = [
         f"{module_name}{signature_of(run)}",
@@ -97,7 +97,7 @@ def make_callable(module_name: str) -> types.ModuleType:
         own_doc,
         inspect.getdoc(run) or "",
     ]
-    module.__doc__ = module._rlm_doc = "\n\n".join(part for part in parts if part)
+    module.__doc__ = module.__dict__["_rlm_doc"] = "\n\n".join(part for part in parts if part)
     return module
 
 

@@ -21,7 +21,6 @@ import contextlib
 import os
 import signal
 import subprocess
-from typing import cast
 
 from pydantic import BaseModel, Field
 
@@ -221,7 +220,7 @@ async def _spawn(
         else:  # still starting after the grace period: clean up whenever it is done
             start.add_done_callback(_terminate_late)
         raise
-    return cast(asyncio.SubprocessTransport, transport), cast(_BashProtocol, protocol)
+    return transport, protocol
 
 
 async def _terminate(transport: asyncio.SubprocessTransport, protocol: _BashProtocol) -> None:
@@ -237,11 +236,13 @@ async def _terminate(transport: asyncio.SubprocessTransport, protocol: _BashProt
     transport.close()
 
 
-def _terminate_late(start: asyncio.Future[tuple[asyncio.BaseTransport, object]]) -> None:
+def _terminate_late(
+    start: asyncio.Future[tuple[asyncio.SubprocessTransport, _BashProtocol]],
+) -> None:
     """Done-callback of a start we stopped waiting for: kill what it started, if anything."""
     if start.cancelled() or start.exception() is not None:
         return
-    transport = cast(asyncio.SubprocessTransport, start.result()[0])
+    transport = start.result()[0]
     _kill_group(transport.get_pid())
     transport.close()
 
