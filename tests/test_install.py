@@ -16,6 +16,9 @@ import pytest
 
 from scripted_model import ScriptedModel, ipython, reply
 
+# The module fixture runs install.sh (uv installs, up to 300 s) inside the first test's time.
+pytestmark = pytest.mark.timeout(600)
+
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "install.sh"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "skills"

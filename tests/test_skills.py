@@ -40,6 +40,8 @@ SKILLS = ["broken", "explode", "greet", "wordcount"]
 UV = shutil.which("uv")
 
 needs_uv = pytest.mark.skipif(UV is None, reason="uv is not installed")
+# The module fixture builds a venv with uv (up to 300 s) inside the first test's time.
+pytestmark = pytest.mark.timeout(600)
 
 
 class Env:
