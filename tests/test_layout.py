@@ -1,0 +1,118 @@
+"""The process rule seen from outside: what ``import rlm`` and ``rlm sessions`` really load.
+
+A kernel, every skill's console script and ``rlm sessions`` start a fresh Python that imports
+rlm. Loading zmq, jupyter_client or the openai client there costs start-up time for nothing
+(and ``rlm sessions`` must work where no kernel stack runs). import-linter (contracts in
+pyproject.toml) checks the static imports; these tests check what a real process ends up with
+in ``sys.modules``, lazy imports and third-party imports included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import rlm
+from conftest import sessions
+from scripted_model import ScriptedModel, ipython, reply
+
+#: Heavy or orchestrator-only modules that ``import rlm`` must leave to whoever needs them.
+NOT_ON_IMPORT = ("zmq", "jupyter_client", "openai", "pydantic")
+#: What ``rlm sessions`` must never load: the kernel stack and the model client.
+NOT_IN_SESSIONS = ("zmq", "jupyter_client", "openai", "rlm.runtime", "rlm.control")
+
+#: Runs ``python -m rlm ARGS`` unchanged and writes ``sorted(sys.modules)`` at exit to argv[1].
+_CLI_PROBE = """
+import atexit, json, runpy, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+sys.argv[0] = "rlm"
+runpy.run_module("rlm", run_name="__main__", alter_sys=True)
+"""
+
+
+def loaded(names: tuple[str, ...], modules: list[str]) -> list[str]:
+    """The modules of ``modules`` that are one of ``names`` or inside one of them."""
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def fresh_env() -> dict[str, str]:
+    """The test's environment without anything that makes rlm think it runs in a kernel."""
+    return {k: v for k, v in os.environ.items() if k not in ("RLM_CONTROL_ADDR", "PYTHONSTARTUP")}
+
+
+@pytest.mark.parametrize("statement", ["import rlm", "import rlm.skill"])
+def test_import_rlm_loads_no_kernel_stack_model_client_or_pydantic(statement: str) -> None:
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=fresh_env(),
+        timeout=60,
+        check=True,
+    )
+    modules = json.loads(result.stdout)
+    assert "rlm" in modules
+    assert loaded(NOT_ON_IMPORT, modules) == []
+
+
+@pytest.fixture(scope="module")
+def finished_session(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One real run (kernel, scripted model over HTTP): a session with a cell and an answer.
+
+    Returns ``(RLM_HOME, session id)``."""
+    base = tmp_path_factory.mktemp("layout")
+    home, work = base / "home", base / "work"
+    work.mkdir()
+    with pytest.MonkeyPatch.context() as mp, ScriptedModel() as model:
+        for key in list(os.environ):
+            if key.startswith("RLM_"):
+                mp.delenv(key)
+        mp.setenv("RLM_BASE_URL", model.base_url)
+        mp.setenv("RLM_API_KEY", "sk-test-secret-key")
+        mp.setenv("RLM_MODEL", "scripted")
+        mp.setenv("RLM_HOME", str(home))
+        mp.chdir(work)
+        model.script(reply(None, ipython("print(6 * 7)")), reply("forty-two"))
+        assert asyncio.run(rlm.run("compute 6 * 7")) == "forty-two"
+        assert not model.errors, model.errors
+    (folder,) = sessions(home)
+    return home, folder.name
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list"],
+        ["tree", "{id}"],
+        ["show", "{id}"],
+        ["export", "{id}", "--format", "jsonl"],
+        ["export", "{id}", "--format", "ipynb", "-o", "{tmp}/nb"],
+    ],
+    ids=["list", "tree", "show", "export-jsonl", "export-ipynb"],
+)
+def test_rlm_sessions_loads_no_kernel_stack_or_model_client(
+    command: list[str], finished_session: tuple[Path, str], tmp_path: Path
+) -> None:
+    home, session_id = finished_session
+    out = tmp_path / "modules.json"
+    args = [part.format(id=session_id, tmp=tmp_path) for part in command]
+    result = subprocess.run(
+        [sys.executable, "-c", _CLI_PROBE, str(out), "sessions", *args],
+        capture_output=True,
+        text=True,
+        env={**fresh_env(), "RLM_HOME": str(home)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "the command printed nothing: it did not read the session"
+    modules = json.loads(out.read_text())
+    assert "rlm.logs.store" in modules
+    assert loaded(NOT_IN_SESSIONS, modules) == []
