@@ -129,6 +129,30 @@ async def test_events_reach_the_root_callback_with_parentage(model, rlm_env, mon
     assert [e.agent_id for e in finished] == [grandchild_id, child_id, root_id]
 
 
+_EXIT_FROM_CALLBACK = """
+import asyncio, sys, rlm
+from rlm.agent import events as ev
+
+def leave(event):
+    if isinstance(event, ev.ModelRequest):
+        sys.exit(3)
+
+asyncio.run(rlm.run("task", on_event=leave))
+"""
+
+
+def test_sys_exit_in_a_callback_exits_the_script_with_its_code(model, rlm_env):
+    """Only ``Exception`` from a callback is ignored; a ``SystemExit`` (or Ctrl-C's
+    ``KeyboardInterrupt``) leaves the run as it is, after the agent's log is closed."""
+    model.script(reply("never read"))
+    result = subprocess.run(
+        [sys.executable, "-c", _EXIT_FROM_CALLBACK], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_meta(sessions(rlm_env)[0])["status"] == "cancelled"
+
+
 def test_json_output_success_and_failure(model, rlm_env):
     model.script(reply("forty-two", usage=(10, 2)))
     done = run_cli("--json", "answer please")
