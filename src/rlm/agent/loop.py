@@ -85,7 +85,7 @@ class Agent:
         self.log = log
         self.id = agent_id
         self.parent = parent
-        self.depth = parent.depth + 1 if parent else 0
+        self.depth: int = parent.depth + 1 if parent else 0
         self.inputs: Packed = inputs or ([], [])
         self.prior_context = context or []
         self.tools = enabled_tools(settings)

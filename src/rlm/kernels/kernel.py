@@ -248,7 +248,9 @@ class Kernel:
         loop = asyncio.get_running_loop()
         while (remaining := deadline - loop.time()) > 0:
             try:
-                msg = await self._client.shell_channel.get_msg(timeout=min(_POLL, remaining))
+                msg: dict[str, Any] = await self._client.shell_channel.get_msg(
+                    timeout=min(_POLL, remaining)
+                )
             except Empty:
                 if not await self.is_alive():
                     raise KernelDiedError("kernel exited during start-up") from None

@@ -115,12 +115,12 @@ def transcript(node: AgentNode) -> Transcript:
             calls.extend(mine)
             by_line[index] = mine
         elif role == "tool":
-            call = pending.pop(str(record.get("tool_call_id") or ""), None)
-            if call is not None:
+            answered = pending.pop(str(record.get("tool_call_id") or ""), None)
+            if answered is not None:
                 content = record.get("content")
-                call.result = content if isinstance(content, str) else json.dumps(content)
-                call.answered_at = parse_time(record.get("timestamp"))
-                by_line[index] = [call]
+                answered.result = content if isinstance(content, str) else json.dumps(content)
+                answered.answered_at = parse_time(record.get("timestamp"))
+                by_line[index] = [answered]
     unmatched = _attach_children(calls, node.children)
     return Transcript(records, calls, by_line, turn_of_line, unmatched)
 
