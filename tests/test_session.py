@@ -189,7 +189,7 @@ def test_resume_continues_the_log(model, rlm_env):
     assert len(log) > before and any(line.get("event") == "resumed" for line in log)
     assert read_meta(folder)["status"] == "done"
     missing = run_cli("--resume", "nope", "x")
-    assert missing.returncode == 2 and "no session matching 'nope'" in missing.stderr
+    assert missing.returncode == 2 and "no session matches 'nope'" in missing.stderr
 
 
 def test_interactive_through_a_pipe(model, rlm_env):
