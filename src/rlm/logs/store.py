@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.errors import ConfigError
+from rlm.logs.procs import pid_alive
 from rlm.schema import Status
 from rlm.schema.meta import AgentMeta, MetaError, parse_time
 
@@ -57,27 +58,6 @@ def default_home() -> Path:
     from rlm.config import Settings
 
     return Path(Settings.model_fields["home"].default).expanduser()
-
-
-def pid_alive(pid: Any) -> bool:
-    """Whether process ``pid`` exists on this machine (a zombie counts as gone)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    # The state follows the parenthesised command name, which may itself contain ")".
-    state = stat.rpartition(")")[2].split()
-    return not (state and state[0] in ("Z", "X"))
 
 
 @dataclass
