@@ -16,21 +16,24 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rlm.config import Settings, env_name, flag_name, load_settings
+from rlm.cli.flags import add_settings_flags, flag_values
+from rlm.config import Settings, load_settings
 from rlm.errors import AgentError, ConfigError, RLMError
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from pydantic_settings import CliSettingsSource
 
-#: Settings that are never CLI flags (secrets belong in the environment, not in `ps`).
-_NOT_FLAGS = {"api_key"}
+__all__ = ["main"]
 
 
 class _Parser(argparse.ArgumentParser):
     #: Set when the command line asks for ``--json``: a usage error is then reported as the
     #: one JSON object too (scripts parse stdout, whatever went wrong).
     json_errors = False
+    #: The pydantic-settings source that added the settings' flags (it reads them back).
+    settings_source: CliSettingsSource[Settings]
 
     def error(self, message: str) -> NoReturn:
         line = f"{message} (see {self.prog} --help)"
@@ -56,19 +59,7 @@ def build_parser() -> _Parser:
         "configuration, 130/143 interrupted.",
     )
     parser.add_argument("prompt", nargs="*", help="the task; several words are joined by spaces")
-    for name, info in Settings.model_fields.items():
-        if name in _NOT_FLAGS:
-            continue
-        default = info.default
-        if isinstance(default, tuple):
-            default = ",".join(default)
-        shown = "unset" if default is None else default
-        parser.add_argument(
-            flag_name(name),
-            dest=name,
-            metavar=name.split("_")[-1].upper(),
-            help=f"{info.description} (env {env_name(name)}, default: {shown})",
-        )
+    parser.settings_source = add_settings_flags(parser)
     parser.add_argument(
         "--input",
         action="append",
@@ -292,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     options = argv[: argv.index("--")] if "--" in argv else argv
     parser.json_errors = "--json" in options
     args = parser.parse_args(argv)
-    overrides = {
-        name: getattr(args, name) for name in Settings.model_fields if name not in _NOT_FLAGS
-    }
+    overrides = flag_values(parser.settings_source, args)
     out = Outcome()
     try:
         settings = load_settings(**overrides)
