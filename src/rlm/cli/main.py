@@ -1,7 +1,9 @@
 """The ``rlm`` command: ``rlm "task"`` prints the answer; progress goes to stderr.
 
 Exit codes: 0 answer, 1 the run ended without one, 2 bad usage or configuration,
-130 interrupted (SIGINT), 143 terminated (SIGTERM). Subcommands (``rlm sessions ...``,
+130 interrupted (SIGINT), 143 terminated (SIGTERM). With ``--json`` stdout gets exactly one
+JSON object whatever happens (``reason`` says how it ended), so scripts never parse an empty
+stdout. Settings flags come from :mod:`rlm.cli.flags`. Subcommands (``rlm sessions ...``,
 ``rlm skill ...``) are recognised only as the first word; ``rlm -- sessions`` runs the
 prompt "sessions".
 """
@@ -93,7 +95,7 @@ def build_parser() -> _Parser:
     parser.add_argument(
         "--resume",
         metavar="ID",
-        help="continue an earlier session (id or unique prefix) in a fresh kernel; its "
+        help="continue an earlier session (id or unique prefix, not a path) in a fresh kernel; its "
         "history is rebuilt from messages.jsonl and new messages append to the same log",
     )
     return parser
