@@ -23,7 +23,7 @@ README = ROOT / "README.md"
 CONFIGURATION = ROOT / "docs" / "configuration.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
-#: Settings that are never CLI flags (mirrors ``rlm.cli.main._NOT_FLAGS``).
+#: Settings that are never CLI flags (mirrors ``rlm.cli.flags.NOT_FLAGS``).
 NOT_FLAGS = {"api_key"}
 
 #: Defaults that depend on the platform, as the table states them; the code's default on

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import rlm
+from rlm.logs.procs import pid_alive
 from scripted_model import ipython, reply
 
 GATE = """
@@ -52,11 +53,7 @@ def _wait_for(path: Path, timeout: float = 30) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return pid_alive(pid)
 
 
 async def test_first_request_is_sent_while_the_kernel_still_starts(model, rlm_env, gate):

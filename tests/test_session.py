@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +19,7 @@ import rlm
 from conftest import read_log, read_meta, sessions
 from helpers import run_cli
 from rlm.agent import events as ev
+from rlm.logs.procs import pid_alive
 from scripted_model import ipython, reply, wait
 
 
@@ -214,7 +214,7 @@ def test_resume_continues_the_log(model, rlm_env):
     assert len(log) > before and any(line.get("event") == "resumed" for line in log)
     assert read_meta(folder)["status"] == "done"
     missing = run_cli("--resume", "nope", "x")
-    assert missing.returncode == 2 and "no session matching 'nope'" in missing.stderr
+    assert missing.returncode == 2 and "no session matches 'nope'" in missing.stderr
 
 
 def test_interactive_through_a_pipe(model, rlm_env):
@@ -276,11 +276,7 @@ def _wait_for_file(path, timeout: float = 60) -> str:
 def _gone(pid: int, timeout: float = 10) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":  # zombie: exited
+        if not pid_alive(pid):  # gone, or a zombie: exited
             return True
         time.sleep(0.02)
     return False

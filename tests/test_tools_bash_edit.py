@@ -15,6 +15,7 @@ from rlm.agent.tools.bash import BashTool
 from rlm.agent.tools.edit import EditTool
 from rlm.config import load_settings
 from rlm.errors import ToolError
+from rlm.logs.procs import pid_alive
 
 
 def make_ctx(tmp_path: Path, **settings: object) -> ToolContext:
@@ -36,15 +37,7 @@ async def edit(ctx: ToolContext, path: str, old_str: str, new_str: str) -> str:
 
 def is_dead(pid: int) -> bool:
     """True when ``pid`` no longer runs; a zombie (killed, not yet reaped by init) is dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat_line.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    return not pid_alive(pid)
 
 
 async def wait_until(condition, timeout: float = 5.0) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.agent.context import sanitize_tool_calls
+from rlm.logs.procs import pid_alive
 
 #: The API key ``rlm_env`` puts in the environment (tests/conftest.py).
 API_KEY = "sk-test-secret-key"
@@ -111,11 +112,7 @@ def files_containing(home: Path, needle: str) -> list[Path]:
 
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return pid_alive(pid)
 
 
 def descendants(root: int) -> set[int]:

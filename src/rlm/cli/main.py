@@ -1,7 +1,9 @@
 """The ``rlm`` command: ``rlm "task"`` prints the answer; progress goes to stderr.
 
 Exit codes: 0 answer, 1 the run ended without one, 2 bad usage or configuration,
-130 interrupted (SIGINT), 143 terminated (SIGTERM). Subcommands (``rlm sessions ...``,
+130 interrupted (SIGINT), 143 terminated (SIGTERM). With ``--json`` stdout gets exactly one
+JSON object whatever happens (``reason`` says how it ended), so scripts never parse an empty
+stdout. Settings flags come from :mod:`rlm.cli.flags`. Subcommands (``rlm sessions ...``,
 ``rlm skill ...``) are recognised only as the first word; ``rlm -- sessions`` runs the
 prompt "sessions".
 """
@@ -14,24 +16,38 @@ import json
 import os
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rlm.config import Settings, env_name, flag_name, load_settings
+from rlm.cli.flags import add_settings_flags, flag_values
+from rlm.config import Settings, load_settings
 from rlm.errors import AgentError, ConfigError, RLMError
+
+if TYPE_CHECKING:
+    from pydantic_settings import CliSettingsSource
 
 __all__ = ["main"]
 
-#: Settings that are never CLI flags (secrets belong in the environment, not in `ps`).
-_NOT_FLAGS = {"api_key"}
-
 
 class _Parser(argparse.ArgumentParser):
+    #: Set when the command line asks for ``--json``: a usage error is then reported as the
+    #: one JSON object too (scripts parse stdout, whatever went wrong).
+    json_errors = False
+    #: The pydantic-settings source that added the settings' flags (it reads them back).
+    settings_source: CliSettingsSource[Settings]
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        line = f"{message} (see {self.prog} --help)"
+        if self.json_errors:
+            out = Outcome()
+            out.fail(line, "config")
+            print(json.dumps(out.record(), ensure_ascii=False), flush=True)
+            self.exit(2)
+        self.exit(2, f"{self.prog}: error: {line}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="rlm",
         description="Run an LLM agent on a real Jupyter kernel. The final answer goes to "
@@ -45,19 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration, 130/143 interrupted.",
     )
     parser.add_argument("prompt", nargs="*", help="the task; several words are joined by spaces")
-    for name, field in Settings.model_fields.items():
-        if name in _NOT_FLAGS:
-            continue
-        default = field.default
-        if isinstance(default, tuple):
-            default = ",".join(default)
-        shown = "unset" if default is None else default
-        parser.add_argument(
-            flag_name(name),
-            dest=name,
-            metavar=name.split("_")[-1].upper(),
-            help=f"{field.description} (env {env_name(name)}, default: {shown})",
-        )
+    parser.settings_source = add_settings_flags(parser)
     parser.add_argument(
         "--input",
         action="append",
@@ -75,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json",
         action="store_true",
-        help='print one JSON object on stdout: {"result", "error", "session", "usage"}',
+        help='print exactly one JSON object on stdout, however the run ends: {"result", '
+        '"error", "reason", "session", "usage"}; reason is the stop reason (answer, '
+        "max_turns, model_error, ...), config (exit 2) or interrupted",
     )
     parser.add_argument(
         "--events", action="store_true", help="write every event as a JSON line to stderr"
@@ -89,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         metavar="ID",
-        help="continue an earlier session (id or unique prefix) in a fresh kernel; its "
+        help="continue an earlier session (id or unique prefix, not a path) in a fresh kernel; its "
         "history is rebuilt from messages.jsonl and new messages append to the same log",
     )
     return parser
@@ -150,35 +156,54 @@ def _session_factory(args: argparse.Namespace, settings: Settings, on_event: Any
     return make
 
 
-async def _run_task(args: argparse.Namespace, settings: Settings, task: str) -> int:
+@dataclass
+class Outcome:
+    """How a one-shot run ended: the ``--json`` record, or the answer / error line."""
+
+    result: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    """Machine-readable: the agent's stop reason (``answer``, ``max_turns``,
+    ``model_error``, ...), ``config`` for a configuration error, ``interrupted`` on a signal."""
+    session: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, error: BaseException | str, reason: str) -> None:
+        self.error, self.reason = str(error), reason
+        if isinstance(error, AgentError) and error.session_path:
+            self.session = error.session_path
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "error": self.error,
+            "reason": self.reason,
+            "session": self.session,
+            "usage": self.usage,
+        }
+
+
+async def _run_task(args: argparse.Namespace, settings: Settings, task: str, out: Outcome) -> int:
+    """Run ``task`` to its end, filling ``out`` as far as the run got (the session path as
+    soon as it is open, so an interrupted run still reports it)."""
     on_event, live = _observers(args)
     make_session = _session_factory(args, settings, on_event)
-    result = error = None
-    usage: dict[str, int] = {}
-    path = ""
     if live is not None:
         live.start()
     try:
         async with make_session() as session:
-            path = str(session.path)
+            out.session = str(session.path)
             try:
-                result = await session.send(task)
+                out.result = await session.send(task)
+                out.reason = "answer"
             except AgentError as exc:
-                error = str(exc)
-            usage = session.usage.as_dict()
+                out.fail(exc, exc.reason)
+            finally:
+                out.usage = session.usage.as_dict()
     finally:
         if live is not None:
             live.stop()
-    if args.json:
-        record = {"result": result, "error": error, "session": path, "usage": usage}
-        print(json.dumps(record, ensure_ascii=False), flush=True)
-    elif result is not None:
-        print(result, flush=True)
-    if error is not None:
-        if not args.json:
-            print(f"rlm: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if out.error is None else 1
 
 
 def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
@@ -257,23 +282,43 @@ def main(argv: list[str] | None = None) -> int:
 
         return sessions_main(argv[1:])
     parser = build_parser()
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    parser.json_errors = "--json" in options
     args = parser.parse_args(argv)
-    overrides = {
-        name: getattr(args, name) for name in Settings.model_fields if name not in _NOT_FLAGS
-    }
+    overrides = flag_values(parser.settings_source, args)
+    out = Outcome()
     try:
         settings = load_settings(**overrides)
         if args.print_system_prompt:
             return _print_system_prompt(args, settings)
         if not args.prompt:
             return _interactive(args, settings)
-        return _run_async(_run_task(args, settings, " ".join(args.prompt)))
+        code = _run_async(_run_task(args, settings, " ".join(args.prompt), out))
+        if code >= 128:
+            out.fail(f"interrupted by {signal.Signals(code - 128).name}", "interrupted")
     except ConfigError as exc:
-        print(f"rlm: {exc}", file=sys.stderr)
-        return 2
+        out.fail(exc, "config")
+        code = 2
+    except AgentError as exc:  # raised while the session opened (kernel failure at start)
+        out.fail(exc, exc.reason)
+        code = 1
     except RLMError as exc:
-        print(f"rlm: {exc}", file=sys.stderr)
-        return 1
+        out.fail(exc, "error")
+        code = 1
+    return _report(args, out, code)
+
+
+def _report(args: argparse.Namespace, out: Outcome, code: int) -> int:
+    """With ``--json`` exactly one JSON object on stdout, whatever happened; otherwise the
+    answer on stdout or the error as one line on stderr (a signal is reported by the
+    progress output, not here)."""
+    if args.json:
+        print(json.dumps(out.record(), ensure_ascii=False), flush=True)
+    elif out.result is not None:
+        print(out.result, flush=True)
+    elif out.error is not None and out.reason != "interrupted":
+        print(f"rlm: {out.error}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

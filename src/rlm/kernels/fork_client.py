@@ -12,6 +12,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from rlm.logs.procs import pid_alive
 from rlm.zygote import fork_supported
 
 __all__ = ["ForkError", "ForkedProcess", "Zygote"]
@@ -53,7 +54,7 @@ class ForkedProcess:
         except (OSError, ValueError):
             pass
         finally:
-            if code is None and not _pid_alive(self.pid):
+            if code is None and not pid_alive(self.pid):
                 code = -signal.SIGKILL  # the zygote is gone and so is the kernel
             if code is not None:
                 self.returncode = code
@@ -61,7 +62,7 @@ class ForkedProcess:
                 self._exited.set_result(code)
 
     def poll(self) -> int | None:
-        if self.returncode is None and self._exited.done() and not _pid_alive(self.pid):
+        if self.returncode is None and self._exited.done() and not pid_alive(self.pid):
             self.returncode = -signal.SIGKILL
         return self.returncode
 
@@ -107,16 +108,6 @@ async def _await_start(reader: asyncio.StreamReader) -> int:
             pid = int(message["pid"])
         started = started or bool(message.get("started"))
     return pid
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (not our child: no waitpid)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
 
 
 class Zygote:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.errors import ConfigError
+from rlm.logs.procs import pid_alive
 from rlm.schema import Status
 from rlm.schema.meta import AgentMeta, MetaError, parse_time
 
@@ -57,27 +58,6 @@ def default_home() -> Path:
     from rlm.config import Settings
 
     return Path(Settings.model_fields["home"].default).expanduser()
-
-
-def pid_alive(pid: Any) -> bool:
-    """Whether process ``pid`` exists on this machine (a zombie counts as gone)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    # The state follows the parenthesised command name, which may itself contain ")".
-    state = stat.rpartition(")")[2].split()
-    return not (state and state[0] in ("Z", "X"))
 
 
 @dataclass
@@ -293,12 +273,36 @@ def _pick(names: list[str], ref: str, what: str, where: str) -> str:
     raise SessionError(f"{what} id prefix {ref!r} is ambiguous: {shown}")
 
 
-def find_session(home: Path, ref: str) -> AgentNode:
-    """The root agent of the session whose id is ``ref`` or starts with it. ``ref`` may go
-    on with an agent path (``<id>/sub-ab12/sub-cd``): then that agent is returned."""
-    ref = ref.strip().strip("/")
+#: Characters no id or id prefix holds: glob patterns and path syntax are refused, not
+#: interpreted, so a reference can only name a folder below ``sessions/``.
+_NOT_IN_IDS = frozenset("*?[]\\")
+
+
+def _check_part(part: str, ref: str) -> None:
+    if part in (".", "..") or _NOT_IN_IDS.intersection(part):
+        raise SessionError(
+            f"{ref!r} is not a session id: ids are folder names under sessions/, "
+            "without '..', '\\' or glob characters (*?[])"
+        )
+
+
+def find_session(home: Path, ref: str, *, agents: bool = True) -> AgentNode:
+    """The root agent of the session whose folder name is ``ref`` or uniquely starts with it.
+
+    The one resolver of session ids (``rlm sessions`` and ``--resume``): ids are matched
+    against the folder names of ``$RLM_HOME/sessions``, never joined to a path or globbed,
+    so ``../x``, ``/abs/path`` and ``*`` are rejected with one line. With ``agents`` the
+    reference may go on with an agent path (``<id>/sub-ab12/sub-cd``): then that agent is
+    returned; without, any ``/`` is rejected.
+    """
+    ref = ref.strip()
+    if ref.startswith("/") or (not agents and "/" in ref.rstrip("/")):
+        raise SessionError(f"{ref!r} is not a session id: expected a folder name, not a path")
+    ref = ref.rstrip("/")
     if not ref:
         raise SessionError("empty session id")
+    for part in ref.split("/"):
+        _check_part(part, ref)
     session_ref, _, agent_ref = ref.partition("/")
     folder = sessions_dir(home)
     try:
@@ -313,6 +317,7 @@ def find_agent(node: AgentNode, rel: str) -> AgentNode:
     """The agent at ``rel`` below ``node``; every segment may be a unique prefix and may
     leave out ``sub-`` (``3f2a/9c`` finds ``sub-3f2a1b/sub-9c1d2e``)."""
     for part in [p for p in rel.strip("/").split("/") if p]:
+        _check_part(part, rel)
         names = [child.name for child in node.children]
         name = _pick(names, part, "agent", node.id)
         node = next(child for child in node.children if child.name == name)

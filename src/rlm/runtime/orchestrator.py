@@ -196,16 +196,16 @@ class Orchestrator:
         return agent
 
     def find_session(self, session_id: str, settings: Settings | None = None) -> Path:
-        """The root folder of a session, by id or unique id prefix."""
-        root = self.sessions_dir(settings or self.settings)
-        exact = root / session_id
-        if session_id and "/" not in session_id and exact.is_dir():
-            return exact
-        matches = [p for p in root.glob(f"{session_id}*") if p.is_dir()] if session_id else []
-        if len(matches) != 1:
-            how = "no session" if not matches else f"{len(matches)} sessions"
-            raise ConfigError(f"--resume: {how} matching {session_id!r} in {root}")
-        return matches[0]
+        """The root folder of a session, by id or unique id prefix (the sessions reader's
+        resolver: folder names only, no paths or glob patterns)."""
+        from rlm.logs.store import SessionError, find_session
+
+        settings = settings or self.settings
+        self.sessions_dir(settings)  # an unusable RLM_HOME is a ConfigError naming it
+        try:
+            return find_session(settings.home.expanduser(), session_id, agents=False).path
+        except SessionError as exc:
+            raise ConfigError(f"--resume: {exc}") from None
 
     def resume_root(self, session_id: str, *, settings: Settings | None = None) -> Agent:
         """The root agent of an earlier session, its live context rebuilt from the log."""
