@@ -125,6 +125,8 @@ def test_a_kernel_that_fails_at_start_is_one_record_with_reason_kernel_error(mod
     assert "shadowed on purpose" in record["error"]
     assert Path(record["session"]) == folder
     assert model.requests == []
+    meta = read_meta(folder)  # the folder is closed with the reason, not left "running"
+    assert meta["status"] == "error" and meta["stop_reason"] == "kernel_error"
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -79,8 +79,13 @@ class Session:
         await self._orchestrator.__aenter__()
         try:
             await self._open()
-        except BaseException:
-            await self._orchestrator.__aexit__(None, None, None)
+        except BaseException as exc:
+            try:
+                if self._agent is not None:  # its folder exists: end it with the reason
+                    await self._agent.close(exc)
+                    self._agent = None
+            finally:
+                await self._orchestrator.__aexit__(None, None, None)
             raise
         return self
 
