@@ -17,6 +17,7 @@ from rlm.errors import (
     DepthLimitError,
     KernelDiedError,
     KernelError,
+    LlmError,
     ModelError,
     RLMError,
 )
@@ -32,11 +33,14 @@ __all__ = [
     "DepthLimitError",
     "KernelDiedError",
     "KernelError",
+    "LlmError",
     "ModelError",
     "RLMError",
     "Session",
     "Settings",
     "__version__",
+    "llm",
+    "llm_batch",
     "run",
 ]
 
@@ -99,3 +103,64 @@ async def run(
     resolved = load_settings(model=model, max_turns=max_turns, tools=tools, **settings)
     async with Orchestrator(resolved, on_event=on_event) as orchestrator:
         return await orchestrator.run(task, inputs=inputs)
+
+
+def _inkernel() -> Any:
+    """``rlm.inkernel`` inside an rlm agent's kernel, else None."""
+    if "rlm.inkernel" in sys.modules or "RLM_CONTROL_ADDR" in os.environ:
+        from rlm import inkernel  # zmq and jupyter_client: only inside a kernel
+
+        if inkernel.active():
+            return inkernel
+    return None
+
+
+def _kernel_llm() -> Any:
+    if _inkernel() is None:
+        raise RLMError(
+            "rlm.llm and rlm.llm_batch work inside an rlm agent's kernel (the orchestrator "
+            "makes the call); outside one, call your model client directly"
+        )
+    from rlm.inkernel import llm
+
+    return llm
+
+
+async def llm(
+    prompt: str | list[dict[str, Any]],
+    *,
+    system: str | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    json: bool = False,
+) -> str:
+    """One sub-model call from a cell: a model request without tools or kernel, made by the
+    orchestrator (which holds the key, the limits and the log); returns the text. See
+    ``rlm.inkernel.llm.llm``."""
+    return await _kernel_llm().llm(
+        prompt, system=system, model=model, max_tokens=max_tokens, json=json
+    )
+
+
+async def llm_batch(
+    prompts: list[str | list[dict[str, Any]]],
+    *,
+    system: str | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    json: bool = False,
+    concurrency: int | None = None,
+    return_exceptions: bool = True,
+) -> list[str | LlmError]:
+    """``rlm.llm`` over many prompts; answers in input order, a failed item as its
+    ``rlm.LlmError`` (or raised with ``return_exceptions=False``). See
+    ``rlm.inkernel.llm.llm_batch``."""
+    return await _kernel_llm().llm_batch(
+        prompts,
+        system=system,
+        model=model,
+        max_tokens=max_tokens,
+        json=json,
+        concurrency=concurrency,
+        return_exceptions=return_exceptions,
+    )

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(default=8, ge=1)
     """Sub-agents that may run at once per depth level; more are queued, not refused."""
 
+    llm_concurrency: int = Field(default=16, ge=1)
+    """`rlm.llm` model calls in flight at once for the whole run; more are queued."""
+
     kernel_start: Literal["fork", "cold"] = "fork" if sys.platform.startswith("linux") else "cold"
     """How sub-agent kernels start: fork (from a pre-imported zygote; Linux) or cold."""
 

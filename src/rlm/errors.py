@@ -14,6 +14,7 @@ __all__ = [
     "DepthLimitError",
     "KernelDiedError",
     "KernelError",
+    "LlmError",
     "ModelError",
     "RLMError",
     "ToolError",
@@ -71,3 +72,14 @@ class AgentError(RLMError):
 
 class ToolError(RLMError):
     """A tool call failed in a way the model should hear about (sent back as the tool result)."""
+
+
+class LlmError(RLMError):
+    """An ``rlm.llm`` call failed (the model endpoint gave up, or the call was refused).
+
+    ``rlm.llm_batch`` returns it in place of a failed item, so a cell tests
+    ``isinstance(item, rlm.LlmError)`` and reads ``item.message``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

@@ -72,10 +72,13 @@ class ModelClient:
         tools: list[dict[str, Any]],
         model: str,
         on_retry: OnRetry | None = None,
+        options: dict[str, Any] | None = None,
     ) -> ModelReply:
         """One assistant turn, retried through outages; raises ``ModelError`` when it gives up.
 
-        ``on_retry(attempt, attempts, wait, reason)`` is called before each retry's wait.
+        ``on_retry(attempt, attempts, wait, reason)`` is called before each retry's wait;
+        ``options`` are body fields set per request (``max_tokens``, ``response_format``:
+        what ``rlm.llm`` lets a cell choose).
         """
         policy = RetryPolicy(self.settings, self._classify, on_retry)
         retrying = AsyncRetrying(
@@ -86,6 +89,8 @@ class ModelClient:
             reraise=True,
         )
         body = self.request_body(messages, tools)
+        if options:
+            body.update(options)
         try:
             async for attempt in retrying:
                 with attempt:

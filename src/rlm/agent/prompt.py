@@ -59,6 +59,8 @@ def render_system_prompt(settings: Settings, parts: PromptParts) -> str:
         recursion = _template("recursion.md").substitute(
             depth=parts.depth, max_depth=settings.max_depth
         )
+    if "ipython" in settings.tools and settings.max_depth >= 1:  # rlm.llm starts no agent
+        recursion += _template("llm.md").template
     inputs = ""
     if parts.inputs:
         lines = [f"- `{i.name}`: {i.type}, {i.size}" for i in parts.inputs]

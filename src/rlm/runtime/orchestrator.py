@@ -30,6 +30,7 @@ from rlm.kernels.environment import kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
+from rlm.runtime.llm import LlmCalls
 from rlm.runtime.observer import Observer
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
 from rlm.skills import discovery as skills
@@ -73,6 +74,7 @@ class Orchestrator:
             lambda: asyncio.Semaphore(self.settings.max_concurrency)
         )
         self._base_env = kernel_environment()
+        self.llm = LlmCalls(settings)
         self._resources = contextlib.AsyncExitStack()
         self.run_dir: Path | None = None
         self.model: ModelClient
@@ -234,6 +236,8 @@ class Orchestrator:
             return InputsReply.model_validate({"inputs": infos}).content(), blobs
         if req.msg_type == "run_request":
             return await self._spawn(agent, req)
+        if req.msg_type == "llm_request":
+            return await self.llm.handle(agent, req, self.model)
         return _error(RLMError(f"unknown request {req.msg_type!r}"))
 
     async def _spawn(self, parent: Agent, req: Request) -> tuple[dict[str, Any], list[bytes]]:

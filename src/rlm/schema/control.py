@@ -13,6 +13,9 @@ Messages::
     run_reply       {status: "ok", answer, session_path}     or an error reply
     inputs_request  {names?}
     inputs_reply    {status: "ok", inputs: [{name, type, size}]}   or an error reply
+    llm_request     {prompt: str | [message], system?, model?, max_tokens?, json_mode, cell?}
+    llm_reply       {status: "ok", answer, usage: {prompt_tokens, completion_tokens}}
+                                                              or an error reply
     cancel_request  {request_id}                              (no reply)
     error reply     {status: "error", error_type, message, reason?, session_path?}
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import rlm.errors as errors
 from rlm.errors import AgentError, ConfigError, RLMError
@@ -39,6 +42,8 @@ __all__ = [
     "InputInfo",
     "InputsReply",
     "InputsRequest",
+    "LlmReply",
+    "LlmRequest",
     "RunReply",
     "RunRequest",
     "decode_error",
@@ -115,6 +120,54 @@ class InputsRequest(ControlMessage):
 class InputsReply(ControlMessage):
     status: Literal["ok"] = "ok"
     inputs: list[InputInfo] = []
+
+
+#: Characters of one ``rlm.llm`` prompt at most (all messages together): a runaway cell
+#: must not push gigabytes through the orchestrator into a request body.
+MAX_LLM_PROMPT = 10_000_000
+
+
+class LlmRequest(ControlMessage):
+    """``rlm.llm(...)`` from a cell: one model request, no tools, no kernel."""
+
+    prompt: str | list[dict[str, Any]]
+    """The user text, or a whole list of chat messages (``role`` + ``content``)."""
+    system: str | None = None
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    json_mode: bool = False
+    """Ask the endpoint for a JSON object (``response_format: json_object``)."""
+    cell: str | None = None
+    """The cell that made the request: refused unless that cell is running (as ``run``)."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _messages(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty message list")
+            for message in value:
+                if message.get("role") not in ("system", "user", "assistant"):
+                    raise ValueError("each message needs a role of system, user or assistant")
+                if not isinstance(message.get("content"), str):
+                    raise ValueError("each message needs a text content")
+        size = len(value) if isinstance(value, str) else sum(len(m["content"]) for m in value)
+        if size > MAX_LLM_PROMPT:
+            raise ValueError(f"the prompt is longer than {MAX_LLM_PROMPT:,} characters")
+        return value
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat messages sent to the model: ``system`` first, then the prompt."""
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        if isinstance(self.prompt, str):
+            return [*head, {"role": "user", "content": self.prompt}]
+        return [*head, *({"role": m["role"], "content": m["content"]} for m in self.prompt)]
+
+
+class LlmReply(ControlMessage):
+    status: Literal["ok"] = "ok"
+    answer: str
+    usage: dict[str, int | None] = {}
 
 
 class CancelRequest(ControlMessage):
