@@ -18,6 +18,9 @@ Scenarios (every one in the same run, so ratios compare like with like):
   its final model request so memory is read while all n kernels are alive and idle: total PSS
   of the CLI's process tree and USS of each child's kernel (``/proc/<pid>/smaps_rollup``).
 * CLI: ``python -m rlm -q TASK`` from ``Popen`` to the first model request.
+* sub-model calls: one cell awaits ``rlm.llm_batch`` of 1,000 prompts (``RLM_MAX_DEPTH=1``,
+  default ``RLM_LLM_CONCURRENCY``); wall time is measured in the cell (``--only-llm`` runs
+  this scenario alone and prints its table).
 """
 
 from __future__ import annotations
@@ -326,6 +329,29 @@ class Bench:
             self.cli(model, "fanout bench", settings, on_start=lambda p: cli_pid.append(p.pid))
         return result
 
+    def llm_calls(self, n: int) -> float:
+        """Wall time, in the cell, of ``rlm.llm_batch`` over ``n`` prompts at zero latency."""
+        result: dict[str, float] = {}
+
+        def root_final(body: dict[str, Any]) -> Any:
+            found = re.search(r"wall=([0-9.]+) ok=([0-9]+)", " ".join(_tool_results(body)))
+            assert found is not None and int(found.group(2)) == n, _tool_results(body)
+            result["wall"] = float(found.group(1))
+            return reply("done")
+
+        cell = (
+            "import time\n"
+            "t0 = time.perf_counter()\n"
+            f"out = await rlm.llm_batch([f'sub-call {{i}}' for i in range({n})])\n"
+            "ok = sum(isinstance(x, str) for x in out)\n"
+            "print(f'wall={time.perf_counter() - t0:.4f} ok={ok}')\n"
+        )
+        with ScriptedModel() as model:
+            model.script(*["x"] * n, match="sub-call ")
+            model.script(reply(None, ipython(cell)), root_final, match="llm bench")
+            self.cli(model, "llm bench", {"max_depth": 1})
+        return result["wall"]
+
     @staticmethod
     def _memory(cli: int, kernels: list[int]) -> dict[str, float]:
         tree = descendants(cli)
@@ -445,9 +471,15 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=ROOT / "docs" / "performance.md", help="report file"
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--only-llm", action="store_true", help="only the sub-model call scenario, printed"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     bench = Bench(quick)
+    if args.only_llm:
+        print("\n".join(render_llm(llm_scenario(bench, quick))))
+        return 0
     began = time.perf_counter()
     log = lambda text: print(f"[{time.perf_counter() - began:6.1f} s] {text}", file=sys.stderr)  # noqa: E731
 
@@ -494,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         held = bench.fan_out(n, mode="cold", hold=True)
         results[f"cold_fan_{n}"] = (wall, held["memory"])
 
+    log("sub-model calls: rlm.llm_batch of 1,000 prompts")
+    results["llm"] = llm_scenario(bench, quick)
+
     cli = Stat()
     cli_depth = Stat()
     for r in range(3 if quick else 5):
@@ -515,6 +550,22 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(report)
         log(f"wrote {args.out}")
     return 0
+
+
+#: Sub-model calls per run of the ``llm`` scenario (the issue's figure: 1,000 from one cell).
+LLM_CALLS = 1000
+
+
+def llm_scenario(bench: Bench, quick: bool) -> Stat:
+    return Stat([bench.llm_calls(LLM_CALLS) for _ in range(1 if quick else 3)])
+
+
+def render_llm(wall: Stat) -> list[str]:
+    lines = ["", f"### Sub-model calls (`rlm.llm_batch` of {LLM_CALLS:,} prompts from one cell)"]
+    lines += table("figure", "median (min–max)")
+    lines.append(row("wall time in the cell", spread(wall, secs)))
+    lines.append(row("per call", ms(wall.median / LLM_CALLS)))
+    return lines
 
 
 def row(*cells: object) -> str:
@@ -608,6 +659,8 @@ def render(
                 )
             )
 
+    lines += render_llm(r["llm"])
+
     cli, cli_depth, startup, imports = r["cli"]
     lines += ["", "### CLI start → first model request"]
     lines += table("figure", "median (min–max)")
@@ -652,6 +705,14 @@ def render(
                 verdict(wall100.median <= 6 and uss100 <= 20 * MIB),
             )
         )
+    llm_wall = r["llm"].median
+    lines.append(
+        row(
+            f"{LLM_CALLS:,} `rlm.llm` calls from one cell < 10 s",
+            secs(llm_wall),
+            verdict(llm_wall < 10),
+        )
+    )
     lines.append(
         row("CLI start → first model request ≤ 400 ms", ms(cli.median), verdict(cli.median <= 0.4))
     )

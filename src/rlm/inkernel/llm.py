@@ -12,11 +12,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlm import inkernel
+from rlm.control.channel import ControlClient
 from rlm.errors import DepthLimitError, LlmError
 
 __all__ = ["llm", "llm_batch"]
 
 Prompt = str | list[dict[str, Any]]
+
+
+_shared: list[ControlClient] = []
+
+
+def _client() -> ControlClient:
+    """One client for every call of this kernel: building its signing session costs about
+    as much as the rest of a call's kernel side, and a batch makes thousands of calls. (The
+    client keeps no socket or loop between requests, so sharing it across loops is safe.)"""
+    if not _shared:
+        _shared.append(inkernel._client())
+    return _shared[0]
 
 
 def _check_available() -> None:
@@ -50,7 +63,7 @@ async def llm(
         "json_mode": json,
         "cell": inkernel._current_cell(),
     }
-    reply, _ = await inkernel._client().request("llm_request", content)
+    reply, _ = await _client().request("llm_request", content)
     if reply.get("status") == "ok":
         return str(reply["answer"])
     raise inkernel._decode_error(reply)
