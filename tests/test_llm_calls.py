@@ -15,6 +15,7 @@ import pytest
 
 import rlm
 from conftest import read_meta, sessions
+from rlm.cli.main import main as cli_main
 from rlm.config import load_settings
 from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import ScriptedModel, fault, ipython, reply, wait
@@ -120,7 +121,10 @@ async def test_the_orchestrator_refuses_even_a_kernel_that_skips_its_own_check(
 
 
 async def test_the_deepest_agent_may_call_llm_and_its_usage_counts_up_the_tree(
-    model: ScriptedModel, rlm_env: Path, monkeypatch: pytest.MonkeyPatch
+    model: ScriptedModel,
+    rlm_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("RLM_MAX_DEPTH", "1")
     model.script(
@@ -157,6 +161,24 @@ async def test_the_deepest_agent_may_call_llm_and_its_usage_counts_up_the_tree(
     assert meta["usage_total"]["completion_tokens"] == (
         meta["usage"]["completion_tokens"] + child_meta["usage"]["completion_tokens"]
     )
+    # `rlm sessions tree` shows the calls per agent; the training export includes them
+    monkeypatch.setenv("COLUMNS", "200")
+    capsys.readouterr()
+    assert cli_main(["sessions", "tree", root.name, "--home", str(rlm_env)]) == 0
+    tree = capsys.readouterr().out
+    assert "llm calls" in tree
+    (child_row,) = [line for line in tree.splitlines() if child.name in line]
+    assert "2 (10/4)" in child_row
+    argv = ["sessions", "export", root.name, "--format", "jsonl", "--tree"]
+    assert cli_main([*argv, "--home", str(rlm_env)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    calls = [r for r in records if r["metadata"].get("kind") == "llm_call"]
+    assert [r["messages"][-1] for r in calls] == [
+        {"role": "assistant", "content": "CHUNK: ONE"},
+        {"role": "assistant", "content": "CHUNK: TWO"},
+    ]
+    assert calls[0]["messages"][0] == {"role": "system", "content": "be brief"}
+    assert len(records) == 4  # the root, the child and its two calls
 
 
 CANCEL_CELL = """

@@ -10,6 +10,10 @@ request (summaries and window drops applied, rebuilt from the log with
 it: for a finished agent its final answer. Messages carry only ``role``, ``content``,
 ``tool_calls`` and ``tool_call_id``. ``tools`` are the function schemas of the agent's
 enabled tools, rebuilt from the settings in its ``meta.json`` by the installed rlm.
+
+Each successful sub-model call of the agent (a line of its ``llm_calls.jsonl``) follows as
+a record of its own: the messages it sent and the answer, ``tools: []`` and
+``metadata.kind: "llm_call"`` (agent records have no ``kind``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from typing import Any
 from rlm.agent.tools import enabled_tools
 from rlm.config import BUILTIN_TOOLS, Settings
 from rlm.logs.replay import last_request
-from rlm.logs.store import AgentNode
+from rlm.logs.store import AgentNode, read_log
 from rlm.schema import Status
 
-__all__ = ["record_for", "records", "tool_schemas"]
+__all__ = ["llm_records", "record_for", "records", "tool_schemas"]
 
 
 def tool_schemas(settings: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -71,3 +75,24 @@ def records(top: AgentNode, *, tree: bool = False, only_done: bool = False) -> I
         record = record_for(node)
         if record is not None:
             yield record
+        yield from llm_records(node)
+
+
+def llm_records(node: AgentNode) -> Iterator[dict[str, Any]]:
+    """Training records of the agent's answered ``rlm.llm`` calls, in the order they ended."""
+    for line in read_log(node.path / "llm_calls.jsonl").records:
+        messages, answer = line.get("messages"), line.get("answer")
+        if line.get("error") or not isinstance(messages, list) or not isinstance(answer, str):
+            continue
+        yield {
+            "messages": [*messages, {"role": "assistant", "content": answer}],
+            "tools": [],
+            "metadata": {
+                "session_id": node.session_id,
+                "agent_id": node.id,
+                "kind": "llm_call",
+                "depth": node.depth,
+                "model": line.get("model"),
+                "usage": line.get("usage"),
+            },
+        }

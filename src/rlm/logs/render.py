@@ -156,7 +156,10 @@ def render_list(console: Console, roots: list[AgentNode], prices: Prices | None)
 
 
 def render_tree(console: Console, root: AgentNode, prices: Prices | None) -> None:
+    # the sub-model call column appears only in trees that made some (``rlm.llm``)
+    llm = any(node.llm_calls for node in root.walk())
     columns = ["agent", "status", "model", "turns", "tokens", "total", "duration"]
+    columns += ["llm calls (tokens)"] if llm else []
     columns += ["cost", "total cost"] if prices is not None else []
     rows: list[list[Any]] = []
 
@@ -174,6 +177,9 @@ def render_tree(console: Console, root: AgentNode, prices: Prices | None) -> Non
             fmt_tokens(node.usage(total=True)),
             fmt_duration(seconds, ongoing),
         ]
+        if llm:
+            calls = node.llm_calls
+            row.append(f"{calls} ({fmt_tokens(node.llm_usage())})" if calls else "")
         if prices is not None:
             row += [fmt_cost(agent_cost(node, prices)), fmt_cost(*tree_cost(node, prices))]
         row.append(first_line(node.task, 50))

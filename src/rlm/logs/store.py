@@ -180,6 +180,15 @@ class AgentNode:
         return (self.meta.usage_total if total else self.meta.usage).pair()
 
     @property
+    def llm_calls(self) -> int:
+        """``rlm.llm`` calls this agent's cells made (each a line of ``llm_calls.jsonl``)."""
+        return self.meta.llm_calls
+
+    def llm_usage(self) -> tuple[int, int]:
+        """``(prompt_tokens, completion_tokens)`` of those calls (part of ``usage()``)."""
+        return self.meta.llm_usage.pair()
+
+    @property
     def started(self) -> datetime | None:
         return self.meta.started
 
