@@ -32,6 +32,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "max_completion_tokens": ["abc", "-1", "1.5"],
     "max_reply_bytes": ["abc", "0", "1023"],
     "max_concurrency": ["abc", "0"],
+    "llm_concurrency": ["abc", "0"],
     "kernel_start": ["warm", "", "Fork"],
     "kernel_pool": ["abc", "-1"],
 }
@@ -57,6 +58,7 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
     "max_completion_tokens": ("512", 512, "1024", 1024),
     "max_reply_bytes": ("4096", 4096, "65536", 65536),
     "max_concurrency": ("1", 1, "4", 4),
+    "llm_concurrency": ("2", 2, "32", 32),
     "kernel_start": ("cold", "cold", "fork", "fork"),
     "kernel_pool": ("0", 0, "5", 5),
 }
