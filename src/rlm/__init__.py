@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rlm.errors import (
     AgentError,
     ConfigError,
     DepthLimitError,
+    FunctionError,
     KernelDiedError,
     KernelError,
     LlmError,
@@ -31,6 +33,7 @@ __all__ = [
     "AgentError",
     "ConfigError",
     "DepthLimitError",
+    "FunctionError",
     "KernelDiedError",
     "KernelError",
     "LlmError",
@@ -73,6 +76,7 @@ async def run(
     max_turns: int | None = None,
     tools: list[str] | str | None = None,
     on_event: EventCallback | None = None,
+    functions: list[Callable[..., Any]] | None = None,
     **settings: Any,
 ) -> str:
     """Run an agent on ``task`` and return its final answer.
@@ -81,14 +85,17 @@ async def run(
     prompt). ``model``, ``max_turns`` and ``tools`` override the settings; outside a kernel
     any other setting may be overridden too (``max_depth=2``, ``base_url=...``). Raises
     ``AgentError`` when the agent ends without an answer, ``DepthLimitError`` when called
-    where no sub-agent is allowed, ``ConfigError`` for bad settings.
+    where no sub-agent is allowed, ``ConfigError`` for bad settings. ``functions`` (outside
+    a kernel) are host functions: callables of this process that every kernel of the tree
+    can call as ``await name(...)`` (see ``rlm.runtime.functions``).
     """
     if "rlm.inkernel" in sys.modules or "RLM_CONTROL_ADDR" in os.environ:
         from rlm import inkernel  # zmq and jupyter_client: only inside a kernel
 
         if inkernel.active():
-            if settings or on_event is not None:
-                names = ", ".join(sorted([*settings, *(["on_event"] if on_event else [])]))
+            if settings or on_event is not None or functions:
+                extra = (["on_event"] if on_event else []) + (["functions"] if functions else [])
+                names = ", ".join(sorted([*settings, *extra]))
                 raise ConfigError(
                     f"a sub-agent call only accepts model, max_turns and tools (got {names})"
                 )
@@ -101,7 +108,9 @@ async def run(
     if isinstance(tools, (list, tuple)):
         tools = ",".join(tools)
     resolved = load_settings(model=model, max_turns=max_turns, tools=tools, **settings)
-    async with Orchestrator(resolved, on_event=on_event) as orchestrator:
+    async with Orchestrator(
+        resolved, on_event=on_event, functions=functions or ()
+    ) as orchestrator:
         return await orchestrator.run(task, inputs=inputs)
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "AgentError",
     "ConfigError",
     "DepthLimitError",
+    "FunctionError",
     "KernelDiedError",
     "KernelError",
     "LlmError",
@@ -79,6 +80,15 @@ class LlmError(RLMError):
 
     ``rlm.llm_batch`` returns it in place of a failed item, so a cell tests
     ``isinstance(item, rlm.LlmError)`` and reads ``item.message``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class FunctionError(RLMError):
+    """A host function call failed: a bad argument, an unserialisable result, or an
+    exception the function raised (its type and message are in ``message``)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

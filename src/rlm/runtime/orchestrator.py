@@ -15,6 +15,7 @@ import itertools
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from rlm.kernels.environment import kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
+from rlm.runtime.functions import HostFunctions
 from rlm.runtime.llm import LlmCalls
 from rlm.runtime.observer import Observer
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
@@ -59,8 +61,10 @@ class Orchestrator:
         *,
         cwd: Path | None = None,
         on_event: ev.EventCallback | None = None,
+        functions: Iterable[Callable[..., Any]] = (),
     ) -> None:
         self.settings = settings
+        self.functions = HostFunctions(functions)
         try:
             self._cwd = (cwd or Path.cwd()).resolve()
         except FileNotFoundError:
@@ -89,7 +93,11 @@ class Orchestrator:
             stack.push_async_callback(self.observer.aclose)
             self.skills = await asyncio.to_thread(skills.discover)
             names = [skill.name for skill in self.skills]
-            self._bootstrap = _BOOTSTRAP + (skills.kernel_bootstrap_source(names) if names else "")
+            self._bootstrap = (
+                _BOOTSTRAP
+                + self.functions.bootstrap_source()
+                + (skills.kernel_bootstrap_source(names) if names else "")
+            )
             self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
             stack.callback(shutil.rmtree, self.run_dir, ignore_errors=True)
             self.model = ModelClient(self.settings)
@@ -121,7 +129,8 @@ class Orchestrator:
 
     @property
     def has_skills(self) -> bool:
-        return bool(self.skills)
+        # host functions are listed in the same part of the prompt as skills
+        return bool(self.skills) or bool(self.functions)
 
     def emit(self, event: ev.Event) -> None:
         self.observer.emit(event)
@@ -139,10 +148,11 @@ class Orchestrator:
     def skills_report(self, kernel: KernelHandle) -> tuple[str, dict[str, str]]:
         """The skills section of the prompt (the skills that loaded in this kernel), and the
         skills that failed to import with their errors."""
+        functions = self.functions.prompt_section()
         if not self.skills:
-            return "", {}
+            return functions, {}
         report = skills.parse_bootstrap_report(getattr(kernel, "bootstrap_values", {}))
-        return skills.prompt_section(self.skills, report.loaded), report.failed
+        return skills.prompt_section(self.skills, report.loaded) + functions, report.failed
 
     def forget(self, agent: Agent) -> None:
         self.agents.pop(agent.id, None)
@@ -238,6 +248,8 @@ class Orchestrator:
             return await self._spawn(agent, req)
         if req.msg_type == "llm_request":
             return await self.llm.handle(agent, req, self.model)
+        if req.msg_type == "function_request":
+            return await self.functions.handle(agent, req)
         return _error(RLMError(f"unknown request {req.msg_type!r}"))
 
     async def _spawn(self, parent: Agent, req: Request) -> tuple[dict[str, Any], list[bytes]]:

@@ -8,6 +8,7 @@ the history back to before that message, so the session stays usable.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ class Session:
 
     ``context`` is a list of ``{"role": "user"|"assistant", "content": str}`` placed after
     the system prompt; ``resume`` continues an earlier session by id (its live context is
-    rebuilt from ``messages.jsonl``, in a fresh kernel). Other keyword arguments override
-    settings, as CLI flags do.
+    rebuilt from ``messages.jsonl``, in a fresh kernel). ``functions`` are host functions
+    that every kernel of the tree can call (see :mod:`rlm.runtime.functions`). Other keyword
+    arguments override settings, as CLI flags do.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class Session:
         resume: str | None = None,
         inputs: dict[str, Any] | None = None,
         settings: Settings | None = None,
+        functions: Iterable[Callable[..., Any]] = (),
         **overrides: Any,
     ) -> None:
         if context is not None:
@@ -50,7 +53,9 @@ class Session:
             self.settings = derive_settings(settings, **overrides)
         else:
             self.settings = load_settings(**overrides)
-        self._orchestrator = Orchestrator(self.settings, cwd=cwd, on_event=on_event)
+        self._orchestrator = Orchestrator(
+            self.settings, cwd=cwd, on_event=on_event, functions=functions
+        )
         self._context = context
         self._resume = resume
         self._inputs = inputs

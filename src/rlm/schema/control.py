@@ -16,6 +16,8 @@ Messages::
     llm_request     {prompt: str | [message], system?, model?, max_tokens?, json_mode, cell?}
     llm_reply       {status: "ok", answer, usage: {prompt_tokens, completion_tokens}}
                                                               or an error reply
+    function_request {name, args: [json], kwargs: {json}, cell?}
+    function_reply  {status: "ok", result: json}             or an error reply
     cancel_request  {request_id}                              (no reply)
     error reply     {status: "error", error_type, message, reason?, session_path?}
 
@@ -39,6 +41,8 @@ __all__ = [
     "CancelRequest",
     "ControlMessage",
     "ErrorReply",
+    "FunctionReply",
+    "FunctionRequest",
     "InputInfo",
     "InputsReply",
     "InputsRequest",
@@ -168,6 +172,21 @@ class LlmReply(ControlMessage):
     status: Literal["ok"] = "ok"
     answer: str
     usage: dict[str, int | None] = {}
+
+
+class FunctionRequest(ControlMessage):
+    """A host function called from a cell (``await name(...)``): run it in the orchestrator."""
+
+    name: str
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    cell: str | None = None
+    """The cell that made the request: refused unless that cell is running (as ``run``)."""
+
+
+class FunctionReply(ControlMessage):
+    status: Literal["ok"] = "ok"
+    result: Any = None
 
 
 class CancelRequest(ControlMessage):
