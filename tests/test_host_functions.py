@@ -6,6 +6,7 @@ state of this test process, which no kernel could reach on its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ async def test_a_depth_two_sub_agent_calls_a_host_function_that_closes_over_host
 
 
 FAILURES = """
+import asyncio
 import json
 out = {}
 for name, call in [
@@ -137,3 +139,41 @@ async def test_a_session_offers_its_functions_and_bad_functions_are_refused_at_o
         rlm.Session(functions=[record, record])
     with pytest.raises(rlm.ConfigError, match="not a named function"):
         rlm.Session(functions=[lambda: 1])
+
+
+async def test_an_interrupted_call_cancels_the_host_function_while_the_cell_goes_on(
+    model: ScriptedModel, rlm_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLM_MAX_DEPTH", "1")
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def forever() -> None:
+        """Never returns on its own."""
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def was_cancelled() -> bool:
+        """Whether the host saw ``forever`` cancelled (waits for it, up to 30 s)."""
+        await asyncio.wait_for(cancelled.wait(), 30)
+        return True
+
+    code = (
+        "try:\n    await asyncio.wait_for(forever(), 1)\nexcept asyncio.TimeoutError:\n"
+        "    print('timed out;', 'cancelled:', await was_cancelled())"
+    )
+    model.script(reply(None, ipython(code)), reply("done"), match="root")
+    assert await rlm.run("root task", functions=[forever, was_cancelled]) == "done"
+    assert tool_results(model.requests_for("root")) == ["timed out; cancelled: True"]
+    assert started.is_set()
+    (root,) = sessions(rlm_env)
+    assert [(c["name"], c.get("error")) for c in lines(root)] == [
+        ("forever", "cancelled"),
+        ("was_cancelled", None),
+    ]
+    for path in (p for p in root.rglob("*") if p.is_file()):  # the key never reaches a log
+        assert "sk-test-secret-key" not in path.read_text(errors="replace"), path
