@@ -15,6 +15,7 @@ import pytest
 
 import rlm
 from conftest import sessions
+from helpers import run_cli
 from scripted_model import ScriptedModel, ipython, reply
 
 
@@ -177,3 +178,41 @@ async def test_an_interrupted_call_cancels_the_host_function_while_the_cell_goes
     ]
     for path in (p for p in root.rglob("*") if p.is_file()):  # the key never reaches a log
         assert "sk-test-secret-key" not in path.read_text(errors="replace"), path
+
+
+TOOLS_FILE = '''
+import os
+
+__all__ = ["whoami"]
+
+
+def whoami(greeting: str) -> dict:
+    """Say which process runs this function."""
+    return {"greeting": greeting, "pid": os.getpid()}
+'''
+
+
+def test_the_cli_loads_functions_from_a_file_and_refuses_a_bad_spec_in_one_line(
+    model: ScriptedModel, rlm_env: Path
+) -> None:
+    Path("tools.py").write_text(TOOLS_FILE)
+    code = "import os, json\nr = await whoami('hi')\nprint(json.dumps([r, os.getpid()]))"
+    model.script(reply(None, ipython(code)), reply("done"), match="task")
+    result = run_cli("-q", "--functions", "tools.py", "task")
+    assert result.returncode == 0, result.stderr
+    (reported,) = tool_results(model.requests_for("task"))
+    seen, kernel_pid = json.loads(reported)
+    assert seen["greeting"] == "hi" and seen["pid"] != kernel_pid  # ran outside the kernel
+    assert "`await whoami(greeting: str) -> dict`: Say which process runs this function." in (
+        model.requests_for("task")[0]["messages"][0]["content"]
+    )
+    Path("empty.py").write_text("x = 1\n")
+    for spec, words in [
+        ("missing.py", "no such file"),
+        ("empty.py", "neither register() nor __all__"),
+        ("no_such_module_here", "no module named"),
+    ]:
+        bad = run_cli("-q", "--functions", spec, "task")
+        assert bad.returncode == 2 and bad.stdout == "", bad
+        assert bad.stderr.count("\n") == 1 and words in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr

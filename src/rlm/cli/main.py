@@ -71,6 +71,14 @@ def build_parser() -> _Parser:
         "the prompt lists its name, type and size, not its content",
     )
     parser.add_argument(
+        "--functions",
+        action="append",
+        default=[],
+        metavar="PATH|MODULE",
+        help="host functions: a .py file or module whose register() or __all__ gives callables "
+        "that run in this process and every kernel can call as `await name(...)` (repeatable)",
+    )
+    parser.add_argument(
         "--print-system-prompt",
         action="store_true",
         help="print the system prompt the agent would get and exit without calling the model",
@@ -143,14 +151,21 @@ def _observers(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _session_factory(args: argparse.Namespace, settings: Settings, on_event: Any) -> Any:
+    from rlm.runtime.functions import load_functions
     from rlm.runtime.session import Session, load_context_file
 
     context = load_context_file(args.context) if args.context else None
     inputs = _read_inputs(args.input)
+    functions = load_functions(args.functions)
 
     def make() -> Session:
         return Session(
-            settings=settings, on_event=on_event, context=context, resume=args.resume, inputs=inputs
+            settings=settings,
+            on_event=on_event,
+            context=context,
+            resume=args.resume,
+            inputs=inputs,
+            functions=functions,
         )
 
     return make

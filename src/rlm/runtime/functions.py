@@ -15,12 +15,16 @@ one line of the caller's ``function_calls.jsonl``.
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import inspect
 import json
 import keyword
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError, validate_call
@@ -34,7 +38,7 @@ from rlm.schema.control import FunctionReply, FunctionRequest, encode_error
 if TYPE_CHECKING:
     from rlm.agent.loop import Agent
 
-__all__ = ["FUNCTION_LOG", "HostFunction", "HostFunctions"]
+__all__ = ["FUNCTION_LOG", "HostFunction", "HostFunctions", "load_functions"]
 
 #: The file, in the calling agent's session folder, with one line per host-function call.
 FUNCTION_LOG = "function_calls.jsonl"
@@ -101,6 +105,56 @@ def _annotation_text(annotation: Any) -> Any:
     if isinstance(annotation, type):
         return _Text(annotation.__qualname__)
     return _Text(repr(annotation).replace("typing.", ""))
+
+
+def load_functions(specs: Iterable[str]) -> list[Callable[..., Any]]:
+    """The functions named by ``rlm --functions``: each spec is a ``.py`` file or an
+    importable module; it exports its functions by a ``register()`` hook returning them, or
+    else by ``__all__``. Any failure is one ``ConfigError`` line naming the spec."""
+    found: list[Callable[..., Any]] = []
+    for spec in specs:
+        module = _import(spec)
+        try:
+            if callable(getattr(module, "register", None)):
+                exported = list(module.register())
+            elif isinstance(getattr(module, "__all__", None), (list, tuple)):
+                exported = [getattr(module, name) for name in module.__all__]
+            else:
+                raise ConfigError(f"--functions: {spec} defines neither register() nor __all__")
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"--functions: {spec}: {type(exc).__name__}: {exc}") from None
+        bad = [repr(item) for item in exported if not callable(item)]
+        if bad:
+            raise ConfigError(f"--functions: {spec} exports non-callables: {', '.join(bad)}")
+        found.extend(exported)
+    return found
+
+
+def _import(spec: str) -> Any:
+    path = Path(spec)
+    try:
+        if spec.endswith(".py") or path.is_file():
+            if not path.is_file():
+                raise ConfigError(f"--functions: no such file: {spec}")
+            name = f"rlm_functions_{path.stem}"
+            loaded = importlib.util.spec_from_file_location(name, path)
+            if loaded is None or loaded.loader is None:
+                raise ConfigError(f"--functions: cannot load {spec}")
+            module = importlib.util.module_from_spec(loaded)
+            sys.modules[name] = module
+            loaded.loader.exec_module(module)
+            return module
+        return importlib.import_module(spec)
+    except ConfigError:
+        raise
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"--functions: {spec}: no module named {exc.name!r}") from None
+    except BaseException as exc:  # the module's own code failed (SyntaxError, SystemExit, ...)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise ConfigError(f"--functions: {spec}: {type(exc).__name__}: {exc}") from None
 
 
 class HostFunctions:
