@@ -203,8 +203,9 @@ def test_the_cli_loads_functions_from_a_file_and_refuses_a_bad_spec_in_one_line(
     (reported,) = tool_results(model.requests_for("task"))
     seen, kernel_pid = json.loads(reported)
     assert seen["greeting"] == "hi" and seen["pid"] != kernel_pid  # ran outside the kernel
-    assert "`await whoami(greeting: str) -> dict`: Say which process runs this function." in (
-        model.requests_for("task")[0]["messages"][0]["content"]
+    assert (
+        "`await whoami(greeting: str) -> dict`: Say which process runs this function."
+        in (model.requests_for("task")[0]["messages"][0]["content"])
     )
     Path("empty.py").write_text("x = 1\n")
     for spec, words in [
