@@ -278,3 +278,10 @@ async def test_a_call_from_a_cell_that_has_ended_is_refused(
     assert second.startswith("refused: the cell that called rlm.llm has ended"), second
     assert model.requests_for("chunk:") == []
     assert model.pending("chunk:") == 1
+
+
+async def test_outside_a_kernel_llm_says_where_it_works() -> None:
+    with pytest.raises(rlm.RLMError, match="inside an rlm agent's kernel"):
+        await rlm.llm("hello")
+    with pytest.raises(rlm.RLMError, match="inside an rlm agent's kernel"):
+        await rlm.llm_batch(["hello"])

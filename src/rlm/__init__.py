@@ -108,31 +108,25 @@ async def run(
     if isinstance(tools, (list, tuple)):
         tools = ",".join(tools)
     resolved = load_settings(model=model, max_turns=max_turns, tools=tools, **settings)
-    async with Orchestrator(
-        resolved, on_event=on_event, functions=functions or ()
-    ) as orchestrator:
+    async with Orchestrator(resolved, on_event=on_event, functions=functions or ()) as orchestrator:
         return await orchestrator.run(task, inputs=inputs)
 
 
-def _inkernel() -> Any:
-    """``rlm.inkernel`` inside an rlm agent's kernel, else None."""
+def _in_kernel() -> bool:
+    """True inside an rlm agent's kernel (where calls go to the orchestrator)."""
     if "rlm.inkernel" in sys.modules or "RLM_CONTROL_ADDR" in os.environ:
         from rlm import inkernel  # zmq and jupyter_client: only inside a kernel
 
-        if inkernel.active():
-            return inkernel
-    return None
+        return inkernel.active()
+    return False
 
 
-def _kernel_llm() -> Any:
-    if _inkernel() is None:
+def _require_kernel() -> None:
+    if not _in_kernel():
         raise RLMError(
             "rlm.llm and rlm.llm_batch work inside an rlm agent's kernel (the orchestrator "
             "makes the call); outside one, call your model client directly"
         )
-    from rlm.inkernel import llm
-
-    return llm
 
 
 async def llm(
@@ -146,9 +140,10 @@ async def llm(
     """One sub-model call from a cell: a model request without tools or kernel, made by the
     orchestrator (which holds the key, the limits and the log); returns the text. See
     ``rlm.inkernel.llm.llm``."""
-    return await _kernel_llm().llm(
-        prompt, system=system, model=model, max_tokens=max_tokens, json=json
-    )
+    _require_kernel()
+    from rlm.inkernel import llm as calls
+
+    return await calls.llm(prompt, system=system, model=model, max_tokens=max_tokens, json=json)
 
 
 async def llm_batch(
@@ -164,7 +159,10 @@ async def llm_batch(
     """``rlm.llm`` over many prompts; answers in input order, a failed item as its
     ``rlm.LlmError`` (or raised with ``return_exceptions=False``). See
     ``rlm.inkernel.llm.llm_batch``."""
-    return await _kernel_llm().llm_batch(
+    _require_kernel()
+    from rlm.inkernel import llm as calls
+
+    return await calls.llm_batch(
         prompts,
         system=system,
         model=model,

@@ -19,7 +19,12 @@ __all__ = ["call", "install"]
 
 async def call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run the host function ``name`` in the orchestrator and return its result."""
-    content = {"name": name, "args": list(args), "kwargs": kwargs, "cell": inkernel._current_cell()}
+    content = {
+        "name": name,
+        "args": list(args),
+        "keywords": kwargs,
+        "cell": inkernel._current_cell(),
+    }
     reply, _ = await _client().request("function_request", content)
     if reply.get("status") == "ok":
         return reply.get("result")

@@ -214,11 +214,11 @@ class HostFunctions:
             agent.adopt_cell_child(current)
         record: dict[str, Any] = {
             "name": found.name,
-            "arguments": _preview(request.args, request.kwargs),
+            "arguments": _preview(request.args, request.keywords),
         }
         started = time.monotonic()
         try:
-            result = await self._call(found, request.args, request.kwargs)
+            result = await self._call(found, request.args, request.keywords)
             value = to_jsonable_python(result)
         except asyncio.CancelledError:
             record["error"] = "cancelled"

@@ -16,7 +16,7 @@ Messages::
     llm_request     {prompt: str | [message], system?, model?, max_tokens?, json_mode, cell?}
     llm_reply       {status: "ok", answer, usage: {prompt_tokens, completion_tokens}}
                                                               or an error reply
-    function_request {name, args: [json], kwargs: {json}, cell?}
+    function_request {name, args: [json], keywords: {json}, cell?}
     function_reply  {status: "ok", result: json}             or an error reply
     cancel_request  {request_id}                              (no reply)
     error reply     {status: "error", error_type, message, reason?, session_path?}
@@ -179,7 +179,8 @@ class FunctionRequest(ControlMessage):
 
     name: str
     args: list[Any] = []
-    kwargs: dict[str, Any] = {}
+    keywords: dict[str, Any] = {}
+    """The keyword arguments."""
     cell: str | None = None
     """The cell that made the request: refused unless that cell is running (as ``run``)."""
 
