@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 import rlm
 from conftest import sessions
 from helpers import run_cli
+from rlm.cli.live import LiveView
 from scripted_model import ScriptedModel, ipython, reply
 
 
@@ -63,8 +65,12 @@ async def test_a_depth_two_sub_agent_calls_a_host_function_that_closes_over_host
         "print(n, inspect.signature(record), record.__doc__.splitlines()[0])"
     )
     model.script(reply(None, ipython(cell)), reply("grandchild done"), match="grandchild:")
-    assert await rlm.run("root task", functions=[record]) == "root done"
+    view = LiveView(Console(record=True, width=200))
+    assert await rlm.run("root task", functions=[record], on_event=view) == "root done"
     assert seen == [1, 41]
+    view.console.print(view.render())
+    shown = view.console.export_text().splitlines()
+    assert [line for line in shown if "fn 1" in line] == [shown[0]]  # the root's line
     (deep,) = tool_results(model.requests_for("grandchild:"))
     assert deep == (
         "2 (value: 'int', label: 'str' = 'x') -> 'int' "  # annotations as text in the kernel

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 import rlm
 from conftest import read_meta, sessions
+from rlm.cli.live import LiveView
 from rlm.cli.main import main as cli_main
 from rlm.config import load_settings
 from rlm.runtime.orchestrator import Orchestrator
@@ -139,8 +141,14 @@ async def test_the_deepest_agent_may_call_llm_and_its_usage_counts_up_the_tree(
     )
     model.script(reply(None, ipython(child_cell)), reply("child done"), match="child:")
     model.script(echo, echo, match="chunk:")
-    assert await rlm.run("root task") == "root done"
+    view = LiveView(Console(record=True, width=200))
+    assert await rlm.run("root task", on_event=view) == "root done"
     assert tool_results(model.requests_for("child:")) == ["CHUNK: ONE CHUNK: TWO"]
+    view.console.print(view.render())
+    shown = view.console.export_text()
+    (child_line,) = [line for line in shown.splitlines() if "child: summarise" in line]
+    assert "llm 2 (14 tok)" in child_line  # the live view counts them per agent
+    assert "llm" not in shown.replace(child_line, "")
     child_prompt = model.requests_for("child:")[0]["messages"][0]["content"]
     assert "rlm.llm" in child_prompt and "rlm.run" not in child_prompt
     first, second = model.requests_for("chunk:")

@@ -27,7 +27,9 @@ __all__ = [
     "ChildSpawned",
     "Event",
     "EventCallback",
+    "HostFunctionFinished",
     "KernelRestarted",
+    "LlmCallFinished",
     "ModelRequest",
     "ModelResponse",
     "ModelRetry",
@@ -130,6 +132,24 @@ class KernelRestarted(Event):
     """died, restarted (timeout), flush_repl_state or resume."""
 
 
+class LlmCallFinished(Event):
+    """An ``rlm.llm`` call of the agent's cells ended (answered, failed or cancelled)."""
+
+    model: str
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency: float
+    error: str | None
+
+
+class HostFunctionFinished(Event):
+    """A host function called from the agent's cells returned or failed."""
+
+    name: str
+    duration: float
+    error: str | None
+
+
 #: Every event class, in the order an agent's life emits them.
 EVENT_TYPES: tuple[type[Event], ...] = (
     AgentStarted,
@@ -138,6 +158,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ToolStarted,
     ToolFinished,
     ChildSpawned,
+    LlmCallFinished,
+    HostFunctionFinished,
     KernelRestarted,
     AgentFinished,
 )

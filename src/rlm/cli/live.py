@@ -39,6 +39,9 @@ class _Row:
     turn: int = 0
     tool: str = ""
     tokens: int = 0
+    llm_calls: int = 0
+    llm_tokens: int = 0
+    functions: int = 0
     elapsed: float | None = None
     children: list[str] = field(default_factory=list)
 
@@ -91,6 +94,11 @@ class LiveView:
             row.tool = f"{event.name}: {event.preview}"
         elif isinstance(event, ev.ToolFinished):
             row.tool = ""
+        elif isinstance(event, ev.LlmCallFinished):
+            row.llm_calls += 1
+            row.llm_tokens += (event.prompt_tokens or 0) + (event.completion_tokens or 0)
+        elif isinstance(event, ev.HostFunctionFinished):
+            row.functions += 1
         elif isinstance(event, ev.AgentFinished):
             row.status, row.elapsed, row.tool = event.status, event.elapsed, ""
         if self._live is not None:
@@ -108,9 +116,11 @@ class LiveView:
         name = agent_id.rsplit("/", 1)[-1]
         task = escape(" ".join(row.task.split())[:50])
         detail = f" · {escape(row.tool[:60])}" if row.tool else ""
+        calls = f" · llm {row.llm_calls} ({row.llm_tokens} tok)" if row.llm_calls else ""
+        calls += f" · fn {row.functions}" if row.functions else ""
         text = (
             f"{'  ' * row.depth}{_MARK.get(row.status, '?')} [bold]{name}[/] "
-            f"[dim]{task}[/] turn {row.turn} · {row.tokens} tok · {elapsed:.1f}s{detail}"
+            f"[dim]{task}[/] turn {row.turn} · {row.tokens} tok{calls} · {elapsed:.1f}s{detail}"
         )
         lines.append(Text.from_markup(text))
         if row.status == Status.RUNNING or top:

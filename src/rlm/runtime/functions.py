@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError, validate_call
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
+from rlm.agent import events as ev
 from rlm.control.channel import Request
 from rlm.errors import ConfigError, FunctionError, RLMError
 from rlm.logs.writer import now_iso
@@ -232,6 +233,12 @@ class HostFunctions:
         finally:
             record["duration"] = round(time.monotonic() - started, 6)
             _append(agent, record)
+            agent.emit(
+                ev.HostFunctionFinished,
+                name=found.name,
+                duration=record["duration"],
+                error=record.get("error"),
+            )
         return FunctionReply(result=value).content(), []
 
     async def _call(self, found: HostFunction, args: list[Any], kwargs: dict[str, Any]) -> Any:

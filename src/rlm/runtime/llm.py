@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlm.agent import events as ev
 from rlm.agent.model import ModelClient
 from rlm.agent.reply import ModelReply, Usage
 from rlm.config import Settings
@@ -121,6 +122,14 @@ def _account(agent: Agent, record: dict[str, Any], reply: ModelReply | None) -> 
         record["served_model"] = reply.model
     record.setdefault("answer", None)
     _append(agent.log.path / LLM_LOG, {"timestamp": now_iso(), **record})
+    agent.emit(
+        ev.LlmCallFinished,
+        model=record["model"],
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        latency=record["latency"],
+        error=record.get("error"),
+    )
     meta = agent.log.meta
     totals = meta.llm_usage.model_copy()
     totals.prompt_tokens += usage.prompt_tokens or 0
