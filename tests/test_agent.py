@@ -80,9 +80,24 @@ async def test_output_is_capped_with_a_note(model, rlm_env, monkeypatch):
     model.script(reply(None, ipython("print('x' * 1000)")), reply("ok"))
     await rlm.run("big")
     (result,) = tool_results(model)
-    assert result.startswith("x" * 100)
-    assert "901 more characters dropped" in result  # 1000 x's and a newline, 100 kept
-    assert len(result) < 200
+    # head and tail: the first 50 and the last 50 characters (49 x's and the newline) kept
+    head, note, tail = result.split("\n")
+    assert head == "x" * 50 and tail == "x" * 49
+    assert note == "[output truncated: 901 more characters dropped]"
+
+
+async def test_capped_output_keeps_how_the_cell_ended(model, rlm_env, monkeypatch):
+    """The tail survives the cap: a cell that prints a lot and then fails still shows the
+    exception, after one note in the middle."""
+    monkeypatch.setenv("RLM_MAX_OUTPUT", "1000")
+    code = "print('START')\nfor i in range(2000):\n    print(i)\n1 / 0"
+    model.script(reply(None, ipython(code)), reply("ok"))
+    await rlm.run("big then fail")
+    (result,) = tool_results(model)
+    assert result.startswith("START\n0\n1\n")
+    assert result.rstrip().endswith("ZeroDivisionError: division by zero"), result[-200:]
+    assert result.count("[output truncated:") == 1
+    assert len(result) < 1100
 
 
 async def test_max_turns_stops_the_run(model, rlm_env, monkeypatch):

@@ -185,21 +185,41 @@ async def test_100_mb_of_output_is_capped(model, rlm_env, monkeypatch, code):
     check_logs(rlm_env)
 
 
-async def test_orchestrator_memory_does_not_grow_with_output(model, rlm_env, monkeypatch):
+_FLOOD = 40_000_000
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        f"print('x' * {_FLOOD})",
+        f"'v' * {_FLOOD}",  # the cell's value: an execute_result
+        f"from IPython.display import display\ndisplay({{'text/plain': 'd' * {_FLOOD}}}, raw=True)",
+        f"from IPython.display import HTML, display\ndisplay(HTML('h' * {_FLOOD}))",
+        f"raise ValueError('e' * {_FLOOD})",  # the traceback repeats the message
+    ],
+    ids=["stream", "value", "display_data", "html", "error"],
+)
+async def test_orchestrator_memory_does_not_grow_with_output(model, rlm_env, monkeypatch, code):
     """The cap must bound the orchestrator's memory too, not only what the model reads: the
-    peak RSS growth while a cell prints 100 MB stays far below 100 MB."""
+    peak RSS growth while a cell shows 40 MB (of any output type) stays far below 40 MB, and
+    the model is told how much was dropped."""
     monkeypatch.setenv("RLM_MAX_OUTPUT", "2000")
     marks: dict[str, float] = {}
 
     def flood(body: dict):  # served right before the cell runs: measure only the flood
         _reset_peak_rss()
         marks["before"] = _peak_rss_mib()
-        return reply(None, ipython("print('x' * 100_000_000)"))
+        return reply(None, ipython(code))
 
     model.script(reply(None, ipython("1")), flood, reply("flooded"))
     assert await run_root("flood") == "flooded"
     growth = _peak_rss_mib() - marks["before"]
-    assert growth < 64, f"the orchestrator's peak RSS grew by {growth:.0f} MB"
+    assert growth < 16, f"the orchestrator's peak RSS grew by {growth:.0f} MB"
+    _, result = tool_results(model.requests)
+    assert len(result) < 2200, len(result)
+    dropped = re.search(r"\[output truncated: ([\d,]+) more characters dropped\]", result)
+    assert dropped, result[-300:]
+    assert int(dropped.group(1).replace(",", "")) > _FLOOD - 1_000_000
 
 
 async def test_invalid_utf8_and_binary_bytes_on_stdout(model, rlm_env):

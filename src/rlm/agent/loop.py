@@ -26,9 +26,9 @@ from rlm.agent.tools import ToolContext, enabled_tools
 from rlm.config import Settings
 from rlm.control.inputs import Packed, pack_inputs
 from rlm.errors import AgentError, ModelError, RLMError, ToolError
-from rlm.kernels.kernel import truncate
 from rlm.logs.writer import SessionLog, clean_text
 from rlm.schema import Status, StopReason
+from rlm.truncation import truncate
 
 __all__ = ["MAX_INLINE_TASK", "Agent", "ResumedState"]
 

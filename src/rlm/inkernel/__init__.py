@@ -88,11 +88,6 @@ def _wake_loop_on_signals() -> None:
     _state["wakeup"] = (receive, send)  # kept open for the kernel's lifetime
 
 
-#: Marks, inside stream text, how many characters the kernel itself dropped; the
-#: orchestrator's collector removes it and adds the count to its truncation note.
-DROPPED_MARK = "\x00rlm-dropped:{}\x00"
-
-
 class _BytesWriter:
     """``sys.stdout.buffer`` for a kernel: bytes are decoded (invalid UTF-8 replaced) and
     written to the text stream, as a terminal would show them."""
@@ -112,35 +107,25 @@ class _BytesWriter:
 
 
 def _guard_output(limit: int) -> None:
-    """Give the kernel's streams a ``buffer`` and cap what one execution sends over IOPub.
-
-    The cap sits in ipykernel's ``OutStream._flush_buffers`` (reached through a subclass,
-    since IPython swaps ``write`` per cell), counted per parent message, so a cell printing
-    100 MB makes the orchestrator decode at most ``limit`` characters of it.
-    """
-    sent: dict[str, int] = {}
+    """Give the kernel's streams a ``buffer`` and cap what one execution sends over IOPub,
+    of every output type (see :mod:`rlm.inkernel.output`)."""
     for stream in (sys.stdout, sys.stderr):
         if not hasattr(stream, "buffer"):
             stream.buffer = _BytesWriter(stream)  # type: ignore[misc]
-        base = type(stream)
-        if limit > 0 and hasattr(base, "_flush_buffers"):
-            stream.__class__ = _capped(base, limit, sent)
+    session = getattr(getattr(_shell(), "kernel", None), "session", None)
+    if limit > 0 and session is not None:
+        from rlm.inkernel.output import install
+
+        install(session, limit)
 
 
-def _capped(base: type[Any], limit: int, sent: dict[str, int]) -> type:
-    def _flush_buffers(self: Any) -> Any:
-        for parent, data in base._flush_buffers(self):
-            key = str(parent.get("msg_id", ""))
-            if key not in sent and len(sent) > 64:
-                sent.clear()  # old executions: forget them
-            used = sent.get(key, 0)
-            room = max(limit - used, 0)
-            if len(data) > room:
-                data = data[:room] + DROPPED_MARK.format(len(data) - room)
-            sent[key] = used + min(len(data), room)
-            yield parent, data
-
-    return type(base.__name__, (base,), {"_flush_buffers": _flush_buffers})
+def _shell() -> Any:
+    """The running IPython shell, or None outside a kernel."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
 
 
 def _die_with_parent() -> None:

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import json
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -31,70 +30,13 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from rlm.errors import KernelDiedError, KernelError
+from rlm.kernels.output import MEMORY_CEILING, OutputCollector
+from rlm.truncation import truncate
 
-__all__ = ["ExecResult", "Kernel", "OutputCollector", "truncate"]
+__all__ = ["MEMORY_CEILING", "ExecResult", "Kernel", "OutputCollector", "truncate"]
 
-_KERNEL_DROPPED = re.compile(r"\x00rlm-dropped:(\d+)\x00")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-#: Hard ceiling on what one execution may keep in memory when no cap is configured.
-MEMORY_CEILING = 1_000_000
 #: How long to poll between liveness checks while waiting for kernel messages.
 _POLL = 0.5
-
-
-def truncate(text: str, limit: int) -> str:
-    """Cut ``text`` to ``limit`` characters (``-1``: no cap) with a note of what was dropped."""
-    if limit < 0 or len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[output truncated: {len(text) - limit} more characters dropped]"
-
-
-class OutputCollector:
-    """Accumulates what a cell shows, in order, keeping at most ``limit`` characters."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit if limit > 0 else MEMORY_CEILING
-        self.parts: list[str] = []
-        self.kept = 0
-        self.dropped = 0
-
-    def add(self, text: str) -> None:
-        room = self.limit - self.kept
-        if room > 0:
-            piece = text[:room]
-            self.parts.append(piece)
-            self.kept += len(piece)
-            self.dropped += len(text) - len(piece)
-        else:
-            self.dropped += len(text)
-
-    def handle(self, msg: dict[str, Any]) -> None:
-        """Take one IOPub message of the running cell."""
-        kind, content = msg["header"]["msg_type"], msg["content"]
-        if kind == "stream":
-            text = content.get("text", "").replace("\r\n", "\n")
-            if "\x00rlm-dropped:" in text:  # the kernel's own cap (see rlm.inkernel)
-                for count in _KERNEL_DROPPED.findall(text):
-                    self.dropped += int(count)
-                text = _KERNEL_DROPPED.sub("", text)
-            self.add(text)
-        elif kind in ("execute_result", "display_data"):
-            data = content.get("data", {})
-            text = data.get("text/plain")
-            if text is not None:
-                self.add(_ANSI.sub("", text) + "\n")
-            others = sorted(k for k in data if k != "text/plain")
-            if others:
-                self.add(f"[{kind}: {', '.join(others)} not shown]\n")
-        elif kind == "error":
-            trace = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
-            self.add(_ANSI.sub("", "\n".join(trace)) + "\n")
-
-    def text(self) -> str:
-        out = "".join(self.parts)
-        if self.dropped:
-            out += f"\n[output truncated: {self.dropped} more characters dropped]"
-        return out
 
 
 @dataclass
@@ -107,6 +49,8 @@ class ExecResult:
     notes: list[str] = field(default_factory=list)
     user_expressions: dict[str, Any] = field(default_factory=dict)
     """The execute reply's evaluated ``user_expressions`` (``{name: {status, data, ...}}``)."""
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    """The cell's IOPub outputs (``msg_type`` and ``content``), capped, for the log."""
 
     @property
     def text(self) -> str:
@@ -371,7 +315,9 @@ class Kernel:
         reply = await self._drain_reply(msg_id)
         self._running = None
         evaluated = (reply or {}).get("content", {}).get("user_expressions") or {}
-        return ExecResult(collector.text(), status, user_expressions=evaluated)
+        return ExecResult(
+            collector.text(), status, user_expressions=evaluated, outputs=collector.outputs()
+        )
 
     async def settle(self) -> None:
         """After a cancelled ``execute``: stop the cell that is still running (interrupt, or
@@ -413,7 +359,7 @@ class Kernel:
                 await self._drain_reply(msg_id)
                 self._running = None
                 note = f"timed out after {timeout:g} s: execution interrupted, kernel state kept"
-                return ExecResult(collector.text(), "timeout", [note])
+                return ExecResult(collector.text(), "timeout", [note], outputs=collector.outputs())
             if msg["header"]["msg_type"] != "error":  # the KeyboardInterrupt trace is noise
                 collector.handle(msg)
         await self.restart()
@@ -422,7 +368,7 @@ class Kernel:
             f"timed out after {timeout:g} s and did not stop when interrupted: the kernel was "
             "restarted, all variables and imports are lost"
         )
-        return ExecResult(collector.text(), "restarted", [note])
+        return ExecResult(collector.text(), "restarted", [note], outputs=collector.outputs())
 
     async def _on_death(self, collector: OutputCollector) -> ExecResult:
         self._running = None
@@ -432,4 +378,4 @@ class Kernel:
         await self.restart()
         how = f" (exit code {code})" if code is not None else ""
         note = f"the kernel died{how}; it was restarted and all variables and imports are lost"
-        return ExecResult(collector.text(), "died", [note])
+        return ExecResult(collector.text(), "died", [note], outputs=collector.outputs())

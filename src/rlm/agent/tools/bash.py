@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from rlm.agent.tools.base import Tool, ToolContext
 from rlm.errors import ToolError
 from rlm.kernels.environment import kernel_environment
+from rlm.truncation import Capture
 
 __all__ = ["BashTool"]
 
@@ -44,58 +45,20 @@ KILL_GRACE = 2.0
 
 
 class _Capture:
-    """Decoded output with bounded memory: the first and the last ``limit // 2`` characters.
-
-    The head usually says what the command was doing and the tail how it ended (errors,
-    summaries), so the middle is what we drop when a command prints too much.
-    """
+    """The command's output, decoded (multi-byte characters may straddle chunks) and kept
+    by rlm's head-and-tail policy (:mod:`rlm.truncation`) in bounded memory."""
 
     def __init__(self, limit: int) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._head_limit = limit - limit // 2
-        self._tail_limit = limit // 2
-        self._head: list[str] = []
-        self._head_len = 0
-        self._tail: list[str] = []
-        self._tail_len = 0
-        self.dropped = 0
+        self._kept = Capture(limit)
 
     def feed(self, data: bytes) -> None:
-        """Decode a chunk (multi-byte characters may straddle chunks) and store it."""
-        self._add(self._decoder.decode(data))
-
-    def _add(self, text: str) -> None:
-        if self._head_len < self._head_limit:
-            taken = text[: self._head_limit - self._head_len]
-            self._head.append(taken)
-            self._head_len += len(taken)
-            text = text[len(taken) :]
-        if not text:
-            return
-        self._tail.append(text)
-        self._tail_len += len(text)
-        # Trim only once the tail is twice its size, so trimming stays amortised O(n).
-        if self._tail_len > 2 * self._tail_limit:
-            self._trim()
-
-    def _trim(self) -> None:
-        joined = "".join(self._tail)
-        cut = len(joined) - self._tail_limit
-        self.dropped += cut
-        self._tail = [joined[cut:]] if self._tail_limit else []
-        self._tail_len = len(joined) - cut
+        self._kept.add(self._decoder.decode(data))
 
     def text(self) -> str:
-        """Everything kept, with a note where characters were dropped."""
-        self._add(self._decoder.decode(b"", final=True))
-        if self._tail_len > self._tail_limit:
-            self._trim()
-        head, tail = "".join(self._head), "".join(self._tail)
-        if not self.dropped:
-            return head + tail
-        if head and not head.endswith("\n"):
-            head += "\n"
-        return f"{head}[... {self.dropped} characters of output dropped ...]\n{tail}"
+        """Everything kept, with the truncation note where characters were dropped."""
+        self._kept.add(self._decoder.decode(b"", final=True))
+        return self._kept.text()
 
 
 class _BashProtocol(asyncio.SubprocessProtocol):
@@ -150,6 +113,7 @@ class BashTool(Tool):
         "all its child processes, and you get the output printed until then."
     )
     Args = BashArgs
+    caps_own_output = True  # the exit code line must survive the cap
 
     async def run(self, args: BashArgs, ctx: ToolContext) -> str:
         """Run ``args.command`` and return its output and exit code (or a timeout note)."""
