@@ -22,7 +22,7 @@ from rlm.agent.context import LiveContext, parse_arguments, sanitize_tool_calls
 from rlm.agent.host import AgentHost, KernelHandle
 from rlm.agent.model import ModelReply, Usage
 from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
-from rlm.agent.tools import ToolContext, enabled_tools
+from rlm.agent.tools import ToolContext, ToolResult, enabled_tools
 from rlm.config import Settings
 from rlm.control.inputs import Packed, pack_inputs
 from rlm.errors import AgentError, ModelError, RLMError, ToolError
@@ -92,7 +92,9 @@ class Agent:
         self.kernel: KernelHandle | None = None
         #: A kernel start still running beside the first model request (see ``open``).
         self._kernel_start: asyncio.Task[None] | None = None
-        self.context = resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
+        self.context = (
+            resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
+        )
         self.resumed = resumed is not None
         self.usage = resumed.usage if resumed else Usage()
         self.usage_total = resumed.usage_total if resumed else Usage()
@@ -277,9 +279,7 @@ class Agent:
         infos, blobs = await asyncio.to_thread(pack_inputs, {name: text})
         self.inputs = (self.inputs[0] + infos, self.inputs[1] + blobs)
         await self.kernel.execute(f"await rlm.inkernel.load_inputs([{name!r}])", 60)
-        await asyncio.to_thread(
-            (self.log.path / f"{name}.txt").write_text, text, encoding="utf-8"
-        )
+        await asyncio.to_thread((self.log.path / f"{name}.txt").write_text, text, encoding="utf-8")
         return (
             text[:_TASK_PREVIEW]
             + f"\n\n[This message is {len(text):,} characters long. Only its beginning is shown; "
@@ -398,10 +398,10 @@ class Agent:
                 continue
             await self.kernel_ready()
             for call in calls:
-                result = _CUT_CALL if cut else await self._call_tool(turn, call)
+                result, log_extra = (_CUT_CALL, {}) if cut else await self._call_tool(turn, call)
                 tool_message = {"role": "tool", "tool_call_id": call["id"], "content": result}
                 self.context.add(tool_message)
-                self.log.append(tool_message)
+                self.log.append({**tool_message, **log_extra})
 
     def _record_reply(self, turn: int, reply: ModelReply, calls: int) -> None:
         """Log the reply as the endpoint sent it (raw arguments included) and count it."""
@@ -431,12 +431,14 @@ class Agent:
         self.context.add(nudge)
         self.log.append({**nudge, "kind": "nudge"})
 
-    async def _call_tool(self, turn: int, call: dict[str, Any]) -> str:
+    async def _call_tool(self, turn: int, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The tool's text for the model, and the extra keys of its log line."""
         name = call["function"]["name"]
         raw = call["function"].get("arguments") or "{}"
         started = time.monotonic()
         self.emit(ev.ToolStarted, turn=turn, name=name, preview=_preview_args(raw))
         error = True
+        log_extra: dict[str, Any] = {}
         tool = self.tools.get(name)
         try:
             if tool is None:
@@ -455,7 +457,10 @@ class Agent:
                     for e in exc.errors()
                 )
                 raise ToolError(f"invalid arguments for {name}: {problems}") from None
-            text = await tool.run(args, self._tool_ctx)
+            result = await tool.run(args, self._tool_ctx)
+            text, log_extra = (
+                (result.text, result.log) if isinstance(result, ToolResult) else (result, {})
+            )
             error = False
         except ToolError as exc:
             text = f"Error: {exc}"
@@ -471,7 +476,7 @@ class Agent:
             preview=text[:200],
             error=error,
         )
-        return text
+        return text, log_extra
 
 
 def _stop_reason(value: str) -> StopReason:

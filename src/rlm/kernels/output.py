@@ -127,6 +127,8 @@ class OutputCollector:
         metadata = dict(content.get("metadata") or {})
         if not_logged:
             metadata["rlm_not_logged"] = not_logged  # MIME type -> its size in characters
+        if content.get("rlm_dropped"):
+            metadata["rlm_dropped"] = content["rlm_dropped"]  # cut in the kernel
         out: dict[str, Any] = {"data": data, "metadata": metadata}
         if kind == "execute_result":
             out["execution_count"] = content.get("execution_count")

@@ -3,9 +3,13 @@
 Each notebook tells one agent's run in order: a markdown cell with the task, markdown cells
 for the model's text, a code cell per ipython call with what the model read back as the
 cell's outputs, other tool calls (bash, edit, summarize) as markdown code blocks, and a link
-to the notebook of every sub-agent next to the cell that spawned it. The outputs are the
-text the model received: a stream, or a stream plus an error output when it holds a Python
-traceback. Rich outputs (images, HTML) were never logged, so they are not in the notebook.
+to the notebook of every sub-agent next to the cell that spawned it.
+
+A cell's outputs are rebuilt with ``nbformat.v4.output_from_msg`` from the structured
+``outputs`` its tool message's log line keeps (streams, values and displays with their MIME
+bundles, errors with ``ename``/``evalue``/``traceback``; see docs/sessions.md). Logs written
+before those were kept have only the text the model received; for them (the fallback) the
+text becomes a stream, or a stream plus an error output when it holds a Python traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from rlm.logs.replay import Call, transcript
 from rlm.logs.store import INTERRUPTED, AgentNode
 from rlm.schema import Status
 
-__all__ = ["build_notebook", "export_notebooks", "notebook_name", "split_output"]
+__all__ = [
+    "build_notebook",
+    "export_notebooks",
+    "logged_outputs",
+    "notebook_name",
+    "split_output",
+]
 
 _TRACEBACK = re.compile(
     r"^(?:-{10,}\n)?(?:(?P<name>[A-Za-z_][\w.]*)\s+)?Traceback \(most recent call last\):?[ \t]*$",
@@ -88,6 +98,26 @@ def split_output(text: str | None) -> list[Any]:
     return outputs
 
 
+def logged_outputs(outputs: list[dict[str, Any]], execution_count: int | None) -> list[Any]:
+    """The notebook outputs for a cell's logged IOPub outputs (``msg_type`` + ``content``).
+
+    An entry that is not a valid output (a hand-edited log) is left out rather than failing
+    the export; a value's ``execution_count`` is the notebook cell's, so ``Out[n]`` matches
+    ``In [n]``."""
+    cells = []
+    for entry in outputs:
+        kind, content = entry.get("msg_type"), entry.get("content")
+        if not isinstance(content, dict):
+            continue
+        if kind == "execute_result":
+            content = {**content, "execution_count": execution_count}
+        try:
+            cells.append(v4.output_from_msg({"header": {"msg_type": kind}, "content": content}))
+        except (KeyError, TypeError, ValueError, nbformat.ValidationError):
+            continue
+    return cells
+
+
 class _Builder:
     def __init__(self, node: AgentNode, exported: set[str]) -> None:
         self.node = node
@@ -132,7 +162,10 @@ class _Builder:
         if call.name == "ipython" and isinstance(args.get("code"), str):
             self.count += 1
             cell = v4.new_code_cell(args["code"], execution_count=self.count)
-            cell.outputs = split_output(result)
+            if call.outputs is not None:
+                cell.outputs = logged_outputs(call.outputs, self.count)
+            else:
+                cell.outputs = split_output(result)
             if result is None:
                 meta["no_result"] = True
             cell.metadata["rlm"] = meta

@@ -44,6 +44,9 @@ class Call:
     result: str | None = None
     """The tool message's content; ``None`` while the call runs (or if the run was killed)."""
     answered_at: datetime | None = None
+    outputs: list[dict[str, Any]] | None = None
+    """The ipython cell's structured outputs (``msg_type`` + ``content`` each) when the log
+    has them; ``None`` in logs written before they were kept."""
     children: list[AgentNode] = field(default_factory=list)
     """Sub-agents started while this call ran (ipython cells calling ``rlm.run``)."""
 
@@ -119,6 +122,9 @@ def transcript(node: AgentNode) -> Transcript:
             if answered is not None:
                 content = record.get("content")
                 answered.result = content if isinstance(content, str) else json.dumps(content)
+                outputs = record.get("outputs")
+                if isinstance(outputs, list):
+                    answered.outputs = [o for o in outputs if isinstance(o, dict)]
                 answered.answered_at = parse_time(record.get("timestamp"))
                 by_line[index] = [answered]
     unmatched = _attach_children(calls, node.children)

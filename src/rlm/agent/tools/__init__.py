@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from rlm.agent.tools.base import Tool, ToolContext
+from rlm.agent.tools.base import Tool, ToolContext, ToolResult
 from rlm.agent.tools.bash import BashTool
 from rlm.agent.tools.edit import EditTool
 from rlm.agent.tools.ipython import IPythonTool
 from rlm.agent.tools.summarize import SummarizeTool
 from rlm.config import BUILTIN_TOOLS, Settings
 
-__all__ = ["REGISTRY", "Tool", "ToolContext", "enabled_tools"]
+__all__ = ["REGISTRY", "Tool", "ToolContext", "ToolResult", "enabled_tools"]
 
 REGISTRY: dict[str, type[Tool]] = {
     tool.name: tool for tool in (IPythonTool, SummarizeTool, BashTool, EditTool)

@@ -8,7 +8,7 @@ reads, so a tool never has to format its own error envelope.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rlm.agent.host import KernelHandle, ToolHost
     from rlm.config import Settings
 
-__all__ = ["Tool", "ToolContext"]
+__all__ = ["Tool", "ToolContext", "ToolResult"]
 
 
 @dataclass
@@ -33,6 +33,18 @@ class ToolContext:
     """The agent's Jupyter kernel, when the ipython tool is enabled."""
     agent: ToolHost | None = None
     """The running agent, for tools that change its live context (summarize)."""
+
+
+@dataclass
+class ToolResult:
+    """A tool's answer with more for the log than for the model."""
+
+    text: str
+    """What the model reads."""
+    log: dict[str, Any] = field(default_factory=dict)
+    """Extra keys of the tool message's line in ``messages.jsonl`` (the ipython tool's
+    structured ``outputs``). Never sent to the model: the live context holds the message
+    without them, and a resumed context keeps only ``OPENAI_KEYS``."""
 
 
 class Tool:
@@ -58,8 +70,9 @@ class Tool:
             },
         }
 
-    async def run(self, args: Any, ctx: ToolContext) -> str:
-        """Do the work and return the text the model reads; raise ``ToolError`` on failure."""
+    async def run(self, args: Any, ctx: ToolContext) -> str | ToolResult:
+        """Do the work and return the text the model reads (or a :class:`ToolResult` with
+        more for the log); raise ``ToolError`` on failure."""
         raise NotImplementedError
 
 

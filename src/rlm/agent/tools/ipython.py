@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from rlm.agent.tools.base import Tool, ToolContext
+from rlm.agent.tools.base import Tool, ToolContext, ToolResult
 from rlm.errors import ToolError
 
 
@@ -28,7 +28,7 @@ class IPythonTool(Tool):
     Args = IPythonArgs
     caps_own_output = True
 
-    async def run(self, args: IPythonArgs, ctx: ToolContext) -> str:
+    async def run(self, args: IPythonArgs, ctx: ToolContext) -> ToolResult:
         if ctx.kernel is None:
             raise ToolError("the ipython kernel is not available")
         ceiling = ctx.settings.exec_timeout
@@ -44,4 +44,10 @@ class IPythonTool(Tool):
                 await ctx.agent.cell_finished()
         if ctx.agent is not None and result.status in ("died", "restarted"):
             await ctx.agent.kernel_restarted(result.status)
-        return result.text
+        # The log keeps the cell's real outputs (MIME bundles, the error's fields) for
+        # notebook export, then rlm's notes on the execution; the model reads the text.
+        outputs = list(result.outputs)
+        if result.notes:
+            text = "".join(f"[{note}]\n" for note in result.notes)
+            outputs.append({"msg_type": "stream", "content": {"name": "stderr", "text": text}})
+        return ToolResult(result.text, {"outputs": outputs})
