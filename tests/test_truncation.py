@@ -59,3 +59,20 @@ async def test_every_tool_keeps_head_and_tail_with_one_note(
     assert one_note(error) == len(full) - LIMIT
     for result in (cell, shell, error):
         assert len(result) < LIMIT + 80, result
+
+
+async def test_a_flood_then_an_exception_still_ends_with_the_exception(
+    model: ScriptedModel, rlm_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's own cap (1,000,000 characters here) gives the traceback a budget of its
+    own: a cell that printed more than that and then raised still tells the model how it
+    failed, and the note counts what the kernel dropped."""
+    monkeypatch.setenv("RLM_MAX_OUTPUT", "2000")
+    flood = 3_000_000
+    model.script(reply(None, ipython(f"print('x' * {flood})\n1 / 0")), reply("done"))
+    assert await rlm.run("flood then fail") == "done"
+    (result,) = tool_results(model)
+    assert result.startswith("xxx")
+    assert result.endswith("ZeroDivisionError: division by zero"), result[-300:]
+    assert one_note(result) > flood - 2000
+    assert len(result) < 2100
