@@ -174,9 +174,10 @@ async def test_session_folder_has_meta_and_log(model, rlm_env):
     assert log[2]["tool_calls"][0]["function"]["name"] == "ipython"
     assert log[3]["tool_call_id"] == log[2]["tool_calls"][0]["id"]
     assert log[4]["usage"] == {"prompt_tokens": 11, "completion_tokens": 5}
-    # the log holds exactly what the model was sent
+    # the log holds exactly what the model was sent (plus log-only keys)
     sent = model.requests[-1]["messages"]
-    assert [{k: v for k, v in m.items() if k not in ("timestamp", "usage", "finish_reason", "served_model", "response_id")} for m in log[:4]] == [
+    log_only = ("timestamp", "usage", "finish_reason", "served_model", "response_id", "outputs")
+    assert [{k: v for k, v in m.items() if k not in log_only} for m in log[:4]] == [
         {k: v for k, v in m.items() if v is not None or k == "content"} for m in sent
     ]
     assert "sk-test-secret-key" not in (folder / "messages.jsonl").read_text()

@@ -28,10 +28,28 @@ MAX_LOGGED_OUTPUTS = 100
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _RICH = ("execute_result", "display_data")
+_SHOWN = frozenset({"stream", "error", *_RICH})
 
 
 def _is_text(mime: str) -> bool:
     return mime.startswith("text/") or mime in ("image/svg+xml", "application/javascript")
+
+
+def _dropped(content: dict[str, Any]) -> int:
+    """What the kernel says it cut (anything but a positive int, as a forged message could
+    carry, counts as nothing)."""
+    value = content.get("rlm_dropped")
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _lines(content: dict[str, Any]) -> list[str]:
+    """An error's traceback lines."""
+    lines = content.get("traceback")
+    return [str(line) for line in lines] if isinstance(lines, list) else []
 
 
 def _size(value: Any) -> int:
@@ -56,24 +74,26 @@ class OutputCollector:
 
     def handle(self, msg: dict[str, Any]) -> None:
         """Take one IOPub message of the running cell."""
-        kind, content = msg["header"]["msg_type"], msg["content"]
-        self._text.drop(int(content.get("rlm_dropped") or 0))
+        kind, content = msg["header"]["msg_type"], _dict(msg.get("content"))
+        if kind not in _SHOWN:
+            return  # status, clear_output, update_display_data, comms: not a cell output
+        self._text.drop(_dropped(content))
         if kind == "stream":
             text = str(content.get("text", "")).replace("\r\n", "\n")
             self._text.add(text)
             self._log_stream(str(content.get("name") or "stdout"), text, content)
         elif kind in _RICH:
-            data = content.get("data") or {}
-            text = data.get("text/plain")
-            if isinstance(text, str):
-                self._text.add(_ANSI.sub("", text) + "\n")
+            data = _dict(content.get("data"))
+            plain = data.get("text/plain")
+            if isinstance(plain, str):
+                self._text.add(_ANSI.sub("", plain) + "\n")
             others = sorted(k for k in data if k != "text/plain")
             if others:
                 self._text.add(f"[{kind}: {', '.join(others)} not shown]\n")
             self._log(kind, self._rich_content(kind, content))
         elif kind == "error":
-            trace = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
-            self._text.add(_ANSI.sub("", "\n".join(map(str, trace))) + "\n")
+            trace = _lines(content) or [f"{content.get('ename')}: {content.get('evalue')}"]
+            self._text.add(_ANSI.sub("", "\n".join(trace)) + "\n")
             self._log(kind, self._error_content(content))
 
     def text(self) -> str:
@@ -111,31 +131,31 @@ class OutputCollector:
             if len(self._outputs) - 1 == last:  # not logged: over MAX_LOGGED_OUTPUTS
                 return
             capture = self._streams[len(self._outputs) - 1] = Capture(self.limit)
-        capture.drop(int(content.get("rlm_dropped") or 0))
+        capture.drop(_dropped(content))
         capture.add(text)
 
     def _rich_content(self, kind: str, content: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = {}
         not_logged: dict[str, int] = {}
-        for mime, value in (content.get("data") or {}).items():
+        for mime, value in _dict(content.get("data")).items():
             if _is_text(mime) and isinstance(value, str):
                 data[mime] = truncate(value, self.limit)
             elif (size := _size(value)) <= RICH_LOG_LIMIT:
                 data[mime] = value
             else:
                 not_logged[mime] = size
-        metadata = dict(content.get("metadata") or {})
+        metadata = dict(_dict(content.get("metadata")))
         if not_logged:
             metadata["rlm_not_logged"] = not_logged  # MIME type -> its size in characters
-        if content.get("rlm_dropped"):
-            metadata["rlm_dropped"] = content["rlm_dropped"]  # cut in the kernel
+        if _dropped(content):
+            metadata["rlm_dropped"] = _dropped(content)  # cut in the kernel
         out: dict[str, Any] = {"data": data, "metadata": metadata}
         if kind == "execute_result":
             out["execution_count"] = content.get("execution_count")
         return out
 
     def _error_content(self, content: dict[str, Any]) -> dict[str, Any]:
-        trace = "\n".join(map(str, content.get("traceback") or []))
+        trace = "\n".join(_lines(content))
         return {
             "ename": str(content.get("ename", "")),
             "evalue": truncate(str(content.get("evalue", "")), self.limit),
