@@ -81,7 +81,16 @@ def check_logs(home: Path) -> int:
 
 
 #: Fields a log line adds to a chat message (docs/sessions.md); the model never sees them.
-LOG_ONLY = ("timestamp", "usage", "kind", "finish_reason", "served_model", "response_id", "notes")
+LOG_ONLY = (
+    "timestamp",
+    "usage",
+    "kind",
+    "finish_reason",
+    "served_model",
+    "response_id",
+    "notes",
+    "outputs",
+)
 
 
 def _comparable(message: dict[str, Any]) -> dict[str, Any]:
