@@ -31,8 +31,8 @@ from rlm.truncation import Capture
 
 __all__ = ["BashTool"]
 
-#: Characters kept when ``max_output`` is -1 (no cap): the agent applies the real cap, this
-#: only keeps memory bounded when a command prints without end.
+#: Characters kept when ``max_output`` is -1 (no cap), as for a kernel cell: only keeps
+#: memory bounded when a command prints without end.
 DEFAULT_KEEP = 1_000_000
 
 #: Seconds we keep reading after bash exited, for output its background children still
