@@ -40,12 +40,14 @@ async def test_no_output_cap_still_stops_at_the_memory_ceiling(
     model: ScriptedModel, rlm_env: Path, code: str, dropped: int
 ) -> None:
     """RLM_MAX_OUTPUT unset (-1, no cap): a cell showing more than a million characters
-    gives the model the first million and a note of how many were dropped."""
+    gives the model a million of them (head and tail, docs/configuration.md) and a note of
+    how many were dropped."""
     model.script(reply(None, ipython(code)), reply("seen"))
     assert await rlm.run("print a lot") == "seen"
     (result,) = _tool_results(model.requests)
-    assert result.count("x") == CEILING
-    assert result.startswith("x" * CEILING)
+    # a million characters kept; of a value, its trailing newline is one of them (the tail)
+    assert result.count("x") in (CEILING, CEILING - 1)
+    assert result.startswith("x" * (CEILING // 2))
     assert f"output truncated: {dropped} more characters dropped" in result
     assert len(result) < CEILING + 200
 
