@@ -25,6 +25,7 @@ from tenacity import RetryCallState, wait_random_exponential
 
 from rlm.agent.reply import MalformedReply
 from rlm.config import Settings
+from rlm.sandbox.harden import redact_url
 
 __all__ = [
     "AttemptTimeout",
@@ -93,7 +94,7 @@ def describe(exc: BaseException, *, reached: bool, settings: Settings) -> Failur
         return Failure(True, "timed out", "the model endpoint timed out")
     if isinstance(exc, openai.APIConnectionError):
         if _refused(exc):
-            where = settings.base_url or "the default OpenAI endpoint"
+            where = redact_url(settings.base_url) or "the default OpenAI endpoint"
             detail = f"cannot reach the model endpoint (connection refused at {where})"
             if not reached:
                 return Failure(False, "connection refused", detail + "; is RLM_BASE_URL right?")

@@ -1,7 +1,9 @@
 """The kernel side of rlm: what ``import rlm`` means inside an agent's kernel.
 
-``setup()`` runs once when the kernel starts. It takes the control address, agent id and
-secret out of the environment (so ``!commands`` don't inherit the secret) and makes
+``setup()`` runs once when the kernel starts. It takes the control address and agent id out
+of the environment; the control secret never is in it (``receive()`` gets it from the
+orchestrator over the kernel's shell channel, so no other process can read it from
+``/proc/<kernel>/environ``). ``setup()`` also makes
 ``asyncio.run`` usable in a cell: ipykernel already runs an event loop in the kernel's main
 thread, where the stock ``asyncio.run`` refuses to start another, so inside a running loop
 the coroutine runs to completion on a fresh loop in a helper thread while the cell waits.
@@ -24,7 +26,7 @@ from rlm.control.channel import ControlClient
 from rlm.control.inputs import pack_inputs
 from rlm.errors import DepthLimitError, RLMError
 
-__all__ = ["active", "load_inputs", "run", "setup"]
+__all__ = ["active", "load_inputs", "receive", "run", "setup"]
 
 _state: dict[str, Any] = {}
 _original_asyncio_run = asyncio.run
@@ -40,13 +42,27 @@ def setup() -> None:
         return
     _state["address"] = os.environ.pop("RLM_CONTROL_ADDR")
     _state["agent_id"] = os.environ.pop("RLM_AGENT_ID")
-    _state["secret"] = os.environ.pop("RLM_AGENT_SECRET")
+    # An older orchestrator put the secret in the environment: never leave it to subprocesses.
+    _state["secret"] = os.environ.pop("RLM_AGENT_SECRET", None)
     _state["depth"] = int(os.environ.get("RLM_DEPTH", "0"))
     _state["max_depth"] = int(os.environ.get("RLM_MAX_DEPTH", "0"))
     asyncio.run = _run_anywhere
     _guard_output(int(os.environ.get("RLM_KERNEL_OUTPUT_LIMIT", "0")))
     _die_with_parent()
     _wake_loop_on_signals()
+
+
+def receive(secret: str) -> None:
+    """Take this agent's control secret (the orchestrator calls it after ``setup()``).
+
+    The kernel is made non-dumpable first, so other same-uid processes (other agents'
+    kernels) cannot read the secret from its memory or ptrace it; subprocesses of the kernel
+    are exec'd and dumpable again, as usual.
+    """
+    from rlm.sandbox.harden import set_dumpable
+
+    set_dumpable(False)
+    _state["secret"] = secret
 
 
 def _wake_loop_on_signals() -> None:

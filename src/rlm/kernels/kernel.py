@@ -160,6 +160,12 @@ class Kernel:
         self._client = client
         await self._wait_ready(timeout)
         self._restrict_sockets()
+        # The kernel has read its connection file (ports and signing key); any same-uid
+        # process (another agent's cell) could read it too and drive this kernel. It is gone
+        # once the kernel answers; jupyter_client writes it again, same ports and key, for a
+        # restart, and it is removed again here.
+        with contextlib.suppress(OSError):
+            os.remove(self._km.connection_file)
         await self.run_bootstrap(timeout)
 
     async def run_bootstrap(self, timeout: float = 60.0) -> None:

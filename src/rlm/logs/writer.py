@@ -73,11 +73,14 @@ class SessionLog:
             self.meta.resumed_at = now_iso()
             self.meta.ended_at = None
         else:
-            path.mkdir(parents=True, exist_ok=False)
+            path.mkdir(mode=0o700, parents=True, exist_ok=False)
+            path.chmod(0o700)  # owner-only whatever the umask: logs quote what cells saw
             self.meta.status = Status.RUNNING
             if self.meta.started_at is None:
                 self.meta.started_at = now_iso()
-        self._messages = open(path / "messages.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._messages = open(  # noqa: SIM115
+            path / "messages.jsonl", "a", encoding="utf-8", opener=_owner_only
+        )
         self.lines = 0
         self._pending: asyncio.TimerHandle | None = None
         self.write_meta()
@@ -140,3 +143,8 @@ class SessionLog:
     def _set(self, fields: dict[str, Any]) -> None:
         for key, value in fields.items():
             setattr(self.meta, key, value)
+
+
+def _owner_only(path: str, flags: int) -> int:
+    """``open`` opener creating files ``0600`` (the umask can only take bits away)."""
+    return os.open(path, flags, 0o600)

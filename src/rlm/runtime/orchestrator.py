@@ -27,19 +27,22 @@ from rlm.config import Settings, derive_settings
 from rlm.control.channel import ControlServer, Request
 from rlm.control.inputs import Packed, pack_inputs, select_inputs
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
-from rlm.kernels.environment import kernel_environment
+from rlm.kernels.environment import check_kernel_env, kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
 from rlm.runtime.functions import HostFunctions
 from rlm.runtime.llm import LlmCalls
 from rlm.runtime.observer import Observer
+from rlm.sandbox.harden import harden_orchestrator
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
 from rlm.skills import discovery as skills
 
 __all__ = ["Orchestrator"]
 
 _BOOTSTRAP = "import asyncio\nimport rlm\nimport rlm.inkernel\nrlm.inkernel.setup()\n"
+#: The user expression that hands a kernel its control secret (see ``start_kernel``).
+IDENTITY_EXPRESSION = "rlm_identity"
 _CELL_ENDED = (
     "the cell that called rlm.run has ended: a sub-agent belongs to the cell that starts it, "
     "so await it (or the task that runs it) before the cell ends"
@@ -77,6 +80,7 @@ class Orchestrator:
         self._slots: defaultdict[int, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self.settings.max_concurrency)
         )
+        check_kernel_env()
         self._base_env = kernel_environment()
         self.llm = LlmCalls(settings)
         self._resources = contextlib.AsyncExitStack()
@@ -89,6 +93,7 @@ class Orchestrator:
         # Each resource is registered for cleanup as soon as it exists: a failure half-way
         # (an unusable run dir, a socket that cannot bind, a zygote that cannot start)
         # releases what was already set up and leaves nothing behind.
+        harden_orchestrator()
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.observer.aclose)
             self.skills = await asyncio.to_thread(skills.discover)
@@ -159,12 +164,21 @@ class Orchestrator:
         self.control.unregister(agent.id)
 
     async def start_kernel(self, agent: Agent) -> Kernel:
+        """Start ``agent``'s kernel.
+
+        The control secret is not in the kernel's environment (any same-uid process can read
+        ``/proc/<kernel>/environ``): it travels in a user expression of the bootstrap's execute
+        request, over the kernel's owner-only ipc socket, evaluated after the bootstrap (and
+        again after a restart). An expression, not bootstrap code: a failing bootstrap's
+        traceback quotes its code, never its user expressions.
+        """
         assert self.run_dir is not None
+        secret = self.control.register(agent.id)
+        identity = f"__import__('rlm.inkernel', fromlist=['receive']).receive({secret!r})"
         env = {
             **self._base_env,
             "RLM_CONTROL_ADDR": self.control.address,
             "RLM_AGENT_ID": agent.id,
-            "RLM_AGENT_SECRET": self.control.register(agent.id),
             "RLM_DEPTH": str(agent.depth),
             "RLM_MAX_DEPTH": str(agent.settings.max_depth),
             "RLM_KERNEL_OUTPUT_LIMIT": str(kernel_output_limit(agent.settings.max_output)),
@@ -174,7 +188,7 @@ class Orchestrator:
             f"k{next(self._kernel_numbers)}",
             env=env,
             bootstrap=self._bootstrap,
-            bootstrap_expressions=skills.REPORT_EXPRESSIONS,
+            bootstrap_expressions={**skills.REPORT_EXPRESSIONS, IDENTITY_EXPRESSION: identity},
             depth=agent.depth,
             max_depth=agent.settings.max_depth,
             output_limit=agent.settings.max_output,
@@ -185,7 +199,9 @@ class Orchestrator:
     def sessions_dir(self, settings: Settings) -> Path:
         path = settings.home.expanduser() / "sessions"
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if not path.is_dir():
+                path.mkdir(mode=0o700, parents=True, exist_ok=True)
+                path.chmod(0o700)  # whatever the umask; an existing folder is left as it is
         except OSError as exc:
             raise ConfigError(f"RLM_HOME: cannot create {path}: {exc.strerror or exc}") from None
         return path

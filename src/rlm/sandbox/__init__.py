@@ -1,0 +1,1 @@
+"""Confinement of model-written code: orchestrator hardening (always on, :mod:`.harden`)."""
