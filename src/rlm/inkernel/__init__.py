@@ -55,13 +55,11 @@ def setup() -> None:
 def receive(secret: str) -> None:
     """Take this agent's control secret (the orchestrator calls it after ``setup()``).
 
-    The kernel is made non-dumpable first, so other same-uid processes (other agents'
-    kernels) cannot read the secret from its memory or ptrace it; subprocesses of the kernel
-    are exec'd and dumpable again, as usual.
+    The kernel stays dumpable: a non-dumpable process cannot open its own ``/proc/self/fd``
+    or ``/proc/self/environ`` as a non-root user, which ordinary cell code does. Another
+    same-uid process could still read the secret from this kernel's memory; keeping cells
+    out of each other's processes is the sandbox's job, not this hand-over's.
     """
-    from rlm.sandbox.harden import set_dumpable
-
-    set_dumpable(False)
     _state["secret"] = secret
 
 

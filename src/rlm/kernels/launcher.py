@@ -35,12 +35,7 @@ __all__ = ["KernelLauncher", "KernelPool"]
 
 log = logging.getLogger("rlm.kernels.launcher")
 
-# A waiting kernel is made non-dumpable at once: no other same-uid process can read its
-# memory (the signing key) while it waits to be handed out.
-_WARM_UP = (
-    "import asyncio\nimport rlm\nimport rlm.inkernel\nimport rlm.zygote.child\n"
-    "__import__('rlm.sandbox.harden', fromlist=['set_dumpable']).set_dumpable(False)\n"
-)
+_WARM_UP = "import asyncio\nimport rlm\nimport rlm.inkernel\nimport rlm.zygote.child\n"
 
 
 class KernelPool:

@@ -14,7 +14,6 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
-from rlm.sandbox.harden import set_dumpable
 from rlm.zygote._linux import set_parent_death_signal
 
 __all__ = ["adopt", "adopt_code", "become_kernel", "send"]
@@ -50,9 +49,6 @@ def become_kernel(
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.setsid()  # own session and process group: interrupt and kill reach the whole group
-        # Before the connection file (its signing key) is read: no other same-uid process
-        # (another agent's cell) may read this kernel's memory or ptrace it.
-        set_dumpable(False)
         set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != zygote:
             os._exit(1)  # the zygote died between fork and prctl
