@@ -89,6 +89,8 @@ class ForkProvisioner(LocalProvisioner):
 
 def _unforkable(cmd: list[str]) -> str | None:
     """Why ``cmd`` cannot be forked from the zygote (which runs this Python), if it cannot."""
+    if cmd[1:3] == ["-m", "rlm.sandbox.launch"]:  # the forked child applies the sandbox
+        cmd = [cmd[0], *cmd[3:]]
     if len(cmd) < 3 or cmd[1:3] != ["-m", "ipykernel_launcher"]:
         return f"kernel command is not `python -m ipykernel_launcher ...`: {cmd[:3]}"
     if os.path.realpath(cmd[0]) != os.path.realpath(sys.executable):

@@ -114,8 +114,11 @@ class Kernel:
         if not (spec_dir / "kernel.json").exists():
             spec_dir.parent.mkdir(mode=0o700, exist_ok=True)
             spec_dir.mkdir(mode=0o700, exist_ok=True)
+            # RLM_SANDBOX: the kernel confines itself before it starts a thread.
+            confined = self.env.get("RLM_SANDBOX") == "workspace"
+            sandbox = ["-m", "rlm.sandbox.launch"] if confined else []
             argv = [
-                sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                sys.executable, *sandbox, "-m", "ipykernel_launcher", "-f", "{connection_file}",
                 "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True",
             ]  # fmt: skip
             spec: dict[str, Any] = {"argv": argv, "display_name": "rlm", "language": "python"}

@@ -35,6 +35,7 @@ from rlm.runtime.functions import HostFunctions
 from rlm.runtime.llm import LlmCalls
 from rlm.runtime.observer import Observer
 from rlm.sandbox.harden import harden_orchestrator
+from rlm.sandbox.policy import resolve_mode, sandbox_env
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
 from rlm.skills import discovery as skills
 
@@ -83,6 +84,8 @@ class Orchestrator:
         check_kernel_env()
         self._base_env = kernel_environment()
         self.llm = LlmCalls(settings)
+        #: ``RLM_SANDBOX`` as it applies here (``workspace`` falls back to ``off``, warned).
+        self.sandbox = resolve_mode()
         self._resources = contextlib.AsyncExitStack()
         self.run_dir: Path | None = None
         self.model: ModelClient
@@ -105,6 +108,7 @@ class Orchestrator:
             )
             self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
             stack.callback(shutil.rmtree, self.run_dir, ignore_errors=True)
+            self._base_env.update(sandbox_env(self.sandbox, cwd=self._cwd, run_dir=self.run_dir))
             self.model = ModelClient(self.settings)
             stack.push_async_callback(self.model.close)
             self.control = ControlServer(self.run_dir, self._handle)

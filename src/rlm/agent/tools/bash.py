@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from rlm.agent.tools.base import Tool, ToolContext
 from rlm.errors import ToolError
 from rlm.kernels.environment import kernel_environment
+from rlm.sandbox.policy import command_policy, wrap_command
 from rlm.truncation import Capture
 
 __all__ = ["BashTool"]
@@ -157,14 +158,15 @@ async def _spawn(
     and orphan its children. So on cancellation we let the start finish and kill the group.
     """
     loop = asyncio.get_running_loop()
+    # The agent's kernel's sandbox (RLM_SANDBOX) applies to its bash commands too.
+    policy = command_policy(getattr(ctx.kernel, "env", None), ctx.cwd)
+    env = {**kernel_environment(), **policy}
     start = asyncio.ensure_future(
         loop.subprocess_exec(
             lambda: _BashProtocol(capture),
-            "bash",
-            "-c",
-            command,
+            *wrap_command(["bash", "-c", command], env),
             cwd=ctx.cwd,
-            env=kernel_environment(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,32 @@
+"""``python -m rlm.sandbox.launch (-m MODULE | --exec COMMAND) ARGS...``: apply the sandbox
+policy of this process's environment (:func:`rlm.sandbox.landlock.apply_from_env`), then run
+``MODULE`` as ``__main__`` (a cold-started kernel: ``-m ipykernel_launcher``) or exec
+``COMMAND`` (a bash tool command). The policy is applied before any thread starts, so it
+covers the whole process. If it cannot be applied, nothing runs (exit status 126)."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+
+from rlm.sandbox.landlock import apply_from_env
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2 or argv[0] not in ("-m", "--exec"):
+        sys.stderr.write("usage: python -m rlm.sandbox.launch (-m MODULE | --exec COMMAND) ...\n")
+        raise SystemExit(2)
+    try:
+        apply_from_env(os.environ)
+    except OSError as exc:
+        sys.stderr.write(f"rlm: cannot apply the sandbox: {exc}\n")
+        raise SystemExit(126) from None
+    if argv[0] == "--exec":
+        os.execvp(argv[1], argv[1:])
+    sys.argv = [argv[1], *argv[2:]]
+    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
