@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 import rlm
+from rlm.sandbox.landlock import abi_version
 from scripted_model import ScriptedModel, ipython, reply
 
 KEY = "sk-unprivileged-probe-key-0042"
@@ -89,7 +90,7 @@ print('PROBE', json.dumps({
 CHILD_CELL = (
     ATTEMPT
     + r"""
-print('PROBE', json.dumps({'environ': attempt(victim, 'environ')}))
+print('PROBE', json.dumps({'environ': attempt(victim, 'environ'), 'mem': attempt(victim, 'mem')}))
 """
 )
 
@@ -149,9 +150,15 @@ def scratch() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _users() -> list[str]:
+def _cases() -> list[tuple[str, str, str]]:
+    """(user, kernel start, sandbox): both users without the sandbox; the workspace sandbox
+    as the unprivileged user, where it separates agents (root has CAP_SYS_PTRACE)."""
     unprivileged = "nobody" if os.geteuid() == 0 else "unprivileged"
-    return ["root", unprivileged] if os.geteuid() == 0 else [unprivileged]
+    users = ["root", unprivileged] if os.geteuid() == 0 else [unprivileged]
+    cases = [(user, start, "off") for user in users for start in ("cold", "fork")]
+    if abi_version() >= 1:
+        cases += [(unprivileged, start, "workspace") for start in ("cold", "fork")]
+    return cases
 
 
 def _probes(model: ScriptedModel, match: str) -> dict:
@@ -164,10 +171,9 @@ def _probes(model: ScriptedModel, match: str) -> dict:
     return probes[0]
 
 
-@pytest.mark.parametrize("start", ["cold", "fork"])
-@pytest.mark.parametrize("user", _users())
+@pytest.mark.parametrize(("user", "start", "sandbox"), _cases())
 def test_cells_cannot_reach_the_orchestrator_or_another_agent(
-    model: ScriptedModel, scratch: Path, user: str, start: str
+    model: ScriptedModel, scratch: Path, user: str, start: str, sandbox: str
 ):
     if user == "nobody" and shutil.which("setpriv") is None:
         pytest.skip("setpriv is needed to run as nobody")
@@ -194,6 +200,7 @@ def test_cells_cannot_reach_the_orchestrator_or_another_agent(
         "RLM_HOME": str(home),
         "RLM_MAX_DEPTH": "1",
         "RLM_KERNEL_START": start,
+        "RLM_SANDBOX": sandbox,
         "RLM_SDK_MAX_RETRIES": "0",
         "RLM_EXEC_TIMEOUT": "60",
         **PLANTED,
@@ -218,9 +225,13 @@ def test_cells_cannot_reach_the_orchestrator_or_another_agent(
         assert root["environ"] == "PermissionError", root
         assert root["mem"] == "PermissionError", root
         assert root["ptrace"] == "Operation not permitted", root
-    # Another agent's kernel is an ordinary same-uid process (the workspace sandbox is what
-    # keeps cells apart): its initial environment at least holds no control secret.
-    assert child["environ"] == "read:clean", child
+    if sandbox == "workspace":
+        # Each kernel is its own Landlock domain: no access to another agent's process.
+        assert child == {"environ": "PermissionError", "mem": "PermissionError"}, child
+    else:
+        # Another agent's kernel is an ordinary same-uid process: its initial environment
+        # at least holds no control secret.
+        assert child["environ"] == "read:clean", child
 
     (folder,) = sorted((home / "sessions").iterdir())
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700

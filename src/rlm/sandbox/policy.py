@@ -56,12 +56,18 @@ def sandbox_env(mode: str, *, cwd: Path, run_dir: Path) -> dict[str, str]:
     tmp = run_dir / "tmp"
     tmp.mkdir(mode=0o700, exist_ok=True)
     network = os.environ.get("RLM_NETWORK", "on").strip().lower() or "on"
-    return {
+    env = {
         "RLM_SANDBOX": "workspace",
         "RLM_SANDBOX_WRITABLE": os.pathsep.join([str(cwd), str(run_dir)]),
         "RLM_NETWORK": network,
         "TMPDIR": str(tmp),
     }
+    # IPython refuses to start when it cannot create its directory (read-only for the
+    # kernel): without an existing one, the kernel gets a fresh one in its temp dir.
+    ipython_dir = Path(os.environ.get("IPYTHONDIR") or Path("~/.ipython")).expanduser()
+    if not ipython_dir.is_dir():
+        env["IPYTHONDIR"] = str(tmp / "ipython")
+    return env
 
 
 def wrap_command(argv: list[str], env: Mapping[str, str]) -> list[str]:
