@@ -115,13 +115,16 @@ def _turn(loop: asyncio.AbstractEventLoop, session: Session, text: str) -> tuple
         task.cancel()
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    result = None
     try:
-        return loop.run_until_complete(task), quit_now, interrupts[-1]
+        result = loop.run_until_complete(task)
     except asyncio.CancelledError:
         print("(cancelled)", file=sys.stderr)
-        return None, quit_now, interrupts[-1]
     except AgentError as exc:
         print(f"rlm: {exc}", file=sys.stderr)
-        return None, quit_now, interrupts[-1]
     finally:
+        # A Ctrl-C that came as the turn ended waits in the loop's self-pipe: handle it now
+        # (it may be the second, which quits) instead of dropping it with the handler.
+        loop.run_until_complete(asyncio.sleep(0))
         loop.remove_signal_handler(signal.SIGINT)
+    return result, quit_now, interrupts[-1]
