@@ -108,6 +108,9 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+_wiped = False
+
+
 def harden_orchestrator() -> None:
     """Make this process non-dumpable and wipe credentials from its initial environment block.
 
@@ -117,7 +120,10 @@ def harden_orchestrator() -> None:
     """
     from rlm.kernels.environment import is_credential
 
+    global _wiped
     if not set_dumpable(False):
         log.debug("rlm: cannot make the orchestrator non-dumpable on this system")
-    with contextlib.suppress(OSError, ValueError):
-        wipe_environ(is_credential)
+    if not _wiped:  # the initial block never changes: once per process is enough
+        _wiped = True
+        with contextlib.suppress(OSError, ValueError):
+            wipe_environ(is_credential)
