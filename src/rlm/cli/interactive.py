@@ -77,18 +77,25 @@ def run_interactive(
                 print(f"new session {session.id}", file=sys.stderr)
                 continue
             before_turn()
+            code = 1  # until the turn gives an answer
             try:
-                result, quit_now, interrupted_at = _turn(loop, session, command)
-            finally:
-                after_turn()
-            last_interrupt = max(last_interrupt, interrupted_at)
-            if result is not None:
-                show(result)
-                code = 0
-            else:
-                code = 1
-            if quit_now:
-                break
+                try:
+                    result, quit_now, interrupted_at = _turn(loop, session, command)
+                finally:
+                    after_turn()
+                last_interrupt = max(last_interrupt, interrupted_at)
+                if result is not None:
+                    show(result)
+                    code = 0
+                if quit_now:
+                    break
+            except KeyboardInterrupt:
+                # A Ctrl-C after the turn's handler is gone and before the prompt: counted
+                # as one at the prompt, never a traceback.
+                if time.monotonic() - last_interrupt < 1.0:
+                    break
+                last_interrupt = time.monotonic()
+                print("\n(Ctrl-C again to quit)", file=sys.stderr)
     finally:
         with contextlib.suppress(Exception):
             loop.run_until_complete(session.__aexit__(None, None, None))
