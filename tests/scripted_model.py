@@ -32,7 +32,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
+
+from personalities import Personality
 
 __all__ = [
     "Delay",
@@ -48,14 +50,17 @@ __all__ = [
     "Trickle",
     "Wait",
     "call",
+    "cut_call",
     "delay",
     "drop",
     "empty_choices",
     "fault",
     "ipython",
+    "newline_call",
     "not_json",
     "raw",
     "reply",
+    "text_call",
     "trickle",
     "wait",
 ]
@@ -207,6 +212,31 @@ def ipython(code: str, timeout: int | None = None, id: str | None = None) -> Too
     if timeout is not None:
         args["timeout"] = timeout
     return call("ipython", args, id)
+
+
+def text_call(
+    name: str, arguments: dict, form: Literal["hermes", "fenced", "bare"] = "hermes"
+) -> Reply:
+    """A tool call written as text in ``content``, as a server without a tool-call parser
+    returns it (llama-server with the model's own template, vLLM without a parser)."""
+    obj = json.dumps({"name": name, "arguments": arguments})
+    if form == "hermes":
+        return Reply(f"<tool_call>\n{obj}\n</tool_call>")
+    if form == "fenced":
+        return Reply(f"I will run this:\n```json\n{obj}\n```")
+    return Reply(obj)
+
+
+def newline_call(name: str, arguments: dict) -> ToolCall:
+    """A call whose ``arguments`` have raw newlines inside JSON strings, as grammar-generated
+    calls have (llama-cpp-python: multi-line code)."""
+    return ToolCall(name, json.dumps(arguments).replace("\\n", "\n"))
+
+
+def cut_call(name: str, arguments: dict, keep: int = 20) -> Reply:
+    """A tool call cut by the token limit: the first ``keep`` characters of its arguments,
+    ``finish_reason: "length"`` (llama-server at ``max_tokens`` or a full context)."""
+    return Reply(None, (ToolCall(name, json.dumps(arguments)[:keep]),), finish_reason="length")
 
 
 def fault(
@@ -437,7 +467,9 @@ class ScriptedModel:
     The server starts on construction; use it as a context manager or call ``close()``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, personality: Personality | None = None) -> None:
+        #: How a real server treats requests (see ``personalities``); None: no rules.
+        self.personality = personality
         self._lock = threading.Lock()
         self._queues: dict[str | None, deque[StepLike]] = {}
         self._served: list[tuple[str | None, dict]] = []
@@ -562,6 +594,10 @@ class ScriptedModel:
             return
         with self._lock:
             self.requests.append(body)
+        refusal = self.personality.refuse(body) if self.personality else None
+        if refusal is not None:  # the server's own rules come before the script
+            self._send_json(h, *refusal)
+            return
         _key, step, problem = self._route(body)
         if problem is not None:
             self._error(problem)
@@ -590,6 +626,9 @@ class ScriptedModel:
             return
 
         stream = bool(body.get("stream"))
+        if isinstance(step, Reply) and self.personality and self.personality.hides_tools(body):
+            # The model never saw the tools, so it cannot call them: it answers in words.
+            step = Reply(step.content or "I cannot run code here.", (), step.usage)
         if isinstance(step, Reply):
             if stream:
                 self._send_stream(h, body, step)

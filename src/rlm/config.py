@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     max_completion_tokens: int = Field(default=0, ge=0)
     """``max_tokens`` sent with each model request (0: not sent, the endpoint decides)."""
 
+    context_window: int = Field(default=0, ge=0)
+    """Tokens the model's context holds (0: unknown); user messages over that many characters go to a kernel variable."""
+
     max_reply_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """Largest decoded model reply accepted, in bytes; a larger one fails the call."""
 

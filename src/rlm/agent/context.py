@@ -163,12 +163,13 @@ def rebuild_context(lines: list[dict[str, Any]], max_turns: int = -1) -> LiveCon
 
     Message lines are replayed in order (``kind: "context"`` lines and the system prompt form
     the head, a user message without ``kind`` starts a new exchange, ``kind: "nudge"`` belongs
-    to the current turn); ``summarize`` events drop turns again; a ``turn_cancelled`` event
-    discards the ``discard_lines`` lines before it, as the cancelled turn was rolled back.
+    to the current turn); ``summarize`` events drop turns again; a ``turn_cancelled`` or
+    ``turn_failed`` event discards the ``discard_lines`` lines before it, as that turn was
+    rolled back.
     """
     dropped: set[int] = set()
     for index, line in enumerate(lines):
-        if line.get("event") == "turn_cancelled":
+        if line.get("event") in ("turn_cancelled", "turn_failed"):
             dropped.update(range(max(0, index - int(line.get("discard_lines", 0))), index + 1))
     context = LiveContext([], max_turns)
     for index, line in enumerate(lines):
@@ -211,9 +212,11 @@ def parse_arguments(raw: str) -> object:
 
 def sanitize_tool_calls(message: Message) -> Message:
     """The assistant message as the live context may send it back: a tool call whose
-    arguments are not JSON (cut by a token limit, or just broken) goes out with ``"{}"``.
-    Servers that re-parse the history (llama.cpp, vLLM and SGLang templates) answer every
-    later request with an error otherwise; the log keeps the raw text."""
+    arguments are not JSON (cut by a token limit, or just broken) goes out with ``"{}"``,
+    and arguments only lenient parsing accepts (raw newlines inside strings) go out as
+    strict JSON. Servers that re-parse the history with a strict parser (llama.cpp, vLLM and
+    SGLang templates) answer every later request with an error otherwise; the log keeps the
+    raw text."""
     calls = message.get("tool_calls")
     if not calls:
         return message
@@ -223,9 +226,13 @@ def sanitize_tool_calls(message: Message) -> Message:
         function = call.get("function") or {}
         raw = function.get("arguments") or "{}"
         try:
-            parse_arguments(raw)
+            json.loads(raw)
         except (json.JSONDecodeError, TypeError):
-            call = {**call, "function": {**function, "arguments": "{}"}}
+            try:
+                strict = json.dumps(parse_arguments(raw))
+            except (json.JSONDecodeError, TypeError):
+                strict = "{}"
+            call = {**call, "function": {**function, "arguments": strict}}
             changed = True
         fixed.append(call)
     return {**message, "tool_calls": fixed} if changed else message

@@ -35,6 +35,7 @@ __all__ = [
     "ModelRetry",
     "ToolFinished",
     "ToolStarted",
+    "Warning",
     "emit_safely",
     "events_json_schema",
 ]
@@ -122,6 +123,13 @@ class ToolFinished(Event):
     error: bool
 
 
+class Warning(Event):
+    """Something the user should know about the endpoint, said once per run (e.g. tool calls
+    written as text, a token budget without usage counts)."""
+
+    message: str
+
+
 class ChildSpawned(Event):
     child_id: str
     task: str
@@ -161,6 +169,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LlmCallFinished,
     HostFunctionFinished,
     KernelRestarted,
+    Warning,
     AgentFinished,
 )
 

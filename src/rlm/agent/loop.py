@@ -22,6 +22,7 @@ from rlm.agent.context import LiveContext, parse_arguments, sanitize_tool_calls
 from rlm.agent.host import AgentHost, KernelHandle
 from rlm.agent.model import ModelReply, Usage
 from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
+from rlm.agent.textcalls import find_text_calls
 from rlm.agent.tools import ToolContext, ToolResult, enabled_tools
 from rlm.config import Settings
 from rlm.control.inputs import Packed, pack_inputs
@@ -32,7 +33,9 @@ from rlm.truncation import truncate
 
 __all__ = ["MAX_INLINE_TASK", "Agent", "ResumedState"]
 
-#: Longer user messages go to a kernel variable instead of the prompt (see ``send``).
+#: Longer user messages go to a kernel variable instead of the prompt (see ``send``); with
+#: ``RLM_CONTEXT_WINDOW`` set, the threshold is that many characters (a quarter of the window,
+#: at ~4 characters a token) when it is lower.
 MAX_INLINE_TASK = 50_000
 #: Replies cut by the endpoint's token limit that are continued before the agent gives up.
 MAX_CONTINUATIONS = 3
@@ -48,6 +51,14 @@ _EMPTY_REPLY_NUDGE = (
 _CONTINUE_NUDGE = (
     "Your reply was cut off by the endpoint's token limit. Continue exactly where it stopped, "
     "without repeating what you already wrote."
+)
+_TEXT_CALLS_WARNING = (
+    "the model server returned tool calls as text, not as structured tool_calls; rlm runs "
+    "them, but the server should parse them: start llama-server with --jinja, vLLM with "
+    "--enable-auto-tool-choice --tool-call-parser <name>, or use a model whose template has tools"
+)
+_NO_USAGE_WARNING = (
+    "the model server reports no token usage, so the token budget (RLM_MAX_TOKENS) cannot apply"
 )
 _CUT_CALL = (
     "Error: this tool call was cut off by the endpoint's token limit before its arguments were "
@@ -108,6 +119,8 @@ class Agent:
             None,
         )
         self._started = time.monotonic()
+        #: Warnings already given (``warn_once``); only the root's set is used.
+        self._warned: set[str] = set()
         self._tool_ctx = ToolContext(settings=settings, cwd=host.cwd, agent=self)
 
     # -- tree bookkeeping ------------------------------------------------------------------
@@ -117,6 +130,17 @@ class Agent:
 
     def log_event(self, kind: str, /, **fields: Any) -> None:
         self.log.event(kind, **fields)
+
+    def warn_once(self, key: str, message: str) -> None:
+        """Tell the user ``message`` once per run (the whole tree), in the log and as an event."""
+        root = self
+        while root.parent is not None:
+            root = root.parent
+        if key in root._warned:
+            return
+        root._warned.add(key)
+        self.log.event("warning", message=message)
+        self.emit(ev.Warning, message=message)
 
     def _model_retry(self, attempt: int, attempts: int, wait: float, reason: str) -> None:
         self.log.event("model_retry", attempt=attempt, attempts=attempts, wait=wait, reason=reason)
@@ -237,19 +261,19 @@ class Agent:
         snapshot = self.context.snapshot()
         logged = self.log.lines
         text = clean_text(text)
-        if len(text) > MAX_INLINE_TASK:
+        if len(text) > self.inline_limit:
             try:
                 await self.kernel_ready()
                 if self.kernel is not None:
                     text = await self._task_to_variable(text)
             except BaseException as exc:
                 raise self._as_agent_error(exc) from None
-        if self.resumed:
-            self.resumed = False
+        resumed, self.resumed = self.resumed, False
+        if resumed:
             text = _RESUMED_NOTE + text
         user = {"role": "user", "content": text}
         if not self.log.meta.task:
-            self.log.update(task=text[:MAX_INLINE_TASK])
+            self.log.update(task=text[: self.inline_limit])
         self.context.add_user(user)
         self.log.append(user)
         try:
@@ -262,6 +286,12 @@ class Agent:
             raise
         except BaseException as exc:
             error = self._as_agent_error(exc)
+            if isinstance(error, AgentError) and error.reason == StopReason.MODEL_ERROR:
+                # The endpoint refused the conversation (context full, a 4xx, an outage):
+                # without this the failed message stays and every later one fails too.
+                self.context.restore(snapshot)
+                self.resumed = resumed
+                self.log.event("turn_failed", discard_lines=self.log.lines - logged)
             if isinstance(error, AgentError):
                 self.last_status = (Status.ERROR, _stop_reason(error.reason), error.message)
             raise error from None
@@ -270,6 +300,12 @@ class Agent:
         self.last_status = (Status.DONE, StopReason.ANSWER, None)
         self.answer = answer
         return answer
+
+    @property
+    def inline_limit(self) -> int:
+        """Characters of a user message sent inline; longer ones go to a kernel variable."""
+        window = self.settings.context_window
+        return min(MAX_INLINE_TASK, window) if window else MAX_INLINE_TASK
 
     async def _task_to_variable(self, text: str) -> str:
         """An enormous message lives in the kernel, not in the prompt (the idea of recursive
@@ -362,10 +398,10 @@ class Agent:
             reply = await self.host.complete(
                 messages, schemas, self.settings.model, on_retry=self._model_retry
             )
-            message = reply.message
+            message, written = self._structured(reply.message)
             calls = message.get("tool_calls") or []
-            cut = reply.finish_reason == "length"
-            self._record_reply(turn, reply, len(calls))
+            cut = reply.finish_reason == "length" and written is None
+            self._record_reply(turn, reply, message, written)
             dropped = self.context.add_assistant(sanitize_tool_calls(message) if calls else message)
             if dropped:
                 self.log.event(
@@ -403,20 +439,38 @@ class Agent:
                 self.context.add(tool_message)
                 self.log.append({**tool_message, **log_extra})
 
-    def _record_reply(self, turn: int, reply: ModelReply, calls: int) -> None:
-        """Log the reply as the endpoint sent it (raw arguments included) and count it."""
-        record: dict[str, Any] = {**reply.message, "usage": reply.usage.as_dict()}
+    def _structured(self, message: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """The reply with tool calls written as text turned into structured ones (see
+        :mod:`rlm.agent.textcalls`), and the text they were written in (None: none were)."""
+        if message.get("tool_calls") or not self.tools:
+            return message, None
+        written = message.get("content") or ""
+        found = find_text_calls(written, set(self.tools))
+        if found is None:
+            return message, None
+        self.warn_once("text_tool_calls", _TEXT_CALLS_WARNING)
+        return {**message, "content": found.content, "tool_calls": found.calls}, written
+
+    def _record_reply(
+        self, turn: int, reply: ModelReply, message: dict[str, Any], written: str | None
+    ) -> None:
+        """Log the reply as the endpoint sent it (raw arguments and text included), count it."""
+        record: dict[str, Any] = {**message, "usage": reply.usage.as_dict()}
         # what the endpoint said about the reply, for debugging and training data
         extras = {
             "finish_reason": reply.finish_reason,
             "served_model": reply.model,
             "response_id": reply.id,
             "notes": reply.notes or None,
+            "text_tool_calls": written,  # the content the calls were parsed from
         }
         record.update({key: value for key, value in extras.items() if value is not None})
         self.log.append(record)
         self.log.meta.turns = turn
         self.add_usage(reply.usage)
+        if self.settings.max_tokens and reply.usage.completion_tokens is None:
+            self.warn_once("no_usage", _NO_USAGE_WARNING)
+        calls = len(message.get("tool_calls") or [])
         self.emit(
             ev.ModelResponse,
             turn=turn,

@@ -23,6 +23,7 @@ from typing import Any
 import openai
 from tenacity import RetryCallState, wait_random_exponential
 
+from rlm.agent.overflow import overflow_detail
 from rlm.agent.reply import MalformedReply
 from rlm.config import Settings
 from rlm.sandbox.harden import redact_url
@@ -137,12 +138,22 @@ def _status_failure(exc: openai.APIStatusError) -> Failure:
         return Failure(
             False, f"HTTP {status}", f"HTTP {status}: the endpoint {what} (check RLM_API_KEY)"
         )
+    full = overflow_detail(status, _body(exc.response))
+    if full is not None:  # the conversation does not fit: no retry can help
+        return Failure(False, f"HTTP {status}", full)
     text = _error_text(exc.response)
     detail = f"HTTP {status}: {text}" if text else f"HTTP {status}"
     retryable = status in (408, 429) or status >= 500
     repeat = text if status >= 500 and status not in _GATEWAY_STATUSES else None
     after = _retry_after(exc.response.headers) if retryable else None
     return Failure(retryable, f"HTTP {status}", detail, after, repeat)
+
+
+def _body(response: Any) -> str:
+    try:
+        return str(response.text)
+    except Exception:  # a body that cannot be decoded is not worth a second failure
+        return ""
 
 
 def _error_text(response: Any) -> str:
