@@ -12,6 +12,7 @@ import pytest
 
 import rlm
 from conftest import read_log, sessions
+from helpers import run_cli
 from personalities import LLAMA_CPP_PYTHON, LLAMA_SERVER, STRICT_TEMPLATE, VLLM, Personality
 from rlm.agent.context import rebuild_context
 from rlm.agent.events import Event, Warning
@@ -196,3 +197,16 @@ async def test_unknown_usage_is_null_and_a_budget_says_it_cannot_apply(model, rl
     assert len(said) == 1 and "token budget (RLM_MAX_TOKENS) cannot apply" in said[0]
     replies = [line for line in read_log(sessions(rlm_env)[0]) if line.get("role") == "assistant"]
     assert [r["usage"] for r in replies] == [{"prompt_tokens": None, "completion_tokens": None}] * 2
+
+
+def test_the_cli_warns_once_on_stderr_about_text_tool_calls(model, rlm_env):
+    model.script(
+        text_call("ipython", {"code": "x = 1"}),
+        text_call("ipython", {"code": "print(x + 1)"}),
+        reply("two"),
+    )
+    result = run_cli("text calls")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "two"
+    warned = [line for line in result.stderr.splitlines() if "rlm: warning:" in line]
+    assert len(warned) == 1 and "structured tool_calls" in warned[0], result.stderr
