@@ -54,8 +54,9 @@ _CONTINUE_NUDGE = (
 )
 _TEXT_CALLS_WARNING = (
     "the model server returned tool calls as text, not as structured tool_calls; rlm runs "
-    "them, but the server should parse them: start llama-server with --jinja, vLLM with "
-    "--enable-auto-tool-choice --tool-call-parser <name>, or use a model whose template has tools"
+    "them, but the server should parse them (llama-server: --jinja with a chat template that "
+    "has tools; vLLM: --enable-auto-tool-choice --tool-call-parser NAME; Ollama: a model "
+    "with a tools template)"
 )
 _NO_USAGE_WARNING = (
     "the model server reports no token usage, so the token budget (RLM_MAX_TOKENS) cannot apply"
