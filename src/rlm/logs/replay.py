@@ -92,7 +92,7 @@ def transcript(node: AgentNode) -> Transcript:
     turn = 0
     for index, record in enumerate(records):
         role = record.get("role")
-        if record.get("event") == "turn_cancelled":
+        if record.get("event") in ("turn_cancelled", "turn_failed"):
             # the agent rolled its context back, turn numbers included
             count = record.get("discard_lines")
             if isinstance(count, int) and count > 0:
@@ -178,10 +178,11 @@ def _attach_children(calls: list[Call], children: list[AgentNode]) -> list[Agent
 
 
 def discarded_lines(records: list[dict[str, Any]]) -> set[int]:
-    """Indexes of lines a ``turn_cancelled`` event took back out of the live context."""
+    """Indexes of lines a ``turn_cancelled`` or ``turn_failed`` event took back out of the
+    live context."""
     gone: set[int] = set()
     for index, record in enumerate(records):
-        if record.get("event") == "turn_cancelled":
+        if record.get("event") in ("turn_cancelled", "turn_failed"):
             count = record.get("discard_lines")
             if isinstance(count, int) and count > 0:
                 gone.update(range(max(0, index - count), index + 1))
