@@ -70,7 +70,7 @@ class LiveContext:
     def add_assistant(self, message: Message) -> int:
         """Start a new turn; returns how many old turns the window dropped to make room."""
         self._count += 1
-        self.turns.append(_Turn(self._count, [message]))
+        self.turns.append(_Turn(self._count, [_not_blank(message)]))
         dropped = 0
         if self.max_turns > 0:
             while len(self.turns) > self.max_turns:
@@ -156,6 +156,22 @@ class LiveContext:
         for turn in self.turns:
             out.extend(turn.messages)
         return out
+
+
+#: What an empty assistant reply goes back as; the log keeps it empty.
+EMPTY_REPLY = "(empty reply)"
+
+
+def _not_blank(message: Message) -> Message:
+    """An assistant reply with neither text nor tool calls (answered by a nudge) goes back
+    with placeholder text: strict chat templates and request validators refuse an assistant
+    message that has neither."""
+    content = message.get("content")
+    if message.get("tool_calls") or (isinstance(content, str) and content.strip()):
+        return message
+    if content is not None and not isinstance(content, str):
+        return message  # content parts: the server's business
+    return {**message, "content": EMPTY_REPLY}
 
 
 def rebuild_context(lines: list[dict[str, Any]], max_turns: int = -1) -> LiveContext:

@@ -197,20 +197,10 @@ def _capped_stream(response: Any, limit: int) -> Any:
     return Capped()
 
 
-#: What an empty assistant reply is sent back as (the log keeps it empty).
-EMPTY_REPLY = "(empty reply)"
-
-
 def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
     # An assistant message with tool calls may have no text; several servers reject
     # ``content: null`` there. New replies already say "" (rlm.agent.reply); this covers
     # messages replayed from older logs and contexts built by hand.
-    content = message.get("content")
-    blank = content is None or (isinstance(content, str) and not content.strip())
-    if message.get("role") != "assistant" or not blank:
-        return message
-    if message.get("tool_calls"):
-        return {**message, "content": content or ""}
-    # An empty reply with no calls (followed by rlm's nudge): strict templates and
-    # validators reject an assistant message with neither text nor tool calls.
-    return {**message, "content": EMPTY_REPLY}
+    if message.get("content") is None and message.get("tool_calls"):
+        return {**message, "content": ""}
+    return message
