@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlm.agent.context import sanitize_tool_calls
+from rlm.agent.context import fill_empty_reply, sanitize_tool_calls
 from rlm.logs.procs import pid_alive
 
 #: The API key ``rlm_env`` puts in the environment (tests/conftest.py).
@@ -90,12 +90,14 @@ LOG_ONLY = (
     "response_id",
     "notes",
     "outputs",
+    "text_tool_calls",
 )
 
 
 def _comparable(message: dict[str, Any]) -> dict[str, Any]:
-    # the log keeps a tool call's raw arguments; the model is sent "{}" for broken ones
-    message = sanitize_tool_calls(message)
+    # the log keeps a tool call's raw arguments; the model is sent "{}" for broken ones,
+    # and placeholder text for an empty reply
+    message = fill_empty_reply(sanitize_tool_calls(message))
     out = {k: v for k, v in message.items() if k not in LOG_ONLY}
     return {k: v for k, v in out.items() if v is not None or k == "content"}
 

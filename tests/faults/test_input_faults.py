@@ -38,6 +38,7 @@ INVALID: dict[str, list[str]] = {
     "retry_max_wait": ["-1", "nan", "soon"],
     "model_timeout": ["0", "nan", "soon"],
     "max_completion_tokens": ["-1", "many"],
+    "context_window": ["-1", "many"],
     "max_reply_bytes": ["0", "1k"],
     "max_concurrency": ["0", "-4", "many"],
     "llm_concurrency": ["0", "-2", "many"],

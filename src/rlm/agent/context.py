@@ -17,8 +17,10 @@ from typing import Any
 from rlm.errors import ToolError
 
 __all__ = [
+    "EMPTY_REPLY",
     "LiveContext",
     "SummaryNote",
+    "fill_empty_reply",
     "parse_arguments",
     "rebuild_context",
     "sanitize_tool_calls",
@@ -70,7 +72,7 @@ class LiveContext:
     def add_assistant(self, message: Message) -> int:
         """Start a new turn; returns how many old turns the window dropped to make room."""
         self._count += 1
-        self.turns.append(_Turn(self._count, [_not_blank(message)]))
+        self.turns.append(_Turn(self._count, [fill_empty_reply(message)]))
         dropped = 0
         if self.max_turns > 0:
             while len(self.turns) > self.max_turns:
@@ -162,12 +164,14 @@ class LiveContext:
 EMPTY_REPLY = "(empty reply)"
 
 
-def _not_blank(message: Message) -> Message:
+def fill_empty_reply(message: Message) -> Message:
     """An assistant reply with neither text nor tool calls (answered by a nudge) goes back
     with placeholder text: strict chat templates and request validators refuse an assistant
     message that has neither."""
     content = message.get("content")
-    if message.get("tool_calls") or (isinstance(content, str) and content.strip()):
+    if message.get("role") != "assistant" or message.get("tool_calls"):
+        return message
+    if isinstance(content, str) and content.strip():
         return message
     if content is not None and not isinstance(content, str):
         return message  # content parts: the server's business
