@@ -15,7 +15,7 @@ from conftest import read_log, sessions
 from helpers import run_cli
 from personalities import LLAMA_CPP_PYTHON, LLAMA_SERVER, STRICT_TEMPLATE, VLLM, Personality
 from rlm.agent.context import rebuild_context
-from rlm.agent.events import Event, Warning
+from rlm.agent.events import EndpointWarning, Event
 from scripted_model import (
     ScriptedModel,
     cut_call,
@@ -32,7 +32,7 @@ def tool_results(model: ScriptedModel) -> list[str]:
 
 
 def warnings(events: list[Event]) -> list[str]:
-    return [e.message for e in events if isinstance(e, Warning)]
+    return [e.message for e in events if isinstance(e, EndpointWarning)]
 
 
 # -- tool calls as the servers send them -----------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "AgentFinished",
     "AgentStarted",
     "ChildSpawned",
+    "EndpointWarning",
     "Event",
     "EventCallback",
     "HostFunctionFinished",
@@ -35,7 +36,6 @@ __all__ = [
     "ModelRetry",
     "ToolFinished",
     "ToolStarted",
-    "Warning",
     "emit_safely",
     "events_json_schema",
 ]
@@ -123,7 +123,7 @@ class ToolFinished(Event):
     error: bool
 
 
-class Warning(Event):
+class EndpointWarning(Event):
     """Something the user should know about the endpoint, said once per run (e.g. tool calls
     written as text, a token budget without usage counts)."""
 
@@ -169,7 +169,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     LlmCallFinished,
     HostFunctionFinished,
     KernelRestarted,
-    Warning,
+    EndpointWarning,
     AgentFinished,
 )
 

@@ -141,7 +141,7 @@ class Agent:
             return
         root._warned.add(key)
         self.log.event("warning", message=message)
-        self.emit(ev.Warning, message=message)
+        self.emit(ev.EndpointWarning, message=message)
 
     def _model_retry(self, attempt: int, attempts: int, wait: float, reason: str) -> None:
         self.log.event("model_retry", attempt=attempt, attempts=attempts, wait=wait, reason=reason)

@@ -90,7 +90,7 @@ class LiveView:
             row.tool = retry_line(event)
             prefix = "" if event.depth == 0 else f"[{event.agent_id.rsplit('/', 1)[-1]}] "
             self.console.print(escape(prefix + retry_line(event)), highlight=False)
-        elif isinstance(event, ev.Warning):
+        elif isinstance(event, ev.EndpointWarning):
             prefix = "" if event.depth == 0 else f"[{event.agent_id.rsplit('/', 1)[-1]}] "
             self.console.print(escape(f"{prefix}rlm: warning: {event.message}"), highlight=False)
         elif isinstance(event, ev.ToolStarted):

@@ -32,7 +32,7 @@ class LineProgress:
             return f"[{name}] turn {event.turn}: {event.name} {_short(event.preview)}"
         if isinstance(event, ev.ModelRetry):
             return _prefix(event) + retry_line(event)
-        if isinstance(event, ev.Warning):
+        if isinstance(event, ev.EndpointWarning):
             return f"{_prefix(event)}rlm: warning: {event.message}"
         if isinstance(event, ev.KernelRestarted):
             return f"[{name}] kernel restarted ({event.reason})"
