@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from conftest import read_log, read_meta, sessions
+from rlm.agent.textcalls import find_text_calls
 from rlm.schema.meta import AgentMeta
 
 SERVER_DIR = Path(__file__).resolve().parents[2] / "shared" / "tools" / "llama-server"
@@ -223,9 +224,16 @@ def test_tool_calls_written_as_text_by_a_server_without_a_parser(env, plain_serv
     assert meta["stop_reason"] in ("answer", "max_turns", "length"), (result.stderr, meta)
     written = [line for line in log if "text_tool_calls" in line]
     warned = [line for line in result.stderr.splitlines() if "rlm: warning:" in line]
-    # the model writes <tool_call> text (as the few-shot context shows it): run, warned once
-    assert written, (result.stderr, log)
-    assert len(warned) == 1 and "--jinja" in warned[0], result.stderr
+    # The model writes <tool_call> text (as the few-shot context shows it), though not every
+    # time even greedy (llama.cpp's prompt cache changes the arithmetic): whatever it wrote
+    # that names an offered tool was run, never printed as an answer, and warned about once.
+    tools = {"ipython", "summarize"}
+    replies = [line for line in log if line.get("role") == "assistant" and "kind" not in line]
+    left = [r["content"] for r in replies if find_text_calls(r.get("content") or "", tools)]
+    assert not left, left
+    assert len(warned) == (1 if written else 0), result.stderr
+    if written:
+        assert "--jinja" in warned[0], result.stderr
     for line in written:
         for call in line["tool_calls"]:
             assert any(answer.get("tool_call_id") == call["id"] for answer in log), call
