@@ -37,6 +37,22 @@ __all__ = ["MEMORY_CEILING", "ExecResult", "Kernel", "OutputCollector", "truncat
 
 #: How long to poll between liveness checks while waiting for kernel messages.
 _POLL = 0.5
+#: How much more likely than the orchestrator a kernel is to be chosen by the OOM killer.
+OOM_SCORE_ADJ_OFFSET = 500
+
+
+def raise_oom_score(pid: int | None) -> None:
+    """Make the kernel ``pid`` the OOM killer's choice before the orchestrator: when memory
+    runs out, a cell's kernel dies (and is restarted) instead of the process owning every
+    agent, log and budget. Raising a score needs no privilege; the kernel's own children
+    inherit it. Best effort: no ``/proc`` (not Linux) or a process already gone is fine."""
+    if pid is None:
+        return
+    try:
+        own = int(Path("/proc/self/oom_score_adj").read_text())
+        Path(f"/proc/{pid}/oom_score_adj").write_text(str(min(own + OOM_SCORE_ADJ_OFFSET, 1000)))
+    except (OSError, ValueError):
+        pass
 
 
 @dataclass
@@ -154,6 +170,7 @@ class Kernel:
 
     async def _connect(self, timeout: float) -> None:
         assert self._km is not None
+        raise_oom_score(self.pid)  # after every start and restart: a new process each time
         if self._client is not None:
             self._client.stop_channels()
         client = self._km.client(context=_zmq_context())
