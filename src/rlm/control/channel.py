@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,10 @@ from rlm.errors import ConfigError, RLMError
 __all__ = ["ControlClient", "ControlServer", "Request", "buffer_digests", "new_session"]
 
 log = logging.getLogger("rlm.control.channel")
+
+#: Rejected messages are summarised: the first is logged with its reason, then at most one
+#: line per this many seconds counts the rest (a flooding kernel must not flood stderr).
+REJECT_REPORT_INTERVAL = 10.0
 
 
 def new_session(secret: str) -> Session:
@@ -87,6 +92,8 @@ class ControlServer:
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.rejected = 0
+        self._rejects_reported = 0
+        self._last_reject_report = 0.0
 
     def register(self, agent_id: str) -> str:
         """Give an agent its secret; only messages signed with it speak for that agent."""
@@ -113,6 +120,7 @@ class ControlServer:
         self._loop_task = asyncio.create_task(self._serve(), name="rlm-control")
 
     async def close(self) -> None:
+        self._report_rejects()
         tasks = [*self._tasks.values(), *([self._loop_task] if self._loop_task else [])]
         for task in tasks:
             task.cancel()
@@ -123,7 +131,21 @@ class ControlServer:
 
     def _reject(self, why: str) -> None:
         self.rejected += 1
-        log.warning("control channel: rejected a message (%s)", why)
+        if self.rejected == 1:
+            log.warning("control channel: rejected a message (%s)", why)
+            self._rejects_reported = 1
+            self._last_reject_report = time.monotonic()
+        elif time.monotonic() - self._last_reject_report >= REJECT_REPORT_INTERVAL:
+            self._report_rejects()
+
+    def _report_rejects(self) -> None:
+        """One line counting the rejections not reported yet (none: no line)."""
+        more = self.rejected - self._rejects_reported
+        if more > 0:
+            noun = "message" if more == 1 else "messages"
+            log.warning("control channel: rejected %s more %s", f"{more:,}", noun)
+        self._rejects_reported = self.rejected
+        self._last_reject_report = time.monotonic()
 
     async def _serve(self) -> None:
         assert self._sock is not None
