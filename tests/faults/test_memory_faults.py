@@ -6,15 +6,17 @@ kernel that must pay (or die), never the orchestrator.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
 
 import pytest
-from faultkit import check_logs, tool_results
+from faultkit import async_wait_until, check_logs, tool_results
 
 from rlm.config import load_settings
 from rlm.runtime.orchestrator import Orchestrator
-from scripted_model import ipython, reply
+from scripted_model import ipython, reply, wait
 
 OOM_READ = "print(open('/proc/self/oom_score_adj').read().strip())"
 
@@ -49,4 +51,67 @@ async def test_kernels_are_the_oom_killers_first_choice(model, rlm_env, start, p
     assert tool_results(model.requests_for("root")) == [f"{expected}\nchild done"]
     assert tool_results(model.requests_for("child:")) == [expected]
     assert int(Path("/proc/self/oom_score_adj").read_text()) == own
+    check_logs(rlm_env)
+
+
+# -- queued sub-agent requests and their buffers ---------------------------------------------
+
+QUEUE = """
+import asyncio, pathlib
+data = {data}
+tasks = [asyncio.ensure_future(rlm.run(f'child {{i}}: go', inputs=data)) for i in range(5)]
+finished = set()
+while sum(1 for t in finished if t.exception()) < {refused}:
+    done, _ = await asyncio.wait(set(tasks) - finished, return_when=asyncio.FIRST_COMPLETED)
+    finished |= done
+pathlib.Path({mark!r}).write_text('refused')
+for r in await asyncio.gather(*tasks, return_exceptions=True):
+    print(f'{{type(r).__name__}}: {{r}}' if isinstance(r, Exception) else r)
+"""
+
+
+@pytest.mark.parametrize(
+    ("limits", "data", "refused", "why"),
+    [
+        (
+            {"max_pending_bytes": 20_000_000},
+            "{'big': 'x' * 8_000_000}",
+            2,
+            "ConfigError: sub-agent refused: its inputs (8.0 MB) would take the inputs waiting "
+            "for a slot to 24.0 MB, over RLM_MAX_PENDING_BYTES=20000000 (20.0 MB); start fewer "
+            "sub-agents at once or pass smaller inputs",
+        ),
+        (
+            {"max_pending_runs": 3},
+            "None",
+            1,
+            "ConfigError: sub-agent refused: 3 sub-agents of this agent already wait for a slot "
+            "(RLM_MAX_PENDING_RUNS=3); start fewer at once",
+        ),
+    ],
+    ids=["bytes", "runs"],
+)
+async def test_queued_sub_agent_requests_are_bounded(
+    model, rlm_env, tmp_path, limits, data, refused, why
+):
+    """Five sub-agents asked for at once with one slot: one runs, the others wait with their
+    inputs in the orchestrator's memory, within RLM_MAX_PENDING_BYTES / RLM_MAX_PENDING_RUNS;
+    the requests beyond are refused at once with a clear error in the cell."""
+    mark = tmp_path / "refused"
+    release = threading.Event()
+    code = QUEUE.format(data=data, refused=refused, mark=str(mark))
+    model.script(reply(None, ipython(code)), reply("root done"), match="root")
+    model.script(
+        wait(release, reply("child done")), *[reply("child done")] * (4 - refused), match="child"
+    )
+    run = asyncio.create_task(
+        run_root("root task", max_depth=1, max_concurrency=1, exec_timeout=60, **limits)
+    )
+    # the first child holds its slot until every refusal has reached the cell
+    assert await async_wait_until(lambda: mark.exists() or run.done(), 60)
+    release.set()
+    assert await run == "root done"
+    (report,) = tool_results(model.requests_for("root"))
+    lines = report.splitlines()
+    assert sorted(lines) == sorted(["child done"] * (5 - refused) + [why] * refused), report
     check_logs(rlm_env)
