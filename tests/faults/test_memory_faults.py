@@ -7,6 +7,7 @@ kernel that must pay (or die), never the orchestrator.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from faultkit import async_wait_until, check_logs, tool_results
 
 from rlm.config import load_settings
+from rlm.kernels.memory import MAX_MESSAGE_BYTES
 from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import ipython, reply, wait
 
@@ -114,4 +116,57 @@ async def test_queued_sub_agent_requests_are_bounded(
     (report,) = tool_results(model.requests_for("root"))
     lines = report.splitlines()
     assert sorted(lines) == sorted(["child done"] * (5 - refused) + [why] * refused), report
+    check_logs(rlm_env)
+
+
+# -- one oversized message from a kernel -----------------------------------------------------
+
+
+def _peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def _reset_peak_rss() -> None:
+    # Linux >= 4.0: "5" resets the peak resident set size to the current one.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+#: A stream message built by hand, past the kernel's own output cap: one 80 MB IOPub frame.
+HUGE_MESSAGE = """
+_k = get_ipython().kernel
+print('before')
+_k.session.send(_k.iopub_socket, 'stream', {'name': 'stdout', 'text': 'x' * 80_000_000},
+                parent=_k.get_parent())
+del _k
+print('after')
+"""
+
+
+async def test_an_oversized_iopub_message_is_dropped_before_decoding(model, rlm_env):
+    """A cell that sends one 80 MB IOPub message by hand (past the kernel's output cap) costs
+    the orchestrator no memory: ZeroMQ drops the frame unread (``MAXMSGSIZE``), the model is
+    told its output was dropped, and the kernel keeps working."""
+    assert MAX_MESSAGE_BYTES < 80_000_000
+    marks: dict[str, float] = {}
+
+    def flood(body: dict):  # served right before the cell runs: measure only the message
+        _reset_peak_rss()
+        marks["before"] = _peak_rss_mib()
+        return reply(None, ipython(HUGE_MESSAGE))
+
+    model.script(
+        reply(None, ipython("1")), flood, reply(None, ipython("print('still here')")), reply("ok")
+    )
+    assert await run_root("flood", max_output=2000) == "ok"
+    growth = _peak_rss_mib() - marks["before"]
+    assert growth < 40, f"the orchestrator's peak RSS grew by {growth:.0f} MB"
+    _, dropped, after = tool_results(model.requests)
+    assert "x" * 100 not in dropped, dropped[:200]
+    note = f"[output dropped: a message over {MAX_MESSAGE_BYTES:,} bytes]"
+    assert dropped.startswith("before\n") and dropped.endswith(note), dropped
+    assert after == "still here"
     check_logs(rlm_env)
