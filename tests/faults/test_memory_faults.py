@@ -13,10 +13,13 @@ import threading
 from pathlib import Path
 
 import pytest
+import zmq
+import zmq.utils.monitor
 from faultkit import async_wait_until, check_logs, tool_results
 
 from rlm.config import load_settings
-from rlm.kernels.memory import MAX_MESSAGE_BYTES
+from rlm.control.channel import ControlClient, ControlServer, Request
+from rlm.errors import ConfigError
 from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import ipython, reply, wait
 
@@ -135,11 +138,12 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-#: A stream message built by hand, past the kernel's own output cap: one 80 MB IOPub frame.
+#: A stream message built by hand, past the kernel's own output cap: one 40 MB IOPub frame.
+LIMIT = 8 * 1024 * 1024
 HUGE_MESSAGE = """
 _k = get_ipython().kernel
 print('before')
-_k.session.send(_k.iopub_socket, 'stream', {'name': 'stdout', 'text': 'x' * 80_000_000},
+_k.session.send(_k.iopub_socket, 'stream', {'name': 'stdout', 'text': 'x' * 40_000_000},
                 parent=_k.get_parent())
 del _k
 print('after')
@@ -147,10 +151,10 @@ print('after')
 
 
 async def test_an_oversized_iopub_message_is_dropped_before_decoding(model, rlm_env):
-    """A cell that sends one 80 MB IOPub message by hand (past the kernel's output cap) costs
-    the orchestrator no memory: ZeroMQ drops the frame unread (``MAXMSGSIZE``), the model is
-    told its output was dropped, and the kernel keeps working."""
-    assert MAX_MESSAGE_BYTES < 80_000_000
+    """A cell that sends one 40 MB IOPub message by hand (past the kernel's output cap) costs
+    the orchestrator no memory: ZeroMQ drops the frame unread (``MAXMSGSIZE``, set by
+    RLM_MAX_MESSAGE_BYTES), the model is told its output was dropped, and the kernel's next
+    cell is seen whole (a new IOPub connection replaced the one ZeroMQ closed)."""
     marks: dict[str, float] = {}
 
     def flood(body: dict):  # served right before the cell runs: measure only the message
@@ -161,12 +165,53 @@ async def test_an_oversized_iopub_message_is_dropped_before_decoding(model, rlm_
     model.script(
         reply(None, ipython("1")), flood, reply(None, ipython("print('still here')")), reply("ok")
     )
-    assert await run_root("flood", max_output=2000) == "ok"
+    assert await run_root("flood", max_output=2000, max_message_bytes=LIMIT) == "ok"
     growth = _peak_rss_mib() - marks["before"]
-    assert growth < 40, f"the orchestrator's peak RSS grew by {growth:.0f} MB"
+    assert growth < 30, f"the orchestrator's peak RSS grew by {growth:.0f} MB"
     _, dropped, after = tool_results(model.requests)
     assert "x" * 100 not in dropped, dropped[:200]
-    note = f"[output dropped: a message over {MAX_MESSAGE_BYTES:,} bytes]"
+    note = f"[output dropped: a message over {LIMIT:,} bytes]"
     assert dropped.startswith("before\n") and dropped.endswith(note), dropped
     assert after == "still here"
     check_logs(rlm_env)
+
+
+# -- the control channel ---------------------------------------------------------------------
+
+
+async def test_an_oversized_control_frame_is_dropped_unread(tmp_path):
+    """A kernel sending a control frame over the limit (a client that skips its own check)
+    is disconnected by ZeroMQ before the frame is read; the channel serves the next request.
+    A well-behaved client refuses to send it, with one clear line."""
+    limit = 1 << 20
+    seen: list[dict] = []
+
+    async def handler(req: Request) -> tuple[dict, list[bytes]]:
+        seen.append(req.content)
+        return {"inputs": []}, []
+
+    server = ControlServer(tmp_path, handler, max_frame_bytes=limit)
+    await server.start()
+    assert server._sock is not None
+    disconnects = server._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        secret = server.register("a")
+        careless = ControlClient(server.address, "a", secret, max_frame_bytes=1 << 30)
+        big = asyncio.create_task(
+            careless.request("inputs_request", {"n": 1}, [b"x" * (8 * limit)])
+        )
+        event = zmq.utils.monitor.parse_monitor_message(
+            await asyncio.wait_for(disconnects.recv_multipart(), 30)
+        )
+        assert event["event"] == zmq.EVENT_DISCONNECTED
+        big.cancel()
+        careful = ControlClient(server.address, "a", secret, max_frame_bytes=limit)
+        with pytest.raises(ConfigError, match=r"a part of 8,388,608 bytes is over the control"):
+            await careful.request("inputs_request", {"n": 2}, [b"x" * (8 * limit)])
+        content, buffers = await careful.request("inputs_request", {"n": 3})
+        assert content["inputs"] == [] and buffers == []
+        assert [content["n"] for content in seen] == [3]
+    finally:
+        server._sock.disable_monitor()
+        disconnects.close(linger=0)
+        await server.close()

@@ -40,9 +40,9 @@ __all__ = ["MEMORY_CEILING", "ExecResult", "Kernel", "OutputCollector", "truncat
 _POLL = 0.5
 
 
-def _dropped_note(count: int) -> str:
+def _dropped_note(count: int, limit: int) -> str:
     what = "a message" if count == 1 else f"{count} messages"
-    return f"output dropped: {what} over {MAX_MESSAGE_BYTES:,} bytes"
+    return f"output dropped: {what} over {limit:,} bytes"
 
 
 @dataclass
@@ -66,13 +66,14 @@ class ExecResult:
 
 
 @functools.cache
-def _zmq_context() -> zmq.asyncio.Context:
+def _zmq_context(max_message_bytes: int = MAX_MESSAGE_BYTES) -> zmq.asyncio.Context:
     """One ZeroMQ context (one I/O thread) for every kernel client of this process, instead of
     jupyter_client's context per kernel manager; never terminated. pyzmq's default 100 ms
-    reconnect interval is pure latency on a local socket."""
+    reconnect interval is pure latency on a local socket. One per message size limit: the
+    limit is a socket option that must be set before a socket connects."""
     context = zmq.asyncio.Context()
     context.setsockopt(zmq.RECONNECT_IVL, 5)
-    context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # for every socket created later
+    context.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # for every socket created later
     return context
 
 
@@ -90,6 +91,7 @@ class Kernel:
         bootstrap_expressions: dict[str, str] | None = None,
         interrupt_grace: float = 3.0,
         output_limit: int = -1,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         spec_name: str = "rlm",
         provisioner: dict[str, Any] | None = None,
     ) -> None:
@@ -103,6 +105,7 @@ class Kernel:
         self.bootstrap_expressions = dict(bootstrap_expressions or {})
         self.interrupt_grace = interrupt_grace
         self.output_limit = output_limit
+        self.max_message_bytes = max_message_bytes
         #: Kernelspec written to the run dir; its ``kernel_provisioner`` stanza (None: local).
         self.spec_name = spec_name
         self.provisioner = provisioner
@@ -138,7 +141,7 @@ class Kernel:
         ksm = KernelSpecManager(kernel_dirs=[str(self.run_dir / "kernels")])
         ksm.ensure_native_kernel = False
         self._km = AsyncKernelManager(
-            context=_zmq_context(),
+            context=_zmq_context(self.max_message_bytes),
             kernel_name=spec_name,
             kernel_spec_manager=ksm,
             transport="ipc",
@@ -164,7 +167,7 @@ class Kernel:
         assert self._km is not None
         raise_oom_score(self.pid)  # after every start and restart: a new process each time
         self._stop_channels()
-        client = self._km.client(context=_zmq_context())
+        client = self._km.client(context=_zmq_context(self.max_message_bytes))
         # Only shell and IOPub are used: liveness comes from the provisioner, interrupts are
         # signals, input is refused. No heartbeat thread, stdin or control socket per kernel.
         client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
@@ -358,7 +361,7 @@ class Kernel:
             await self._wait_ready(timeout=5.0)
         if reply is not None and reply.get("content", {}).get("status") == "error":
             status = "error"
-        notes = [_dropped_note(dropped)] if dropped else []
+        notes = [_dropped_note(dropped, self.max_message_bytes)] if dropped else []
         evaluated = (reply or {}).get("content", {}).get("user_expressions") or {}
         return ExecResult(
             collector.text(),

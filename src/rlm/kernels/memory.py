@@ -17,11 +17,12 @@ import zmq.utils.monitor
 
 __all__ = ["MAX_MESSAGE_BYTES", "OOM_SCORE_ADJ_OFFSET", "DropCounter", "raise_oom_score"]
 
-#: Largest message part accepted from a kernel. ZeroMQ drops a larger one from its size
+#: Largest message part accepted from a kernel by default (``RLM_MAX_MESSAGE_BYTES``). ZeroMQ
+#: drops a larger one from its size
 #: header, before reading it, and closes that connection: a cell sending a huge message by
 #: hand, past the kernel's own output cap, costs the orchestrator nothing (the kernel client
 #: notices the drop, tells the model and opens a new IOPub connection).
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 #: How much more likely than the orchestrator a kernel is to be chosen by the OOM killer.
 OOM_SCORE_ADJ_OFFSET = 500
 

@@ -122,6 +122,7 @@ class Orchestrator:
                 env=self._base_env,
                 mode=self.settings.kernel_start,
                 pool_size=self.settings.kernel_pool,
+                max_message_bytes=self.settings.max_message_bytes,
             )
             stack.push_async_callback(self.launcher.close)
             if self.settings.max_depth > 0:
