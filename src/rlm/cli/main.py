@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rlm.cli.flags import add_settings_flags, flag_values
 from rlm.config import Settings, load_settings
 from rlm.errors import AgentError, ConfigError, RLMError
+from rlm.terminal import safe
 
 if TYPE_CHECKING:
     from pydantic_settings import CliSettingsSource
@@ -332,7 +333,7 @@ def _report(args: argparse.Namespace, out: Outcome, code: int) -> int:
     elif out.result is not None:
         print(out.result, flush=True)
     elif out.error is not None and out.reason != "interrupted":
-        print(f"rlm: {out.error}", file=sys.stderr)
+        print(f"rlm: {safe(out.error)}", file=sys.stderr)
     return code
 
 
