@@ -138,20 +138,20 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
-#: A stream message built by hand, past the kernel's own output cap: one 40 MB IOPub frame.
+#: A stream message built by hand below the kernel's output cap (which wraps
+#: ``Session.send``): one 40 MB IOPub frame, signed and sent as the kernel would.
 LIMIT = 8 * 1024 * 1024
 HUGE_MESSAGE = """
 _k = get_ipython().kernel
-print('before')
-_k.session.send(_k.iopub_socket, 'stream', {'name': 'stdout', 'text': 'x' * 40_000_000},
-                parent=_k.get_parent())
-del _k
-print('after')
+print('before', flush=True)
+_m = _k.session.msg('stream', {'name': 'stdout', 'text': 'x' * 40_000_000}, parent=_k.get_parent())
+_k.iopub_socket.send_multipart(_k.session.serialize(_m, ident=[b'stream.stdout']))
+del _k, _m
 """
 
 
 async def test_an_oversized_iopub_message_is_dropped_before_decoding(model, rlm_env):
-    """A cell that sends one 40 MB IOPub message by hand (past the kernel's output cap) costs
+    """A cell that sends one 40 MB IOPub message by hand (under the kernel's output cap) costs
     the orchestrator no memory: ZeroMQ drops the frame unread (``MAXMSGSIZE``, set by
     RLM_MAX_MESSAGE_BYTES), the model is told its output was dropped, and the kernel's next
     cell is seen whole (a new IOPub connection replaced the one ZeroMQ closed)."""
