@@ -36,6 +36,9 @@ BAD_VALUES: dict[str, list[str]] = {
     "llm_concurrency": ["abc", "0"],
     "kernel_start": ["warm", "", "Fork"],
     "kernel_pool": ["abc", "-1"],
+    "max_message_bytes": ["abc", "0", "1048575"],
+    "max_pending_bytes": ["abc", "-1", "1.5"],
+    "max_pending_runs": ["abc", "-1"],
 }
 
 #: (env value, expected, override value, expected) per setting, all valid and non-default.
@@ -63,6 +66,9 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
     "llm_concurrency": ("2", 2, "32", 32),
     "kernel_start": ("cold", "cold", "fork", "fork"),
     "kernel_pool": ("0", 0, "5", 5),
+    "max_message_bytes": ("1048576", 1048576, "2097152", 2097152),
+    "max_pending_bytes": ("0", 0, "1048576", 1048576),
+    "max_pending_runs": ("1", 1, "10", 10),
 }
 
 

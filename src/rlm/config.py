@@ -108,6 +108,17 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(default=16, ge=1)
     """`rlm.llm` model calls in flight at once for the whole run; more are queued."""
 
+    max_message_bytes: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024)
+    """Largest message part a kernel may send; a larger one is dropped unread (the model is
+    told)."""
+
+    max_pending_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    """Input bytes that sub-agent requests of a run may hold while they wait for a slot;
+    a request beyond is refused."""
+
+    max_pending_runs: int = Field(default=64, ge=0)
+    """Sub-agent requests of one agent that may wait for a slot; one more is refused."""
+
     kernel_start: Literal["fork", "cold"] = "fork" if sys.platform.startswith("linux") else "cold"
     """How sub-agent kernels start: fork (from a pre-imported zygote; Linux) or cold."""
 

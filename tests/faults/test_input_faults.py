@@ -44,6 +44,9 @@ INVALID: dict[str, list[str]] = {
     "llm_concurrency": ["0", "-2", "many"],
     "kernel_start": ["warm", "", "FORK"],
     "kernel_pool": ["-1", "two"],
+    "max_message_bytes": ["1000", "64M"],
+    "max_pending_bytes": ["-1", "1GB"],
+    "max_pending_runs": ["-1", "lots"],
 }
 
 CASES = [(field, value) for field, values in INVALID.items() for value in values]

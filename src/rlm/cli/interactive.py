@@ -17,6 +17,7 @@ from typing import Any
 
 from rlm.errors import AgentError
 from rlm.runtime.session import Session
+from rlm.terminal import safe
 
 __all__ = ["run_interactive"]
 
@@ -128,7 +129,7 @@ def _turn(loop: asyncio.AbstractEventLoop, session: Session, text: str) -> tuple
     except asyncio.CancelledError:
         print("(cancelled)", file=sys.stderr)
     except AgentError as exc:
-        print(f"rlm: {exc}", file=sys.stderr)
+        print(f"rlm: {safe(exc)}", file=sys.stderr)
     finally:
         # A Ctrl-C that came as the turn ended waits in the loop's self-pipe: handle it now
         # (it may be the second, which quits) instead of dropping it with the handler.

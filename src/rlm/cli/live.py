@@ -18,6 +18,7 @@ from rich.text import Text
 from rlm.agent import events as ev
 from rlm.cli.progress import retry_line
 from rlm.schema import Status
+from rlm.terminal import NAME_LIMIT, safe
 
 __all__ = ["LiveView"]
 
@@ -89,12 +90,14 @@ class LiveView:
         elif isinstance(event, ev.ModelRetry):
             row.tool = retry_line(event)
             prefix = "" if event.depth == 0 else f"[{event.agent_id.rsplit('/', 1)[-1]}] "
-            self.console.print(escape(prefix + retry_line(event)), highlight=False)
+            self.console.print(escape(safe(prefix + retry_line(event))), highlight=False)
         elif isinstance(event, ev.EndpointWarning):
-            prefix = "" if event.depth == 0 else f"[{event.agent_id.rsplit('/', 1)[-1]}] "
-            self.console.print(escape(f"{prefix}rlm: warning: {event.message}"), highlight=False)
+            prefix = "" if event.depth == 0 else f"[{safe(event.agent_id.rsplit('/', 1)[-1])}] "
+            self.console.print(
+                escape(safe(f"{prefix}rlm: warning: {event.message}")), highlight=False
+            )
         elif isinstance(event, ev.ToolStarted):
-            row.tool = f"{event.name}: {event.preview}"
+            row.tool = f"{safe(event.name, NAME_LIMIT)}: {event.preview}"
         elif isinstance(event, ev.ToolFinished):
             row.tool = ""
         elif isinstance(event, ev.LlmCallFinished):
@@ -117,8 +120,8 @@ class LiveView:
         row = self.rows[agent_id]
         elapsed = row.elapsed if row.elapsed is not None else time.monotonic() - row.started
         name = agent_id.rsplit("/", 1)[-1]
-        task = escape(" ".join(row.task.split())[:50])
-        detail = f" · {escape(row.tool[:60])}" if row.tool else ""
+        task = escape(" ".join(safe(row.task).split())[:50])
+        detail = f" · {escape(' '.join(safe(row.tool).split())[:60])}" if row.tool else ""
         calls = f" · llm {row.llm_calls} ({row.llm_tokens} tok)" if row.llm_calls else ""
         calls += f" · fn {row.functions}" if row.functions else ""
         text = (

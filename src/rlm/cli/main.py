@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rlm.cli.flags import add_settings_flags, flag_values
 from rlm.config import Settings, load_settings
 from rlm.errors import AgentError, ConfigError, RLMError
+from rlm.terminal import safe
 
 if TYPE_CHECKING:
     from pydantic_settings import CliSettingsSource
@@ -258,8 +259,20 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def _exit_now(signum: int, _frame: object) -> None:
+    """The second SIGINT/SIGTERM: leave at once, whatever the cleanup is waiting for.
+
+    A plain signal handler runs between two bytecodes of the main thread, so even a blocked
+    event loop cannot delay it. Kernels end with rlm (they watch their parent); the session
+    stays ``running`` in meta.json with rlm's pid, as after ``kill -9``."""
+    os.write(2, b"rlm: interrupted again; exiting without cleanup\n")
+    os._exit(128 + signum)
+
+
 def _run_async(coro: Any) -> int:
-    """Run the CLI's coroutine; SIGTERM cancels it like Ctrl-C so kernels are shut down."""
+    """Run the CLI's coroutine; SIGTERM cancels it like Ctrl-C so kernels are shut down, and a
+    second SIGTERM or SIGINT during that cleanup exits at once."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
 
     async def guarded() -> int:
         task = asyncio.current_task()
@@ -268,17 +281,24 @@ def _run_async(coro: Any) -> int:
 
         def stop(signum: int) -> None:
             got.append(signum)
+            for other in previous:
+                loop.remove_signal_handler(other)
+                signal.signal(other, _exit_now)
             if task is not None:
                 task.cancel()
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in previous:
             loop.add_signal_handler(signum, stop, signum)
         try:
             return await coro
         except asyncio.CancelledError:
             return 128 + (got[0] if got else signal.SIGINT)
 
-    return asyncio.run(guarded())
+    try:
+        return asyncio.run(guarded())
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,7 +352,7 @@ def _report(args: argparse.Namespace, out: Outcome, code: int) -> int:
     elif out.result is not None:
         print(out.result, flush=True)
     elif out.error is not None and out.reason != "interrupted":
-        print(f"rlm: {out.error}", file=sys.stderr)
+        print(f"rlm: {safe(out.error)}", file=sys.stderr)
     return code
 
 

@@ -6,6 +6,7 @@ import sys
 from typing import TextIO
 
 from rlm.agent import events as ev
+from rlm.terminal import NAME_LIMIT, safe
 
 __all__ = ["LineProgress", "retry_line"]
 
@@ -18,8 +19,8 @@ class LineProgress:
 
     def __call__(self, event: ev.Event) -> None:
         line = self.describe(event)
-        if line:
-            print("  " * event.depth + line, file=self.stream, flush=True)
+        if line:  # names, tasks and endpoint errors come from others: never raw to a terminal
+            print("  " * event.depth + safe(line), file=self.stream, flush=True)
 
     @staticmethod
     def describe(event: ev.Event) -> str | None:
@@ -29,7 +30,8 @@ class LineProgress:
                 return f"rlm: session {event.agent_id} ({event.session_path})"
             return f"[{name}] started: {_short(event.task)}"
         if isinstance(event, ev.ToolStarted):
-            return f"[{name}] turn {event.turn}: {event.name} {_short(event.preview)}"
+            tool = safe(event.name, NAME_LIMIT)
+            return f"[{name}] turn {event.turn}: {tool} {_short(event.preview)}"
         if isinstance(event, ev.ModelRetry):
             return _prefix(event) + retry_line(event)
         if isinstance(event, ev.EndpointWarning):
@@ -59,5 +61,5 @@ def _prefix(event: ev.Event) -> str:
 
 
 def _short(text: str, width: int = 70) -> str:
-    line = " ".join(text.split())
+    line = " ".join(safe(text).split())
     return line if len(line) <= width else line[: width - 1] + "…"

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from rlm.terminal import safe
+
 __all__ = ["build_parser", "main"]
 
 PROG = "rlm sessions"
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except SessionError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {safe(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `rlm sessions show --raw | head`: exit 1 quietly, as rich does
         with contextlib.suppress(OSError):

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,15 @@ from rlm.errors import ConfigError, RLMError
 __all__ = ["ControlClient", "ControlServer", "Request", "buffer_digests", "new_session"]
 
 log = logging.getLogger("rlm.control.channel")
+
+#: Largest message part either side accepts. A larger frame reaching the orchestrator is
+#: dropped by ZeroMQ from its size header, unread (``MAXMSGSIZE``), and its connection closed;
+#: the kernel side refuses to send one, so a cell gets a clear error instead of no reply.
+MAX_FRAME_BYTES = 1024 * 1024 * 1024
+
+#: Rejected messages are summarised: the first is logged with its reason, then at most one
+#: line per this many seconds counts the rest (a flooding kernel must not flood stderr).
+REJECT_REPORT_INTERVAL = 10.0
 
 
 def new_session(secret: str) -> Session:
@@ -78,8 +88,11 @@ Handler = Callable[[Request], Awaitable[tuple[dict[str, Any], list[bytes]] | Non
 class ControlServer:
     """Orchestrator side: verifies each request with its agent's key and dispatches it."""
 
-    def __init__(self, run_dir: Path, handler: Handler) -> None:
+    def __init__(
+        self, run_dir: Path, handler: Handler, *, max_frame_bytes: int = MAX_FRAME_BYTES
+    ) -> None:
         self.address = f"ipc://{run_dir / 'control'}"
+        self.max_frame_bytes = max_frame_bytes
         self._handler = handler
         self._sessions: dict[str, Session] = {}
         self._ctx = zmq.asyncio.Context()
@@ -87,6 +100,8 @@ class ControlServer:
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.rejected = 0
+        self._rejects_reported = 0
+        self._last_reject_report = 0.0
 
     def register(self, agent_id: str) -> str:
         """Give an agent its secret; only messages signed with it speak for that agent."""
@@ -101,6 +116,7 @@ class ControlServer:
         sock = self._ctx.socket(zmq.ROUTER)
         try:
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame_bytes)
             sock.bind(self.address)
             os.chmod(self.address.removeprefix("ipc://"), 0o600)
         except (zmq.ZMQError, OSError) as exc:
@@ -113,6 +129,7 @@ class ControlServer:
         self._loop_task = asyncio.create_task(self._serve(), name="rlm-control")
 
     async def close(self) -> None:
+        self._report_rejects()
         tasks = [*self._tasks.values(), *([self._loop_task] if self._loop_task else [])]
         for task in tasks:
             task.cancel()
@@ -123,7 +140,21 @@ class ControlServer:
 
     def _reject(self, why: str) -> None:
         self.rejected += 1
-        log.warning("control channel: rejected a message (%s)", why)
+        if self.rejected == 1:
+            log.warning("control channel: rejected a message (%s)", why)
+            self._rejects_reported = 1
+            self._last_reject_report = time.monotonic()
+        elif time.monotonic() - self._last_reject_report >= REJECT_REPORT_INTERVAL:
+            self._report_rejects()
+
+    def _report_rejects(self) -> None:
+        """One line counting the rejections not reported yet (none: no line)."""
+        more = self.rejected - self._rejects_reported
+        if more > 0:
+            noun = "message" if more == 1 else "messages"
+            log.warning("control channel: rejected %s more %s", f"{more:,}", noun)
+        self._rejects_reported = self.rejected
+        self._last_reject_report = time.monotonic()
 
     async def _serve(self) -> None:
         assert self._sock is not None
@@ -202,22 +233,31 @@ class ControlServer:
 class ControlClient:
     """Kernel side: one signed request, one verified reply. Create inside the running loop."""
 
-    def __init__(self, address: str, agent_id: str, secret: str) -> None:
+    def __init__(
+        self, address: str, agent_id: str, secret: str, *, max_frame_bytes: int = MAX_FRAME_BYTES
+    ) -> None:
         self.address = address
         self.agent_id = agent_id
         self.session = new_session(secret)
+        self.max_frame_bytes = max_frame_bytes
 
     async def request(
         self, msg_type: str, content: dict[str, Any], buffers: Sequence[bytes] = ()
     ) -> tuple[dict[str, Any], list[bytes]]:
+        content = {**content, "buffer_sha256": buffer_digests(buffers)}
+        msg = self.session.msg(msg_type, content=content)
+        frames = self.session.serialize(msg, ident=[self.agent_id.encode()])
+        largest = max(len(frame) for frame in [*frames, *buffers])
+        if largest > self.max_frame_bytes:
+            raise ConfigError(
+                f"{msg_type}: a part of {largest:,} bytes is over the control channel's limit "
+                f"of {self.max_frame_bytes:,} bytes; save large data to a file and pass its path"
+            )
         ctx = zmq.asyncio.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.address)
-        content = {**content, "buffer_sha256": buffer_digests(buffers)}
-        msg = self.session.msg(msg_type, content=content)
         try:
-            frames = self.session.serialize(msg, ident=[self.agent_id.encode()])
             await sock.send_multipart([*frames, *buffers])
             while True:
                 reply_frames = await sock.recv_multipart()

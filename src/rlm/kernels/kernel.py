@@ -30,6 +30,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from rlm.errors import KernelDiedError, KernelError
+from rlm.kernels.memory import MAX_MESSAGE_BYTES, DropCounter, raise_oom_score
 from rlm.kernels.output import MEMORY_CEILING, OutputCollector
 from rlm.truncation import truncate
 
@@ -37,6 +38,11 @@ __all__ = ["MEMORY_CEILING", "ExecResult", "Kernel", "OutputCollector", "truncat
 
 #: How long to poll between liveness checks while waiting for kernel messages.
 _POLL = 0.5
+
+
+def _dropped_note(count: int, limit: int) -> str:
+    what = "a message" if count == 1 else f"{count} messages"
+    return f"output dropped: {what} over {limit:,} bytes"
 
 
 @dataclass
@@ -60,12 +66,14 @@ class ExecResult:
 
 
 @functools.cache
-def _zmq_context() -> zmq.asyncio.Context:
+def _zmq_context(max_message_bytes: int = MAX_MESSAGE_BYTES) -> zmq.asyncio.Context:
     """One ZeroMQ context (one I/O thread) for every kernel client of this process, instead of
     jupyter_client's context per kernel manager; never terminated. pyzmq's default 100 ms
-    reconnect interval is pure latency on a local socket."""
+    reconnect interval is pure latency on a local socket. One per message size limit: the
+    limit is a socket option that must be set before a socket connects."""
     context = zmq.asyncio.Context()
     context.setsockopt(zmq.RECONNECT_IVL, 5)
+    context.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # for every socket created later
     return context
 
 
@@ -83,6 +91,7 @@ class Kernel:
         bootstrap_expressions: dict[str, str] | None = None,
         interrupt_grace: float = 3.0,
         output_limit: int = -1,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
         spec_name: str = "rlm",
         provisioner: dict[str, Any] | None = None,
     ) -> None:
@@ -96,6 +105,7 @@ class Kernel:
         self.bootstrap_expressions = dict(bootstrap_expressions or {})
         self.interrupt_grace = interrupt_grace
         self.output_limit = output_limit
+        self.max_message_bytes = max_message_bytes
         #: Kernelspec written to the run dir; its ``kernel_provisioner`` stanza (None: local).
         self.spec_name = spec_name
         self.provisioner = provisioner
@@ -103,6 +113,7 @@ class Kernel:
         self.bootstrap_values: dict[str, Any] = {}
         self._km: AsyncKernelManager | None = None
         self._client: Any = None
+        self._drops: DropCounter | None = None
         self._lock = asyncio.Lock()
         self._running: str | None = None
 
@@ -130,7 +141,7 @@ class Kernel:
         ksm = KernelSpecManager(kernel_dirs=[str(self.run_dir / "kernels")])
         ksm.ensure_native_kernel = False
         self._km = AsyncKernelManager(
-            context=_zmq_context(),
+            context=_zmq_context(self.max_message_bytes),
             kernel_name=spec_name,
             kernel_spec_manager=ksm,
             transport="ipc",
@@ -154,13 +165,14 @@ class Kernel:
 
     async def _connect(self, timeout: float) -> None:
         assert self._km is not None
-        if self._client is not None:
-            self._client.stop_channels()
-        client = self._km.client(context=_zmq_context())
+        raise_oom_score(self.pid)  # after every start and restart: a new process each time
+        self._stop_channels()
+        client = self._km.client(context=_zmq_context(self.max_message_bytes))
         # Only shell and IOPub are used: liveness comes from the provisioner, interrupts are
         # signals, input is refused. No heartbeat thread, stdin or control socket per kernel.
         client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
         self._client = client
+        self._drops = DropCounter(client.iopub_channel.socket)
         await self._wait_ready(timeout)
         self._restrict_sockets()
         # The kernel has read its connection file (ports and signing key); any same-uid
@@ -263,11 +275,17 @@ class Kernel:
         await self._km.restart_kernel(now=True)
         await self._connect(timeout)
 
-    async def shutdown(self) -> None:
-        """Stop the kernel and its whole process group. Safe to call twice."""
+    def _stop_channels(self) -> None:
+        if self._drops is not None:
+            self._drops.close()
+            self._drops = None
         if self._client is not None:
             self._client.stop_channels()
             self._client = None
+
+    async def shutdown(self) -> None:
+        """Stop the kernel and its whole process group. Safe to call twice."""
+        self._stop_channels()
         km, self._km = self._km, None
         if km is not None and km.has_kernel:
             try:
@@ -302,6 +320,9 @@ class Kernel:
         )
         self._running = msg_id
         status = "ok"
+        self._take_drops()  # earlier drops belong to no cell
+        dropped = 0
+        reply = None
         deadline = loop.time() + timeout
         while True:
             remaining = deadline - loop.time()
@@ -312,6 +333,16 @@ class Kernel:
             except Empty:
                 if not await self.is_alive():
                     return await self._on_death(collector)
+                if new_drops := self._take_drops():
+                    dropped += new_drops
+                    self._reconnect_iopub()
+                if dropped:  # the idle status may have gone with the dropped connection
+                    reply = await self._await_reply(msg_id, loop.time() + 0.01)
+                    if reply is not None:
+                        # until IOPub is known to be live again, the next cell could lose
+                        # its output: the same handshake as at start-up
+                        await self._wait_ready(timeout=max(deadline - loop.time(), 5.0))
+                        break
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
@@ -321,12 +352,37 @@ class Kernel:
             if kind == "error":
                 status = "error"
             collector.handle(msg)
-        reply = await self._drain_reply(msg_id)
+        if reply is None:
+            reply = await self._drain_reply(msg_id)
         self._running = None
+        if new_drops := self._take_drops():
+            dropped += new_drops
+            self._reconnect_iopub()
+            await self._wait_ready(timeout=5.0)
+        if reply is not None and reply.get("content", {}).get("status") == "error":
+            status = "error"
+        notes = [_dropped_note(dropped, self.max_message_bytes)] if dropped else []
         evaluated = (reply or {}).get("content", {}).get("user_expressions") or {}
         return ExecResult(
-            collector.text(), status, user_expressions=evaluated, outputs=collector.outputs()
+            collector.text(),
+            status,
+            notes,
+            user_expressions=evaluated,
+            outputs=collector.outputs(),
         )
+
+    def _take_drops(self) -> int:
+        return self._drops.take() if self._drops is not None else 0
+
+    def _reconnect_iopub(self) -> None:
+        """After a dropped message libzmq closes the IOPub connection for good (a protocol
+        error is not retried): a new IOPub channel (socket and subscription) replaces it."""
+        if self._drops is not None:
+            self._drops.close()
+        self._client.iopub_channel.stop()
+        self._client._iopub_channel = None  # jupyter_client creates a new one on access
+        self._client.iopub_channel.start()
+        self._drops = DropCounter(self._client.iopub_channel.socket)
 
     async def settle(self) -> None:
         """After a cancelled ``execute``: stop the cell that is still running (interrupt, or

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from rlm.kernels.fork_client import Zygote
 from rlm.kernels.kernel import Kernel
+from rlm.kernels.memory import MAX_MESSAGE_BYTES
 from rlm.zygote import PROVISIONER_NAME, fork_supported, preload_modules
 from rlm.zygote.child import adopt_code
 
@@ -154,8 +155,11 @@ class KernelLauncher:
         mode: Literal["fork", "cold"] = "fork",
         pool_size: int = 0,
         preload: list[str] | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.run_dir = run_dir
+        #: Every kernel's message size limit, pooled ones included (set before they connect).
+        self.max_message_bytes = max_message_bytes
         self.cwd = cwd
         self.env = env
         self.mode = mode
@@ -208,7 +212,7 @@ class KernelLauncher:
             bootstrap=bootstrap,
             spec_name=spec,
             provisioner=provisioner,
-            **kw,
+            **{"max_message_bytes": self.max_message_bytes, **kw},
         )
 
     async def _pool_kernel(self, name: str) -> Kernel:

@@ -21,6 +21,7 @@ from rlm.logs.prices import Prices, agent_cost, tree_cost
 from rlm.logs.replay import Call, transcript
 from rlm.logs.store import INTERRUPTED, AgentNode, parse_time
 from rlm.schema import Status
+from rlm.terminal import NAME_LIMIT, safe
 
 __all__ = [
     "fmt_duration",
@@ -89,7 +90,7 @@ def fmt_time(moment: datetime | None, *, seconds: bool = False) -> str:
 
 
 def first_line(text: str, limit: int = 60) -> str:
-    lines = text.strip().splitlines()
+    lines = safe(text).strip().splitlines()
     line = lines[0] if lines else ""
     if len(line) > limit:
         return line[: limit - 1].rstrip() + "…"
@@ -123,8 +124,15 @@ def _table(columns: list[str], rows: list[list[Any]]) -> Table:
             min_width=None if column == "task" else width,
         )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(_safe_text(cell) if isinstance(cell, Text) else safe(cell) for cell in row))
     return table
+
+
+def _safe_text(text: Text) -> Text:
+    """``text`` as the terminal may show it (see :func:`rlm.terminal.safe`); a text that had
+    to change keeps its overall style only."""
+    clean = safe(text.plain)
+    return text if clean == text.plain else Text(clean, style=text.style)
 
 
 # -- list ----------------------------------------------------------------------------------
@@ -204,8 +212,7 @@ class _Show:
         self.color = console.color_system is not None
 
     def print(self, text: str | Text, style: str = "", indent: int = 0) -> None:
-        if isinstance(text, str):
-            text = Text(text, style=style)
+        text = Text(safe(text), style=style) if isinstance(text, str) else _safe_text(text)
         if indent:
             pad = " " * indent
             lines = text.split("\n", allow_blank=True)
@@ -213,9 +220,10 @@ class _Show:
         self.console.print(text, soft_wrap=True, highlight=False, markup=False)
 
     def rule(self, title: str, style: str = "cyan") -> None:
-        self.console.rule(Text(title, style=style), style="dim", align="left")
+        self.console.rule(Text(safe(title, NAME_LIMIT), style=style), style="dim", align="left")
 
     def code(self, source: str, lexer: str) -> None:
+        source = safe(source)
         if self.color:
             syntax = Syntax(source, lexer, word_wrap=True, background_color="default")
             self.console.print(Padding(syntax, (0, 0, 0, 4)))
@@ -251,7 +259,7 @@ class _Show:
 
     def call(self, call: Call) -> None:
         title = Text("▶ ", style="bold yellow")
-        title.append(call.name, style="bold")
+        title.append(safe(call.name, NAME_LIMIT), style="bold")
         title.append(f"  {call.id}", style="dim")
         args = call.arguments
         if args is None:
@@ -287,7 +295,7 @@ class _Show:
 
     def result(self, call: Call) -> None:
         title = Text("◀ ", style="bold blue")
-        title.append(f"{call.name} result", style="bold")
+        title.append(f"{safe(call.name, NAME_LIMIT)} result", style="bold")
         title.append(f"  {call.id}", style="dim")
         self.print(title)
         text = call.result or ""

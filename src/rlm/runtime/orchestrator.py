@@ -34,6 +34,7 @@ from rlm.runtime import agents
 from rlm.runtime.functions import HostFunctions
 from rlm.runtime.llm import LlmCalls
 from rlm.runtime.observer import Observer
+from rlm.runtime.pending import PendingRequests
 from rlm.sandbox.harden import harden_orchestrator
 from rlm.sandbox.policy import resolve_mode, sandbox_env
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
@@ -82,6 +83,7 @@ class Orchestrator:
             lambda: asyncio.Semaphore(self.settings.max_concurrency)
         )
         check_kernel_env()
+        self._pending = PendingRequests(settings)
         self._base_env = kernel_environment()
         self.llm = LlmCalls(settings)
         #: ``RLM_SANDBOX`` as it applies here (``workspace`` falls back to ``off``, warned).
@@ -120,6 +122,7 @@ class Orchestrator:
                 env=self._base_env,
                 mode=self.settings.kernel_start,
                 pool_size=self.settings.kernel_pool,
+                max_message_bytes=self.settings.max_message_bytes,
             )
             stack.push_async_callback(self.launcher.close)
             if self.settings.max_depth > 0:
@@ -300,8 +303,19 @@ class Orchestrator:
         current = asyncio.current_task()
         if current is not None:
             parent.adopt_cell_child(current)
-        async with self._slots[depth]:
+        slots = self._slots[depth]
+        if slots.locked():  # it must wait, and its buffers with it: within limits only
+            try:
+                with self._pending.waiting(parent.id, parent.settings, req.buffers):
+                    await slots.acquire()
+            except ConfigError as exc:
+                return _error(exc)
+        else:
+            await slots.acquire()
+        try:
             return await self._run_child(parent, settings, request.task, (infos, req.buffers))
+        finally:
+            slots.release()
 
     async def _run_child(
         self, parent: Agent, settings: Settings, task: str, inputs: Packed
