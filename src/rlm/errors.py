@@ -14,8 +14,10 @@ __all__ = [
     "DepthLimitError",
     "KernelDiedError",
     "KernelError",
+    "LogWriteError",
     "ModelError",
     "RLMError",
+    "SessionBusyError",
     "ToolError",
 ]
 
@@ -26,6 +28,10 @@ class RLMError(Exception):
 
 class ConfigError(RLMError):
     """A setting, flag or input file is invalid; the CLI exits with code 2."""
+
+
+class SessionBusyError(ConfigError):
+    """The session is being written by another rlm process (``--resume`` of a running one)."""
 
 
 class ModelError(RLMError):
@@ -71,3 +77,13 @@ class AgentError(RLMError):
 
 class ToolError(RLMError):
     """A tool call failed in a way the model should hear about (sent back as the tool result)."""
+
+
+class LogWriteError(AgentError):
+    """The session log could not be written (disk full, file size limit, I/O error).
+
+    An :class:`AgentError` so the run ends as any failed agent does: one line for the user,
+    exit code 1, the final ``meta.json`` written when the disk still allows it."""
+
+    def __init__(self, message: str, *, session_path: str | None = None) -> None:
+        super().__init__(message, reason=StopReason.ERROR, session_path=session_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -176,6 +177,10 @@ class Orchestrator:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"RLM_HOME: cannot create {path}: {exc.strerror or exc}") from None
+        try:  # an existing folder may still be read-only: try what the session log will do
+            os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=path))
+        except OSError as exc:
+            raise ConfigError(f"RLM_HOME: cannot write to {path}: {exc.strerror or exc}") from None
         return path
 
     async def new_root(
