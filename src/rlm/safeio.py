@@ -16,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["format_size", "open_regular", "read_regular"]
+__all__ = ["check_regular", "format_size", "open_regular", "read_regular"]
 
 
 def format_size(size: int) -> str:
@@ -98,6 +98,19 @@ def read_regular(path: str | Path, limit: int, *, follow: bool = False) -> bytes
     if len(data) > limit:
         raise _too_big(path, limit)
     return data
+
+
+def check_regular(path: str | Path, limit: int, *, follow: bool = False) -> int:
+    """The size of the regular file ``path`` if :func:`read_regular` would read it now (it
+    is opened and checked the same way, without reading), else the same ``OSError``."""
+    fd = open_regular(path, follow=follow)
+    try:
+        size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise _too_big(path, limit)
+    return size
 
 
 def _too_big(path: str | Path, limit: int) -> OSError:

@@ -39,6 +39,7 @@ INVALID: dict[str, list[str]] = {
     "model_timeout": ["0", "nan", "soon"],
     "max_completion_tokens": ["-1", "many"],
     "max_reply_bytes": ["0", "1k"],
+    "max_input_bytes": ["0", "-1", "1k"],
     "max_concurrency": ["0", "-4", "many"],
     "kernel_start": ["warm", "", "FORK"],
     "kernel_pool": ["-1", "two"],
