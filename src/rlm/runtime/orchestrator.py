@@ -25,7 +25,7 @@ from rlm.agent.loop import Agent
 from rlm.agent.model import ModelClient, ModelReply, OnRetry
 from rlm.config import Settings, derive_settings
 from rlm.control.channel import ControlServer, Request
-from rlm.control.inputs import Packed, pack_inputs, select_inputs
+from rlm.control.inputs import Packed, pack_inputs, select_inputs, spill_inputs
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.kernels.environment import kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
@@ -235,7 +235,10 @@ class Orchestrator:
                 request = InputsRequest.parse(req.content, "inputs_request")
             except ConfigError as exc:
                 return _error(exc)
-            infos, blobs = select_inputs(agent.inputs, request.names)
+            inputs = agent.inputs
+            infos, blobs = await asyncio.to_thread(select_inputs, inputs, request.names)
+            if self.run_dir is not None:  # the kernel has them now: keep big ones on disk only
+                await asyncio.to_thread(spill_inputs, inputs, self.run_dir)
             return InputsReply.model_validate({"inputs": infos}).content(), blobs
         if req.msg_type == "run_request":
             return await self._spawn(agent, req)

@@ -100,6 +100,7 @@ class Session:
             self._resume = None
         else:
             agent = await orch.new_root("", inputs=self._inputs, context=self._context)
+            self._inputs = None  # packed into the agent now (and reset() starts without them)
         self._agent = agent
         await agent.open()
 
