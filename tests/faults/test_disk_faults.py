@@ -23,6 +23,7 @@ import rlm
 from conftest import read_meta, sessions
 from helpers import run_cli
 from rlm.logs.store import read_log
+from rlm.schema.meta import AgentMeta, MetaError
 from scripted_model import call, ipython, reply
 
 #: The edit tool's documented size limit (rlm.agent.tools.edit.MAX_EDIT_BYTES).
@@ -75,19 +76,28 @@ def _done_session(model, home: Path, answer: str = "first answer") -> Path:
 # -- planted files in the session logs ------------------------------------------------------
 
 
-def _plant(path: Path, kind: str) -> None:
-    path.unlink(missing_ok=True)
+def _plant(path: Path, kind: str) -> Path | None:
+    """Replace ``path`` by a FIFO or a symlink; returns the link's regular target file."""
+    original = path.read_bytes()
+    path.unlink()
     if kind == "fifo":
         os.mkfifo(path)
-    else:  # a symlink to an endless device: reading it whole never ends (or exhausts memory)
+    elif kind == "dev-zero-link":  # reading it whole never ends (or exhausts memory)
         path.symlink_to("/dev/zero")
+    else:  # appending through it would write into a file outside the logs (~/.bashrc ...)
+        target = path.parent.parent.parent / f"outside-{path.name}"
+        target.write_bytes(original)
+        path.symlink_to(target)
+        return target
+    return None
 
 
-@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero-link", "file-link"])
 @pytest.mark.parametrize("file", ["meta.json", "messages.jsonl"])
 def test_session_readers_never_block_on_planted_files(model, rlm_env, tmp_path, file, kind):
     folder = _done_session(model, rlm_env)
-    _plant(folder / file, kind)
+    target = _plant(folder / file, kind)
+    before = target.read_bytes() if target else b""
     sid = folder.name
     out = tmp_path / "out"
     commands = [
@@ -111,6 +121,8 @@ def test_session_readers_never_block_on_planted_files(model, rlm_env, tmp_path, 
     resumed = _run("--resume", sid, "-q", "go on", env={"RLM_TOOLS": ""})
     _assert_one_line(resumed, 2, "not a regular file")
     assert len(model.requests) == 1  # only the first run's
+    if target is not None:
+        assert target.read_bytes() == before  # nothing written through the link
 
 
 def test_a_readable_log_and_the_note_of_an_unreadable_one(model, rlm_env):
@@ -127,6 +139,11 @@ def test_log_reads_stop_at_the_size_limit(tmp_path):
     assert read_log(log, limit=4096).records  # under the limit: read
     read = read_log(log, limit=1024)
     assert read.records == [] and "larger than the limit of 1 KiB" in (read.error or "")
+    meta = tmp_path / "meta.json"
+    with meta.open("wb") as handle:  # sparse: 64 MiB that take no disk space
+        handle.truncate(64 << 20)
+    with pytest.raises(MetaError, match="larger than the limit of 16 MiB"):
+        AgentMeta.read(meta)
 
 
 # -- --input files ---------------------------------------------------------------------------
