@@ -159,6 +159,14 @@ def test_input_that_is_not_a_regular_file_is_refused(model, rlm_env, tmp_path, k
     assert model.requests == [] and sessions(rlm_env) == []
 
 
+def test_context_file_that_is_not_a_regular_file_is_refused(model, rlm_env, tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    for path in ("/dev/zero", str(tmp_path / "pipe")):
+        result = _run("--context", path, "-q", "a task")
+        _assert_one_line(result, 2, "rlm: --context:", "not a regular file")
+    assert model.requests == [] and sessions(rlm_env) == []
+
+
 def test_input_over_the_size_limit_is_refused(model, rlm_env, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("x" * 2048)
