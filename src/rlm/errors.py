@@ -83,7 +83,5 @@ class LogWriteError(AgentError):
     """The session log could not be written (disk full, file size limit, I/O error).
 
     An :class:`AgentError` so the run ends as any failed agent does: one line for the user,
-    exit code 1, the final ``meta.json`` written when the disk still allows it."""
-
-    def __init__(self, message: str, *, session_path: str | None = None) -> None:
-        super().__init__(message, reason=StopReason.ERROR, session_path=session_path)
+    exit code 1, the final ``meta.json`` written when the disk still allows it (reason
+    ``error``)."""
