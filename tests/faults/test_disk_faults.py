@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from faultkit import check_logs, finish, read_jsonl, rlm_process, tool_results, wait_until
 
-import rlm
 from conftest import read_meta, sessions
 from helpers import run_cli
 from rlm.logs.store import read_log
@@ -181,7 +180,7 @@ def test_input_over_the_size_limit_is_refused(model, rlm_env, tmp_path):
 # -- the edit tool ---------------------------------------------------------------------------
 
 
-async def test_edit_refuses_a_fifo_without_blocking(model, rlm_env):
+def test_edit_refuses_a_fifo_without_blocking(model, rlm_env):
     os.mkfifo("pipe")
     Path("link").symlink_to("/dev/zero")
     model.script(
@@ -189,25 +188,26 @@ async def test_edit_refuses_a_fifo_without_blocking(model, rlm_env):
         reply(None, call("edit", {"path": "link", "old_str": "a", "new_str": "b"})),
         reply("refused"),
     )
-    assert await rlm.run("edit the pipe", tools="edit", exec_timeout=30) == "refused"
+    result = _run("-q", "edit the pipe", env={"RLM_TOOLS": "edit"})  # blocked for good before
+    assert result.returncode == 0 and result.stdout == "refused\n", result.stderr
     fifo, device = tool_results(model.requests)
     assert "cannot edit pipe: a FIFO, not a regular file" in fifo
     assert "cannot edit link: a device, not a regular file" in device
     check_logs(rlm_env)
 
 
-async def test_edit_refuses_a_file_over_the_size_limit(model, rlm_env):
+def test_edit_refuses_a_file_over_the_size_limit(model, rlm_env):
     big = Path("big.txt")
     with big.open("w") as handle:  # text all the way, so only the size can refuse it
-        handle.truncate(0)
         handle.write("needle\n" + "y" * EDIT_LIMIT)
     model.script(
         reply(None, call("edit", {"path": "big.txt", "old_str": "needle", "new_str": "pin"})),
         reply("too big"),
     )
-    assert await rlm.run("edit the big file", tools="edit") == "too big"
-    (result,) = tool_results(model.requests)
-    assert "cannot edit big.txt: larger than the limit of 10 MiB" in result
+    result = _run("-q", "edit the big file", env={"RLM_TOOLS": "edit"})
+    assert result.returncode == 0 and result.stdout == "too big\n", result.stderr
+    (message,) = tool_results(model.requests)
+    assert "cannot edit big.txt: larger than the limit of 10 MiB" in message
     assert big.read_text().startswith("needle\n")  # untouched
     check_logs(rlm_env)
 
