@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     max_reply_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     """Largest decoded model reply accepted, in bytes; a larger one fails the call."""
 
+    max_input_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    """Largest ``--input`` file read, in bytes; a larger one is refused before the run starts."""
+
     max_concurrency: int = Field(default=8, ge=1)
     """Sub-agents that may run at once per depth level; more are queued, not refused."""
 

@@ -16,8 +16,10 @@ __all__ = [
     "KernelDiedError",
     "KernelError",
     "LlmError",
+    "LogWriteError",
     "ModelError",
     "RLMError",
+    "SessionBusyError",
     "ToolError",
 ]
 
@@ -28,6 +30,10 @@ class RLMError(Exception):
 
 class ConfigError(RLMError):
     """A setting, flag or input file is invalid; the CLI exits with code 2."""
+
+
+class SessionBusyError(ConfigError):
+    """The session is being written by another rlm process (``--resume`` of a running one)."""
 
 
 class ModelError(RLMError):
@@ -93,3 +99,9 @@ class FunctionError(RLMError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+class LogWriteError(AgentError):
+    """The session log could not be written (disk full, file size limit, I/O error).
+
+    An :class:`AgentError` so the run ends as any failed agent does: one line for the user,
+    exit code 1, the final ``meta.json`` written when the disk still allows it (reason
+    ``error``)."""

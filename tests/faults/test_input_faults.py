@@ -40,6 +40,7 @@ INVALID: dict[str, list[str]] = {
     "max_completion_tokens": ["-1", "many"],
     "context_window": ["-1", "many"],
     "max_reply_bytes": ["0", "1k"],
+    "max_input_bytes": ["0", "-1", "1k"],
     "max_concurrency": ["0", "-4", "many"],
     "llm_concurrency": ["0", "-2", "many"],
     "kernel_start": ["warm", "", "FORK"],

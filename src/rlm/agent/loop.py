@@ -312,7 +312,7 @@ class Agent:
         assert self.kernel is not None
         name = "task" if self.context.turn_count == 0 else f"message_{self.context.turn_count}"
         infos, blobs = await asyncio.to_thread(pack_inputs, {name: text})
-        self.inputs = (self.inputs[0] + infos, self.inputs[1] + blobs)
+        self.inputs = ([*self.inputs[0], *infos], [*self.inputs[1], *blobs])
         await self.kernel.execute(f"await rlm.inkernel.load_inputs([{name!r}])", 60)
         await asyncio.to_thread(
             (self.log.path / f"{name}.txt").write_text, text, encoding="utf-8"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -110,7 +111,11 @@ def build_parser() -> _Parser:
     return parser
 
 
-def _read_inputs(specs: list[str]) -> dict[str, str]:
+def _read_inputs(specs: list[str], limit: int, *, read: bool = True) -> dict[str, str]:
+    """The ``--input`` files' text; only regular files (``/dev/zero`` or a FIFO would never
+    end) of at most ``limit`` bytes (``RLM_MAX_INPUT_BYTES``). ``read=False`` only checks."""
+    from rlm.safeio import check_regular, read_regular
+
     inputs: dict[str, str] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
@@ -119,9 +124,17 @@ def _read_inputs(specs: list[str]) -> dict[str, str]:
                 f"--input: expected NAME=PATH with NAME a Python identifier (got {spec!r})"
             )
         try:
-            inputs[name] = Path(path).read_text(encoding="utf-8", errors="replace")
+            if not read:
+                check_regular(path, limit, follow=True)
+                continue
+            data = read_regular(path, limit, follow=True)
         except OSError as exc:
-            raise ConfigError(f"--input: cannot read {path!r}: {exc.strerror or exc}") from None
+            hint = " (RLM_MAX_INPUT_BYTES)" if exc.errno == errno.EFBIG else ""
+            raise ConfigError(
+                f"--input: cannot read {path!r}: {exc.strerror or exc}{hint}"
+            ) from None
+        inputs[name] = data.decode("utf-8", errors="replace")
+        del data
     return inputs
 
 
@@ -156,10 +169,12 @@ def _session_factory(args: argparse.Namespace, settings: Settings, on_event: Any
     from rlm.runtime.session import Session, load_context_file
 
     context = load_context_file(args.context) if args.context else None
-    inputs = _read_inputs(args.input)
     functions = load_functions(args.functions)
+    _read_inputs(args.input, settings.max_input_bytes, read=False)  # bad input: exit 2 now
 
     def make() -> Session:
+        # Read again for each session, so this closure holds no copy for the whole run.
+        inputs = _read_inputs(args.input, settings.max_input_bytes)
         return Session(
             settings=settings,
             on_event=on_event,
@@ -229,7 +244,7 @@ def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
     from rlm.control.inputs import pack_inputs
     from rlm.skills import discovery as skills
 
-    infos, _ = pack_inputs(_read_inputs(args.input))
+    infos, _ = pack_inputs(_read_inputs(args.input, settings.max_input_bytes))
     parts = PromptParts(
         cwd=Path.cwd().resolve(),
         skills=skills.prompt_section(skills.discover(), {}),

@@ -5,7 +5,7 @@
     rlm sessions list                         newest first, one line per session
     rlm sessions tree <id>                    the call tree of one session
     rlm sessions show <id> [--agent PATH]     one agent's conversation; --raw: its JSONL
-    rlm sessions export <id> --format ipynb -o DIR     one notebook per agent
+    rlm sessions export <id> --format ipynb -o DIR     one notebook per agent (--force)
     rlm sessions export <id> --format jsonl -o FILE    training records
 
 ``<id>`` is a session id or a unique prefix of one, optionally followed by an agent path
@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only-done", action="store_true", help="jsonl: only agents whose status is done"
+    )
+    p.add_argument(
+        "-f", "--force", action="store_true", help="overwrite existing notebooks or JSONL file"
     )
     return parser
 
@@ -222,8 +225,11 @@ def _show(home: Path, args: argparse.Namespace) -> int:
 
 def _raw(path: Path) -> int:
     """The log's lines verbatim; a line that is not JSON (cut off by a kill) is left out."""
+    from rlm.logs.store import MAX_LOG_BYTES
+    from rlm.safeio import read_regular
+
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_LOG_BYTES)
     except OSError as exc:
         print(f"{PROG}: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -264,7 +270,7 @@ def _export(home: Path, args: argparse.Namespace) -> int:
 
         if args.only_done:
             raise SessionError("--only-done applies to --format jsonl only")
-        for path in export_notebooks(node, output or Path(node.session_id)):
+        for path in export_notebooks(node, output or Path(node.session_id), force=args.force):
             print(path)
         return 0
     from rlm.logs.export_train import records
@@ -278,11 +284,28 @@ def _export(home: Path, args: argparse.Namespace) -> int:
             sys.stdout.write(line + "\n")
         sys.stdout.flush()
     else:
-        if output.parent != Path():
-            output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        _write_jsonl(output, lines, force=args.force)
         print(f"wrote {len(lines)} record(s) to {output}", file=sys.stderr)
     return 0
+
+
+def _write_jsonl(output: Path, lines: list[str], *, force: bool) -> None:
+    """The records as one file, written whole; an existing file only with ``--force``."""
+    from rlm.logs.export_ipynb import write_replacing
+    from rlm.logs.store import SessionError
+
+    if output.is_dir():
+        raise SessionError(f"{output} is a folder; give a file name for --format jsonl")
+    if (output.exists() or output.is_symlink()) and not force:
+        raise SessionError(f"{output} already exists; pass --force to overwrite")
+    try:
+        if output.parent != Path():
+            output.parent.mkdir(parents=True, exist_ok=True)
+        write_replacing(output, "".join(line + "\n" for line in lines))
+    except OSError as exc:
+        raise SessionError(
+            f"cannot write {exc.filename or output}: {exc.strerror or exc}"
+        ) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

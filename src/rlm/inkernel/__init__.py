@@ -251,7 +251,9 @@ async def run(
         "tools": tools,
         "cell": _current_cell(),
     }
-    reply, _ = await _client().request("run_request", content, blobs)
+    # a kernel never spills its inputs to disk: every blob is bytes here
+    data = [blob for blob in blobs if isinstance(blob, bytes)]
+    reply, _ = await _client().request("run_request", content, data)
     if reply.get("status") == "ok":
         return str(reply["answer"])
     raise _decode_error(reply)

@@ -14,8 +14,12 @@ text becomes a stream, or a stream plus an error output when it holds a Python t
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ from nbformat import v4
 
 from rlm.logs.render import first_line
 from rlm.logs.replay import Call, transcript
-from rlm.logs.store import INTERRUPTED, AgentNode
+from rlm.logs.store import INTERRUPTED, AgentNode, SessionError
 from rlm.schema import Status
 
 __all__ = [
@@ -314,15 +318,50 @@ def build_notebook(node: AgentNode, exported: set[str] | None = None) -> Any:
     return notebook
 
 
-def export_notebooks(top: AgentNode, out_dir: Path) -> list[Path]:
-    """Write a notebook for ``top`` and every agent below it into ``out_dir``."""
+def export_notebooks(top: AgentNode, out_dir: Path, *, force: bool = False) -> list[Path]:
+    """Write a notebook for ``top`` and every agent below it into ``out_dir``.
+
+    An existing notebook is overwritten only with ``force``; nothing is written when one
+    would be clobbered. Every problem is a one-line :class:`SessionError` (exit 2)."""
     nodes = top.walk()
     exported = {n.id for n in nodes}
     notebooks = [(n, build_notebook(n, exported)) for n in nodes]  # validate all first
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for node, notebook in notebooks:
-        path = out_dir / notebook_name(node)
-        nbformat.write(notebook, str(path))
-        written.append(path)
-    return written
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SessionError(f"{out_dir} exists and is not a folder")
+    paths = [(out_dir / notebook_name(node), notebook) for node, notebook in notebooks]
+    existing = [path for path, _ in paths if path.exists() or path.is_symlink()]
+    if existing and not force:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise SessionError(f"{existing[0]}{more} already exist(s); pass --force to overwrite")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, notebook in paths:
+            text = nbformat.writes(notebook)
+            write_replacing(path, text if text.endswith("\n") else text + "\n")
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise SessionError(f"cannot write {where}: {exc.strerror or exc}") from None
+    return [path for path, _ in paths]
+
+
+def write_replacing(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (temp file and rename; the temp file is removed on
+    failure), so a full disk never leaves half a notebook or half a JSONL file."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

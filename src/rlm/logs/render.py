@@ -420,6 +420,8 @@ class _Show:
             if node.meta.error:
                 line.append(f": {node.meta.error}")
             self.print(line)
+        if node.log.error:
+            self.print(f"note: {node.log.error}", style="dim")
         if node.log.skipped:
             self.print(
                 f"note: {node.log.skipped} unreadable line(s) of messages.jsonl skipped "

@@ -20,6 +20,7 @@ from typing import Any
 
 from rlm.errors import ConfigError
 from rlm.logs.procs import pid_alive
+from rlm.safeio import read_regular
 from rlm.schema import Status
 from rlm.schema.meta import AgentMeta, MetaError, parse_time
 
@@ -36,6 +37,9 @@ __all__ = [
     "pid_alive",
     "read_log",
 ]
+
+#: Largest ``messages.jsonl`` read whole (the output caps keep real logs far below it).
+MAX_LOG_BYTES = 1 << 30
 
 #: Folder names of sub-agents start with this.
 SUB_PREFIX = "sub-"
@@ -67,13 +71,20 @@ class Log:
     records: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
     """Lines that were not a JSON object (typically the last line, cut off by a kill)."""
+    error: str | None = None
+    """Why the file could not be read at all (``None`` also when it does not exist)."""
 
 
-def read_log(path: Path) -> Log:
+def read_log(path: Path, limit: int = MAX_LOG_BYTES) -> Log:
+    """The lines of a ``messages.jsonl``. Only a regular file is read (never a FIFO, a device
+    or a symlink) and at most ``limit`` bytes: otherwise an empty log saying why."""
     log = Log()
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = read_regular(path, limit)
+    except FileNotFoundError:
+        return log
+    except OSError as exc:
+        log.error = f"cannot read {path}: {exc.strerror or exc}"
         return log
     for raw in data.splitlines():
         if not raw.strip():

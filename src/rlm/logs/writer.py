@@ -13,6 +13,8 @@ at once. The messages themselves are never delayed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -21,9 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rlm.errors import LogWriteError, SessionBusyError
 from rlm.logs.store import read_log
+from rlm.safeio import open_regular
 from rlm.schema import Status
-from rlm.schema.meta import AgentMeta
+from rlm.schema.meta import AgentMeta, MetaError
 
 __all__ = ["META_DELAY", "SessionLog", "clean_text", "new_session_id", "now_iso"]
 
@@ -60,10 +64,20 @@ class SessionLog:
     """Writes one agent's folder. Creating it writes ``meta.json`` with status ``running``.
 
     ``meta`` is an :class:`~rlm.schema.meta.AgentMeta`: assigning a field validates it, so
-    what reaches the file always reads back through the same schema."""
+    what reaches the file always reads back through the same schema.
+
+    While it is open the folder is locked (``flock`` on ``messages.jsonl``), so a second
+    ``--resume`` of the same session is refused instead of interleaving its lines. A write
+    that fails (disk full, file size limit) raises :class:`~rlm.errors.LogWriteError`; the
+    log is cut back to its last complete line and no temp file is left."""
 
     def __init__(
-        self, path: Path, meta: AgentMeta | dict[str, Any], *, reopen: bool = False
+        self,
+        path: Path,
+        meta: AgentMeta | dict[str, Any],
+        *,
+        reopen: bool = False,
+        _fd: int | None = None,
     ) -> None:
         self.path = path
         self.meta = meta if isinstance(meta, AgentMeta) else AgentMeta.model_validate(meta)
@@ -78,27 +92,51 @@ class SessionLog:
             self.meta.status = Status.RUNNING
             if self.meta.started_at is None:
                 self.meta.started_at = now_iso()
-        self._messages = open(  # noqa: SIM115
-            path / "messages.jsonl", "a", encoding="utf-8", opener=_owner_only
-        )
+        self._fd = _fd if _fd is not None else _open_locked(path)
+        self._size = os.fstat(self._fd).st_size
+        self.failed: LogWriteError | None = None
+        """The first write failure; every later append raises it again."""
         self.lines = 0
         self._pending: asyncio.TimerHandle | None = None
-        self.write_meta()
+        try:
+            self.write_meta()
+        except BaseException:
+            self._close_fd()
+            raise
 
     @classmethod
     def reopen(cls, path: Path) -> tuple[SessionLog, list[dict[str, Any]]]:
         """Continue an existing folder: its meta, and its log lines (a torn last line, as a
-        kill can leave, is dropped). Raises :class:`~rlm.schema.meta.MetaError` when
-        ``meta.json`` cannot be read at all."""
-        meta = AgentMeta.read(path)
-        lines = read_log(path / "messages.jsonl").records
-        return cls(path, meta, reopen=True), lines
+        kill can leave, is dropped, and cut off the file so new lines start on their own).
+        Raises :class:`~rlm.schema.meta.MetaError` when ``meta.json`` or ``messages.jsonl``
+        cannot be read, :class:`~rlm.errors.SessionBusyError` while another rlm writes it."""
+        fd = _open_locked(path)
+        try:
+            meta = AgentMeta.read(path)
+            log = read_log(path / "messages.jsonl")
+            if log.error:
+                raise MetaError(log.error)
+            _drop_torn_line(fd)
+            return cls(path, meta, reopen=True, _fd=fd), log.records
+        except BaseException:
+            os.close(fd)
+            raise
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one message or event line and flush it to the OS at once."""
+        """Append one message or event line, whole, and hand it to the OS at once."""
+        if self.failed is not None:
+            raise self.failed
         line = json.dumps({**record, "timestamp": now_iso()}, ensure_ascii=False, default=str)
-        self._messages.write(line + "\n")
-        self._messages.flush()
+        data = (line + "\n").encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # keep the last complete line intact
+                os.ftruncate(self._fd, self._size)
+            raise self._fail(exc, self.path / "messages.jsonl") from None
+        self._size += len(data)
         self.lines += 1
 
     def event(self, event: str, /, **fields: Any) -> None:
@@ -115,7 +153,13 @@ class SessionLog:
         except RuntimeError:
             self.write_meta()
             return
-        self._pending = loop.call_later(META_DELAY, self.write_meta)
+        self._pending = loop.call_later(META_DELAY, self._delayed_meta)
+
+    def _delayed_meta(self) -> None:
+        """The timer's write: a failure is kept for the next append to raise (an exception
+        escaping a timer callback would only be printed by asyncio, as a traceback)."""
+        with contextlib.suppress(LogWriteError):
+            self.write_meta()
 
     def flush(self) -> None:
         """Write ``meta.json`` now if a change is waiting."""
@@ -123,28 +167,93 @@ class SessionLog:
             self.write_meta()
 
     def write_meta(self) -> None:
-        """Rewrite ``meta.json`` now."""
+        """Rewrite ``meta.json`` now (atomically: temp file and rename, the temp file is
+        removed when that fails). After a failed append it is tried but not raised again."""
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".meta-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(self.meta.to_json(), handle, indent=2, ensure_ascii=False, default=str)
-            handle.write("\n")
-        os.replace(tmp, self.path / "meta.json")
+        tmp: str | None = None
+        try:
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=".meta-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.meta.to_json(), handle, indent=2, ensure_ascii=False, default=str)
+                handle.write("\n")
+            os.replace(tmp, self.path / "meta.json")
+        except OSError as exc:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if self.failed is None:
+                raise self._fail(exc, self.path / "meta.json") from None
 
     def close(self, **fields: Any) -> None:
-        """Final meta (status, answer, ...) with ``ended_at``; the log file is closed."""
+        """Final meta (status, answer, ...) with ``ended_at``; the log file is closed (and
+        the session unlocked) even when the meta cannot be written."""
         self._set({"ended_at": now_iso(), **fields})
-        self.write_meta()
-        if not self._messages.closed:
-            self._messages.close()
+        try:
+            self.write_meta()
+        finally:
+            self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _fail(self, exc: OSError, file: Path) -> LogWriteError:
+        self.failed = LogWriteError(
+            f"cannot write the session log {file}: {exc.strerror or exc}",
+            session_path=str(self.path),
+        )
+        return self.failed
 
     def _set(self, fields: dict[str, Any]) -> None:
         for key, value in fields.items():
             setattr(self.meta, key, value)
 
 
-def _owner_only(path: str, flags: int) -> int:
-    """``open`` opener creating files ``0600`` (the umask can only take bits away)."""
-    return os.open(path, flags, 0o600)
+def _open_locked(folder: Path) -> int:
+    """``messages.jsonl`` opened for appending (created if missing; never through a symlink
+    or into a FIFO), locked against a second writer."""
+    fd = open_regular(
+        folder / "messages.jsonl", os.O_RDWR | os.O_APPEND | os.O_CREAT, mode=0o600
+    )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = _meta_pid(folder)
+        by = f" (pid {pid})" if pid else ""
+        raise SessionBusyError(
+            f"session {folder.name} is in use by another rlm process{by}; "
+            "wait for it to end or resume it later"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _meta_pid(folder: Path) -> int | None:
+    try:
+        return AgentMeta.read(folder).pid
+    except MetaError:
+        return None
+
+
+def _drop_torn_line(fd: int) -> None:
+    """Cut an unterminated last line (a kill mid-write) so the next line starts clean."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    start = max(0, size - (1 << 20))
+    while True:
+        chunk = os.pread(fd, size - start, start)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            os.ftruncate(fd, start + cut + 1)
+            return
+        if start == 0:
+            os.ftruncate(fd, 0)
+            return
+        size, start = start, max(0, start - (1 << 20))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import shutil
 import tempfile
 from collections import defaultdict
@@ -25,7 +26,7 @@ from rlm.agent.loop import Agent
 from rlm.agent.model import ModelClient, ModelReply, OnRetry
 from rlm.config import Settings, derive_settings
 from rlm.control.channel import ControlServer, Request
-from rlm.control.inputs import Packed, pack_inputs, select_inputs
+from rlm.control.inputs import Packed, Spilled, pack_inputs, select_inputs, spill_inputs
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.kernels.environment import check_kernel_env, kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
@@ -211,6 +212,10 @@ class Orchestrator:
                 path.chmod(0o700)  # whatever the umask; an existing folder is left as it is
         except OSError as exc:
             raise ConfigError(f"RLM_HOME: cannot create {path}: {exc.strerror or exc}") from None
+        try:  # an existing folder may still be read-only: try what the session log will do
+            os.rmdir(tempfile.mkdtemp(prefix=".probe-", dir=path))
+        except OSError as exc:
+            raise ConfigError(f"RLM_HOME: cannot write to {path}: {exc.strerror or exc}") from None
         return path
 
     async def new_root(
@@ -265,7 +270,10 @@ class Orchestrator:
                 request = InputsRequest.parse(req.content, "inputs_request")
             except ConfigError as exc:
                 return _error(exc)
-            infos, blobs = select_inputs(agent.inputs, request.names)
+            inputs = agent.inputs
+            infos, blobs = await asyncio.to_thread(select_inputs, inputs, request.names)
+            if self.run_dir is not None:  # the kernel has them now: keep big ones on disk only
+                await asyncio.to_thread(spill_inputs, inputs, self.run_dir)
             return InputsReply.model_validate({"inputs": infos}).content(), blobs
         if req.msg_type == "run_request":
             return await self._spawn(agent, req)
@@ -313,7 +321,8 @@ class Orchestrator:
         else:
             await slots.acquire()
         try:
-            return await self._run_child(parent, settings, request.task, (infos, req.buffers))
+            blobs: list[bytes | Spilled] = list(req.buffers)
+            return await self._run_child(parent, settings, request.task, (infos, blobs))
         finally:
             slots.release()
 

@@ -18,6 +18,7 @@ from rlm.agent.model import Usage
 from rlm.config import Settings, derive_settings, load_settings
 from rlm.errors import ConfigError, RLMError
 from rlm.runtime.orchestrator import Orchestrator
+from rlm.safeio import read_regular
 
 __all__ = ["Session", "load_context_file", "validate_context"]
 
@@ -110,6 +111,7 @@ class Session:
             self._resume = None
         else:
             agent = await orch.new_root("", inputs=self._inputs, context=self._context)
+            self._inputs = None  # packed into the agent now (and reset() starts without them)
         self._agent = agent
         await agent.open()
 
@@ -145,9 +147,15 @@ def validate_context(value: Any, name: str) -> list[dict[str, str]]:
     return value
 
 
+#: Largest ``--context`` file read (it all goes into the prompt, so real ones are far smaller).
+MAX_CONTEXT_BYTES = 64 << 20
+
+
 def load_context_file(path: str) -> list[dict[str, str]]:
+    """The messages of a ``--context`` file: a regular file (never a FIFO or a device, which
+    would block or never end) of at most ``MAX_CONTEXT_BYTES``."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_CONTEXT_BYTES, follow=True).decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"--context: cannot read {path!r}: {exc.strerror or exc}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -49,9 +49,13 @@ from pydantic import (
     model_validator,
 )
 
+from rlm.safeio import read_regular
 from rlm.schema import Status, StopReason
 
-__all__ = ["AgentMeta", "ChildEntry", "MetaError", "Usage", "parse_time"]
+__all__ = ["MAX_META_BYTES", "AgentMeta", "ChildEntry", "MetaError", "Usage", "parse_time"]
+
+#: Largest ``meta.json`` read (a real one is a few KiB; a planted one must not fill memory).
+MAX_META_BYTES = 16 << 20
 
 
 class MetaError(ValueError):
@@ -192,10 +196,12 @@ class AgentMeta(_Lenient):
     @classmethod
     def read(cls, path: Path) -> AgentMeta:
         """The meta of an agent folder (or of a ``meta.json`` path); raises
-        :class:`MetaError` when the file is missing, not JSON or not a JSON object."""
+        :class:`MetaError` when the file is missing, not a regular file (a FIFO, a device, a
+        symlink: never followed nor blocked on), over ``MAX_META_BYTES``, not JSON or not a
+        JSON object."""
         file = path / "meta.json" if path.is_dir() else path
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            data = json.loads(read_regular(file, MAX_META_BYTES).decode("utf-8"))
         except OSError as exc:
             raise MetaError(f"cannot read {file}: {exc.strerror or exc}") from None
         except ValueError as exc:

@@ -9,6 +9,7 @@ never leaves a half-written file, and the original permissions are kept.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import stat
@@ -19,11 +20,16 @@ from pydantic import BaseModel, Field
 
 from rlm.agent.tools.base import Tool, ToolContext
 from rlm.errors import ToolError
+from rlm.safeio import format_size, read_regular
 
 __all__ = ["EditTool"]
 
 #: Bytes inspected for a NUL byte, the same heuristic git and grep use to spot binary files.
 BINARY_SNIFF = 8192
+
+#: Largest file the tool edits (it holds the file twice in memory, and the model could not
+#: quote a unique piece of a bigger one anyway; use the ipython or bash tool for those).
+MAX_EDIT_BYTES = 10 << 20
 
 #: Lines of context shown before and after the changed lines.
 CONTEXT_LINES = 3
@@ -56,16 +62,31 @@ class EditTool(Tool):
         "`new_str`. `old_str` must match the file character for character (whitespace and "
         "indentation included) and occur exactly once; if it occurs several times, add "
         "surrounding lines until it is unique. To delete text, pass an empty `new_str`. "
-        "This tool does not create files. On success it shows the edited lines with line "
+        f"This tool does not create files and edits text files of up to "
+        f"{format_size(MAX_EDIT_BYTES)}. On success it shows the edited lines with line "
         "numbers so you can check the result."
     )
     Args = EditArgs
 
     async def run(self, args: EditArgs, ctx: ToolContext) -> str:
-        """Apply the edit, or raise ``ToolError`` saying why not (the file is untouched)."""
+        """Apply the edit, or raise ``ToolError`` saying why not (the file is untouched).
+
+        The file I/O runs in a thread under ``RLM_EXEC_TIMEOUT``: a slow or hung file system
+        must not freeze the event loop, which also serves signals, sub-agents and the
+        control channel."""
+        timeout = ctx.settings.exec_timeout
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._edit, args, ctx.cwd), timeout)
+        except asyncio.TimeoutError:
+            raise ToolError(
+                f"editing {args.path} took longer than {timeout:g} s (RLM_EXEC_TIMEOUT); "
+                "the file system does not answer. Nothing is known to have changed."
+            ) from None
+
+    def _edit(self, args: EditArgs, cwd: Path) -> str:
         path = Path(args.path).expanduser()
         if not path.is_absolute():
-            path = ctx.cwd / path
+            path = cwd / path
         if not args.old_str:
             raise ToolError("old_str is empty; give the exact text to replace.")
         if path.is_dir():
@@ -75,10 +96,10 @@ class EditTool(Tool):
         # Write through symlinks to their target instead of replacing the link by a file.
         path = path.resolve()
 
-        try:
-            data = path.read_bytes()
+        try:  # only a regular file, never blocking (a FIFO), never more than MAX_EDIT_BYTES
+            data = read_regular(path, MAX_EDIT_BYTES, follow=True)
         except OSError as exc:
-            raise ToolError(f"cannot read {args.path}: {exc.strerror or exc}") from None
+            raise ToolError(f"cannot edit {args.path}: {exc.strerror or exc}") from None
         if b"\0" in data[:BINARY_SNIFF]:
             raise ToolError(f"{args.path} is a binary file (it contains NUL bytes); not edited.")
         try:
