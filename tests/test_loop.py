@@ -98,6 +98,9 @@ class FakeHost:
     def skills_report(self, kernel: Any) -> tuple[str, dict[str, str]]:
         return "", {}
 
+    def charge(self, model: str, usage: Any) -> float:
+        return 0.0
+
     def forget(self, agent: Any) -> None:
         self.forgotten.append(agent.id)
 

@@ -89,6 +89,10 @@ class AgentHost(Protocol):
         """The agent has ended: drop it and its control secret."""
         ...
 
+    def charge(self, model: str, usage: Any) -> float:
+        """The dollars of one model call's usage, added to the run's spend (0: no price)."""
+        ...
+
 
 class ToolHost(Protocol):
     """What a tool may use of the agent that calls it."""

@@ -31,6 +31,7 @@ from rlm.kernels.environment import check_kernel_env, kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
+from rlm.runtime.budget import CostMeter
 from rlm.runtime.functions import HostFunctions
 from rlm.runtime.llm import LlmCalls
 from rlm.runtime.observer import Observer
@@ -86,6 +87,7 @@ class Orchestrator:
         self.llm = LlmCalls(settings)
         #: ``RLM_SANDBOX`` as it applies here (``workspace`` falls back to ``off``, warned).
         self.sandbox = resolve_mode()
+        self.budget = CostMeter(settings)
         self._resources = contextlib.AsyncExitStack()
         self.run_dir: Path | None = None
         self.model: ModelClient
@@ -152,7 +154,11 @@ class Orchestrator:
         *,
         on_retry: OnRetry | None = None,
     ) -> ModelReply:
+        self.budget.check()
         return await self.model.complete(messages, tools, model, on_retry=on_retry)
+
+    def charge(self, model: str, usage: Any) -> float:
+        return self.budget.charge(model, usage)
 
     def skills_report(self, kernel: KernelHandle) -> tuple[str, dict[str, str]]:
         """The skills section of the prompt (the skills that loaded in this kernel), and the
@@ -220,6 +226,7 @@ class Orchestrator:
     ) -> Agent:
         """Create the root agent and its session folder (the id is known from here on)."""
         settings = settings or self.settings
+        self.budget.require_price(settings.model)
         packed = await asyncio.to_thread(pack_inputs, inputs) if inputs else None
         agent = agents.new_root(
             self, settings, self.sessions_dir(settings), task, inputs=packed, context=context
@@ -267,7 +274,7 @@ class Orchestrator:
         if req.msg_type == "run_request":
             return await self._spawn(agent, req)
         if req.msg_type == "llm_request":
-            return await self.llm.handle(agent, req, self.model)
+            return await self.llm.handle(agent, req, self.model, self.budget)
         if req.msg_type == "function_request":
             return await self.functions.handle(agent, req)
         return _error(RLMError(f"unknown request {req.msg_type!r}"))
@@ -292,7 +299,9 @@ class Orchestrator:
                 max_turns=request.max_turns,
                 tools=",".join(tools) if isinstance(tools, list) else tools,
             )
-        except ConfigError as exc:
+            self.budget.require_price(settings.model)
+            self.budget.check("sub-agent")
+        except (ConfigError, AgentError) as exc:
             return _error(exc)
         if request.cell is not None and request.cell != parent.running_cell:
             return _error(RLMError(_CELL_ENDED))
@@ -301,6 +310,10 @@ class Orchestrator:
         if current is not None:
             parent.adopt_cell_child(current)
         async with self._slots[depth]:
+            try:
+                self.budget.check("sub-agent")  # spent while this one waited for its slot
+            except AgentError as exc:
+                return _error(exc)
             return await self._run_child(parent, settings, request.task, (infos, req.buffers))
 
     async def _run_child(
