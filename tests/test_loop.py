@@ -101,6 +101,9 @@ class FakeHost:
     def charge(self, model: str, usage: Any) -> float:
         return 0.0
 
+    async def agent_ending(self, agent: Any) -> None:
+        pass
+
     def forget(self, agent: Any) -> None:
         self.forgotten.append(agent.id)
 

@@ -382,6 +382,7 @@ class Agent:
 
     async def _cleanup(self) -> None:
         await self.cell_finished()
+        await self.host.agent_ending(self)
         task, self._kernel_start = self._kernel_start, None
         if task is not None:  # never needed: the agent ended before its first tool call
             task.cancel()

@@ -35,6 +35,8 @@ from rlm.runtime.budget import CostMeter
 from rlm.runtime.functions import HostFunctions
 from rlm.runtime.llm import LlmCalls
 from rlm.runtime.observer import Observer
+from rlm.runtime.spawned import MESSAGES as SPAWN_MESSAGES
+from rlm.runtime.spawned import Spawned
 from rlm.sandbox.harden import harden_orchestrator
 from rlm.sandbox.policy import resolve_mode, sandbox_env
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
@@ -88,6 +90,7 @@ class Orchestrator:
         #: ``RLM_SANDBOX`` as it applies here (``workspace`` falls back to ``off``, warned).
         self.sandbox = resolve_mode()
         self.budget = CostMeter(settings)
+        self.spawned = Spawned(self)
         self._resources = contextlib.AsyncExitStack()
         self.run_dir: Path | None = None
         self.model: ModelClient
@@ -168,6 +171,13 @@ class Orchestrator:
             return functions, {}
         report = skills.parse_bootstrap_report(getattr(kernel, "bootstrap_values", {}))
         return skills.prompt_section(self.skills, report.loaded) + functions, report.failed
+
+    async def agent_ending(self, agent: Agent) -> None:
+        await self.spawned.parent_ending(agent)
+
+    def slot(self, depth: int) -> asyncio.Semaphore:
+        """The concurrency slots of one depth level (see docs/architecture.md)."""
+        return self._slots[depth]
 
     def forget(self, agent: Agent) -> None:
         self.agents.pop(agent.id, None)
@@ -277,6 +287,8 @@ class Orchestrator:
             return await self.llm.handle(agent, req, self.model, self.budget)
         if req.msg_type == "function_request":
             return await self.functions.handle(agent, req)
+        if req.msg_type in SPAWN_MESSAGES:
+            return await self.spawned.handle(agent, req)
         return _error(RLMError(f"unknown request {req.msg_type!r}"))
 
     async def _spawn(self, parent: Agent, req: Request) -> tuple[dict[str, Any], list[bytes]]:
