@@ -131,7 +131,8 @@ class ChildEntry(_Lenient):
     task: str = ""
     """Its task, cut to 200 characters."""
     status: Status | str = Field(Status.RUNNING, union_mode="left_to_right")
-    """Its status as last seen by the parent."""
+    """Its status as last seen by the parent (a child of ``rlm.spawn`` also reads ``busy``
+    during a turn and ``idle`` between turns)."""
 
     @property
     def name(self) -> str:
