@@ -44,7 +44,7 @@ class CostMeter:
         """With a budget, a model without a price cannot be used (``ConfigError``)."""
         if self.limit and model not in self.prices:
             raise ConfigError(
-                f"RLM_MAX_COST is set but RLM_PRICES has no price for model {model!r}; add "
+                f"RLM_MAX_COST: RLM_PRICES has no price for model {model!r}; add "
                 f'{{"{model}": {{"prompt": ..., "completion": ...}}}} ($ per 1M tokens)'
             )
 
