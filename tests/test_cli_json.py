@@ -22,7 +22,7 @@ from conftest import read_meta, sessions
 from helpers import run_cli
 from scripted_model import ScriptedModel, fault, ipython, reply, wait
 
-KEYS = {"result", "error", "reason", "session", "usage"}
+KEYS = {"result", "error", "reason", "session", "usage", "cost"}
 
 
 def one_record(stdout: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "max_output": ["abc", "1.5", "0", "-2"],
     "max_turns_in_context": ["abc", "0", "1", "-5"],
     "max_tokens": ["abc", "1.5", "-1"],
+    "max_cost": ["abc", "-0.5", "nan", "inf"],
     "system_prompt_path": ["missing-prompt.md", "."],  # no such file; a directory
     "tools": ["nope", "ipython,nope", "IPYTHON"],
     "sdk_max_retries": ["abc", "-1"],
@@ -52,6 +53,7 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
     "max_output": ("100", 100, "200", 200),
     "max_turns_in_context": ("2", 2, "5", 5),
     "max_tokens": ("1000", 1000, "2000", 2000),
+    "max_cost": ("0.5", 0.5, "2", 2.0),
     "append_to_system_prompt": ("env text", "env text", "flag text", "flag text"),
     "system_prompt_path": ("env.md", Path("env.md"), "flag.md", Path("flag.md")),
     "tools": ("bash", ("bash",), "edit,ipython", ("edit", "ipython")),

@@ -98,6 +98,12 @@ class FakeHost:
     def skills_report(self, kernel: Any) -> tuple[str, dict[str, str]]:
         return "", {}
 
+    def charge(self, model: str, usage: Any) -> float:
+        return 0.0
+
+    async def agent_ending(self, agent: Any) -> None:
+        pass
+
     def forget(self, agent: Any) -> None:
         self.forgotten.append(agent.id)
 

@@ -45,6 +45,7 @@ __all__ = [
     "llm",
     "llm_batch",
     "run",
+    "spawn",
 ]
 
 __version__ = "0.1.0"
@@ -171,3 +172,24 @@ async def llm_batch(
         concurrency=concurrency,
         return_exceptions=return_exceptions,
     )
+
+
+async def spawn(
+    task: str | None = None,
+    *,
+    inputs: dict[str, Any] | None = None,
+    model: str | None = None,
+    max_turns: int | None = None,
+    tools: list[str] | str | None = None,
+) -> Any:
+    """A persistent sub-agent from a cell: returns a handle whose ``await child.send(msg)``
+    runs one turn (kernel and history kept between sends) and ``await child.close()`` ends
+    it. See ``rlm.inkernel.spawn``."""
+    if not _in_kernel():
+        raise RLMError(
+            "rlm.spawn works inside an rlm agent's kernel; outside one, rlm.Session is the "
+            "agent that keeps its kernel and history between messages"
+        )
+    from rlm.inkernel import spawn as spawned
+
+    return await spawned.spawn(task, inputs=inputs, model=model, max_turns=max_turns, tools=tools)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=0, ge=0)
     """Completion-token budget of one agent (0: no budget)."""
 
+    max_cost: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    """Dollar budget of the whole tree of one run, priced with ``RLM_PRICES`` (0: none)."""
+
     append_to_system_prompt: str | None = None
     """Extra instructions appended to the generated system prompt."""
 

@@ -31,6 +31,7 @@ INVALID: dict[str, list[str]] = {
     "max_output": ["0", "-2", "10k"],
     "max_turns_in_context": ["0", "1", "-3"],
     "max_tokens": ["-1", "lots"],
+    "max_cost": ["-1", "lots", "nan"],
     "system_prompt_path": ["does-not-exist.md", ".", "binary.md"],
     "tools": ["nope", "ipython,,nope", "IPYTHON", "ipython;bash"],
     "sdk_max_retries": ["-1", "x"],

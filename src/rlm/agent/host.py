@@ -85,8 +85,17 @@ class AgentHost(Protocol):
         """The prompt's skills section for this kernel, and skills that failed to import."""
         ...
 
+    async def agent_ending(self, agent: Any) -> None:
+        """The agent is ending (its cells are done, its kernel still up): end what it owns
+        outside its cells, its spawned sub-agents."""
+        ...
+
     def forget(self, agent: Any) -> None:
         """The agent has ended: drop it and its control secret."""
+        ...
+
+    def charge(self, model: str, usage: Any) -> float:
+        """The dollars of one model call's usage, added to the run's spend (0: no price)."""
         ...
 
 

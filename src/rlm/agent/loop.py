@@ -145,12 +145,21 @@ class Agent:
         self.log.event("model_retry", attempt=attempt, attempts=attempts, wait=wait, reason=reason)
         self.emit(ev.ModelRetry, attempt=attempt, attempts=attempts, wait=wait, reason=reason)
 
-    def add_usage(self, usage: Usage) -> None:
+    def add_usage(self, usage: Usage, model: str | None = None) -> None:
+        """Count one model call (``model``: the one it used, default this agent's) in this
+        agent's usage and cost, and in the totals of every agent above it. The host prices it
+        and counts it against the run's cost budget."""
+        cost = self.host.charge(model or self.settings.model, usage)
         self.usage = self.usage + usage
+        self.log.update(cost=self.log.meta.cost + cost)
         node: Agent | None = self
         while node is not None:
             node.usage_total = node.usage_total + usage
-            node.log.update(usage=node.usage.as_dict(), usage_total=node.usage_total.as_dict())
+            node.log.update(
+                usage=node.usage.as_dict(),
+                usage_total=node.usage_total.as_dict(),
+                cost_total=node.log.meta.cost_total + cost,
+            )
             node = node.parent
 
     def child_changed(self, entry: dict[str, Any]) -> None:
@@ -373,6 +382,7 @@ class Agent:
 
     async def _cleanup(self) -> None:
         await self.cell_finished()
+        await self.host.agent_ending(self)
         task, self._kernel_start = self._kernel_start, None
         if task is not None:  # never needed: the agent ended before its first tool call
             task.cancel()

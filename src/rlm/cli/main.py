@@ -90,7 +90,7 @@ def build_parser() -> _Parser:
         "--json",
         action="store_true",
         help='print exactly one JSON object on stdout, however the run ends: {"result", '
-        '"error", "reason", "session", "usage"}; reason is the stop reason (answer, '
+        '"error", "reason", "session", "usage", "cost"}; reason is the stop reason (answer, '
         "max_turns, model_error, ...), config (exit 2) or interrupted",
     )
     parser.add_argument(
@@ -198,6 +198,8 @@ class Outcome:
     ``model_error``, ...), ``config`` for a configuration error, ``interrupted`` on a signal."""
     session: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    cost: float | None = None
+    """Dollars of the whole tree (``RLM_PRICES``), next to its usage."""
 
     def fail(self, error: BaseException | str, reason: str) -> None:
         self.error, self.reason = str(error), reason
@@ -211,6 +213,7 @@ class Outcome:
             "reason": self.reason,
             "session": self.session,
             "usage": self.usage,
+            "cost": self.cost,
         }
 
 
@@ -231,6 +234,7 @@ async def _run_task(args: argparse.Namespace, settings: Settings, task: str, out
                 out.fail(exc, exc.reason)
             finally:
                 out.usage = session.usage.as_dict()
+                out.cost = round(session.cost, 6)
     finally:
         if live is not None:
             live.stop()

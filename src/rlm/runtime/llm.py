@@ -31,6 +31,7 @@ from rlm.schema.control import LlmReply, LlmRequest, encode_error
 
 if TYPE_CHECKING:
     from rlm.agent.loop import Agent
+    from rlm.runtime.budget import CostMeter
 
 __all__ = ["LLM_LOG", "LlmCalls"]
 
@@ -55,7 +56,9 @@ class LlmCalls:
         self.peak = 0
         """The most calls that were ever in flight at once this run."""
 
-    async def handle(self, agent: Agent, req: Request, model: ModelClient) -> Reply:
+    async def handle(
+        self, agent: Agent, req: Request, model: ModelClient, budget: CostMeter
+    ) -> Reply:
         """Check one request, make the model call, log it, and build the reply."""
         if agent.settings.max_depth < 1:
             return _error(
@@ -74,6 +77,10 @@ class LlmCalls:
         if current is not None:
             agent.adopt_cell_child(current)  # the cell's end cancels a call still pending
         name = request.model or agent.settings.model
+        try:
+            budget.require_price(name)
+        except ConfigError as exc:
+            return _error(LlmError(str(exc)))
         messages = request.messages()
         options: dict[str, Any] = {}
         if request.max_tokens is not None:
@@ -90,6 +97,7 @@ class LlmCalls:
         reply: ModelReply | None = None
         try:
             async with self._slots:
+                budget.check("rlm.llm call")  # also for calls queued while it was spent
                 self.in_flight += 1
                 self.peak = max(self.peak, self.in_flight)
                 try:
@@ -136,7 +144,7 @@ def _account(agent: Agent, record: dict[str, Any], reply: ModelReply | None) -> 
     totals.completion_tokens += usage.completion_tokens or 0
     agent.log.update(llm_calls=meta.llm_calls + 1, llm_usage=totals)
     if reply is not None:
-        agent.add_usage(usage)
+        agent.add_usage(usage, record["model"])
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:

@@ -32,10 +32,13 @@ from rlm.kernels.environment import check_kernel_env, kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
+from rlm.runtime.budget import CostMeter
 from rlm.runtime.functions import HostFunctions
 from rlm.runtime.llm import LlmCalls
 from rlm.runtime.observer import Observer
 from rlm.runtime.pending import PendingRequests
+from rlm.runtime.spawned import MESSAGES as SPAWN_MESSAGES
+from rlm.runtime.spawned import Spawned
 from rlm.sandbox.harden import harden_orchestrator
 from rlm.sandbox.policy import resolve_mode, sandbox_env
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
@@ -89,6 +92,8 @@ class Orchestrator:
         self.llm = LlmCalls(settings)
         #: ``RLM_SANDBOX`` as it applies here (``workspace`` falls back to ``off``, warned).
         self.sandbox = resolve_mode()
+        self.budget = CostMeter(settings)
+        self.spawned = Spawned(self)
         self._resources = contextlib.AsyncExitStack()
         self.run_dir: Path | None = None
         self.model: ModelClient
@@ -156,7 +161,11 @@ class Orchestrator:
         *,
         on_retry: OnRetry | None = None,
     ) -> ModelReply:
+        self.budget.check()
         return await self.model.complete(messages, tools, model, on_retry=on_retry)
+
+    def charge(self, model: str, usage: Any) -> float:
+        return self.budget.charge(model, usage)
 
     def skills_report(self, kernel: KernelHandle) -> tuple[str, dict[str, str]]:
         """The skills section of the prompt (the skills that loaded in this kernel), and the
@@ -166,6 +175,13 @@ class Orchestrator:
             return functions, {}
         report = skills.parse_bootstrap_report(getattr(kernel, "bootstrap_values", {}))
         return skills.prompt_section(self.skills, report.loaded) + functions, report.failed
+
+    async def agent_ending(self, agent: Agent) -> None:
+        await self.spawned.parent_ending(agent)
+
+    def slot(self, depth: int) -> asyncio.Semaphore:
+        """The concurrency slots of one depth level (see docs/architecture.md)."""
+        return self._slots[depth]
 
     def forget(self, agent: Agent) -> None:
         self.agents.pop(agent.id, None)
@@ -228,6 +244,7 @@ class Orchestrator:
     ) -> Agent:
         """Create the root agent and its session folder (the id is known from here on)."""
         settings = settings or self.settings
+        self.budget.require_price(settings.model)
         packed = await asyncio.to_thread(pack_inputs, inputs) if inputs else None
         agent = agents.new_root(
             self, settings, self.sessions_dir(settings), task, inputs=packed, context=context
@@ -278,9 +295,11 @@ class Orchestrator:
         if req.msg_type == "run_request":
             return await self._spawn(agent, req)
         if req.msg_type == "llm_request":
-            return await self.llm.handle(agent, req, self.model)
+            return await self.llm.handle(agent, req, self.model, self.budget)
         if req.msg_type == "function_request":
             return await self.functions.handle(agent, req)
+        if req.msg_type in SPAWN_MESSAGES:
+            return await self.spawned.handle(agent, req)
         return _error(RLMError(f"unknown request {req.msg_type!r}"))
 
     async def _spawn(self, parent: Agent, req: Request) -> tuple[dict[str, Any], list[bytes]]:
@@ -303,7 +322,9 @@ class Orchestrator:
                 max_turns=request.max_turns,
                 tools=",".join(tools) if isinstance(tools, list) else tools,
             )
-        except ConfigError as exc:
+            self.budget.require_price(settings.model)
+            self.budget.check("sub-agent")
+        except (ConfigError, AgentError) as exc:
             return _error(exc)
         if request.cell is not None and request.cell != parent.running_cell:
             return _error(RLMError(_CELL_ENDED))
@@ -321,6 +342,10 @@ class Orchestrator:
         else:
             await slots.acquire()
         try:
+            try:
+                self.budget.check("sub-agent")  # spent while this one waited for its slot
+            except AgentError as exc:
+                return _error(exc)
             blobs: list[bytes | Spilled] = list(req.buffers)
             return await self._run_child(parent, settings, request.task, (infos, blobs))
         finally:

@@ -76,6 +76,11 @@ class Session:
         """Tokens of the whole tree so far."""
         return self._require().usage_total
 
+    @property
+    def cost(self) -> float:
+        """Dollars of the whole tree so far, priced with ``RLM_PRICES`` (0 without prices)."""
+        return self._require().log.meta.cost_total
+
     def _require(self) -> Agent:
         if self._agent is None:
             raise RLMError("the session is not open: use `async with Session(...)`")

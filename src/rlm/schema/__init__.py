@@ -41,6 +41,8 @@ class StopReason(str, Enum):
     """``RLM_MAX_TURNS`` model turns without a final answer."""
     TOKEN_BUDGET = "token_budget"
     """``RLM_MAX_TOKENS`` completion tokens spent."""
+    COST_BUDGET = "cost_budget"
+    """``RLM_MAX_COST`` dollars spent by the whole tree (priced with ``RLM_PRICES``)."""
     LENGTH = "length"
     """The endpoint cut the reply at its token limit (``finish_reason: length``) and the
     agent could not get a complete answer."""

@@ -18,6 +18,12 @@ Messages::
                                                               or an error reply
     function_request {name, args: [json], keywords: {json}, cell?}
     function_reply  {status: "ok", result: json}             or an error reply
+    spawn_request   {task?, inputs, model?, max_turns?, tools?, cell?}
+    spawn_reply     {status: "ok", child, session_path, answer?}  or an error reply
+    send_request    {child, message, cell?}
+    send_reply      {status: "ok", answer}                    or an error reply
+    close_request   {child}
+    close_reply     {status: "ok"}                            or an error reply
     cancel_request  {request_id}                              (no reply)
     error reply     {status: "error", error_type, message, reason?, session_path?}
 
@@ -39,6 +45,8 @@ from rlm.schema import StopReason
 
 __all__ = [
     "CancelRequest",
+    "CloseReply",
+    "CloseRequest",
     "ControlMessage",
     "ErrorReply",
     "FunctionReply",
@@ -50,6 +58,10 @@ __all__ = [
     "LlmRequest",
     "RunReply",
     "RunRequest",
+    "SendReply",
+    "SendRequest",
+    "SpawnReply",
+    "SpawnRequest",
     "decode_error",
     "encode_error",
 ]
@@ -188,6 +200,53 @@ class FunctionRequest(ControlMessage):
 class FunctionReply(ControlMessage):
     status: Literal["ok"] = "ok"
     result: Any = None
+
+
+class SpawnRequest(ControlMessage):
+    """``rlm.spawn(...)`` from a cell: a persistent sub-agent of the calling agent. Its
+    options are ``rlm.run``'s; ``task``, when given, is its first turn, run before the reply."""
+
+    task: str | None = None
+    inputs: list[InputInfo] = []
+    model: str | None = None
+    max_turns: int | None = None
+    tools: str | list[str] | None = None
+    cell: str | None = None
+    """The cell that made the request: refused unless that cell is running. The child it
+    starts is not bound to that cell (it lives until closed or until its parent ends)."""
+
+
+class SpawnReply(ControlMessage):
+    status: Literal["ok"] = "ok"
+    child: str
+    """The child's folder name (``sub-1a2b3c``): its handle in later requests."""
+    session_path: str
+    answer: str | None = None
+    """The answer to ``task`` (None without one)."""
+
+
+class SendRequest(ControlMessage):
+    """``await child.send(message)``: one turn of a spawned child."""
+
+    child: str
+    message: str
+    cell: str | None = None
+    """The cell that made the request: a turn belongs to its cell, like ``rlm.run``."""
+
+
+class SendReply(ControlMessage):
+    status: Literal["ok"] = "ok"
+    answer: str
+
+
+class CloseRequest(ControlMessage):
+    """``await child.close()``: end a spawned child (its kernel shuts down)."""
+
+    child: str
+
+
+class CloseReply(ControlMessage):
+    status: Literal["ok"] = "ok"
 
 
 class CancelRequest(ControlMessage):

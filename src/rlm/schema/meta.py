@@ -26,6 +26,8 @@ Keys, in the order they are written::
     children     [{id, task, status}] of its sub-agents, in start order
     llm_calls    rlm.llm calls this agent's cells made (each a line of llm_calls.jsonl)
     llm_usage    {prompt_tokens, completion_tokens} of those calls (also counted in usage)
+    cost         dollars of this agent's own usage (RLM_PRICES; 0 for an unpriced model)
+    cost_total   the same for this agent and every agent below it
     settings     the agent's settings (without api_key, base_url, home)
     error        why it ended without an answer, or null
     ended_at     ISO time it ended, or null while it runs
@@ -133,7 +135,8 @@ class ChildEntry(_Lenient):
     task: str = ""
     """Its task, cut to 200 characters."""
     status: Status | str = Field(Status.RUNNING, union_mode="left_to_right")
-    """Its status as last seen by the parent."""
+    """Its status as last seen by the parent (a child of ``rlm.spawn`` also reads ``busy``
+    during a turn and ``idle`` between turns)."""
 
     @property
     def name(self) -> str:
@@ -163,6 +166,8 @@ class AgentMeta(_Lenient):
     children: list[ChildEntry] = Field(default_factory=list)
     llm_calls: int = 0
     llm_usage: Usage = Field(default_factory=Usage)
+    cost: float = 0.0
+    cost_total: float = 0.0
     settings: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     ended_at: str | None = None
