@@ -353,7 +353,7 @@ def test_show_agent_paths_prefixes_system_and_color(built: Built, sessions):
     code, out2, _ = sessions("show", f"{built.tree.name}/{child.name}/{grandchild.name}")
     assert code == 0 and out2 == out
     code, out, _ = sessions("show", built.tree.name, "--agent", doomed.name)
-    assert code == 0 and "✗ error (max_turns)" in out and "stopped after 1 turns" in out
+    assert code == 0 and "✗ error (max_turns)" in out and "stopped after 1 turn without" in out
     assert "Error: cannot drop 1 turns" in out
     code, out, _ = sessions("show", built.tree.name, "--system")
     assert code == 0 and "You are an autonomous agent" in out
