@@ -417,6 +417,7 @@ def test_export_ipynb_one_valid_notebook_per_agent_with_links(built: Built, sess
     assert first.cell_type == "markdown" and ROOT_TASK in first.source
     assert any(c.cell_type == "markdown" and c.source == "Let me look." for c in root.cells)
     code_cells = [c for c in root.cells if c.cell_type == "code"]
+    assert code_cells.pop(0).metadata["rlm"] == {"kind": "setup"}
     assert [c.source for c in code_cells] == [
         "print('hello')\n1/0",
         f"print(await rlm.run({CHILD_TASK!r}))",
@@ -442,7 +443,8 @@ def test_export_ipynb_one_valid_notebook_per_agent_with_links(built: Built, sess
 
     child_nb = notebooks[names["child"]]
     assert f"]({names['root']})" in child_nb.cells[0].source  # link back to the parent
-    (spawner,) = [c for c in child_nb.cells if c.cell_type == "code"]
+    setup, spawner = [c for c in child_nb.cells if c.cell_type == "code"]
+    assert setup.metadata["rlm"] == {"kind": "setup"}
     link = child_nb.cells[child_nb.cells.index(spawner) + 1]
     assert f"]({names['grandchild']})" in link.source
     doomed_nb = notebooks[names["doomed"]]
