@@ -11,7 +11,16 @@
 #   UV_TOOL_DIR      where uv keeps tool environments (uv's own variable)
 #   UV_TOOL_BIN_DIR  where executables are linked (uv's own variable; default ~/.local/bin)
 #   UV_PYTHON        Python used for the tool environment (uv's own variable)
+#
+# PATH: a script cannot change the PATH of the shell that runs it. When uv's bin directory is
+# not on the caller's PATH, rlm (and every skill) is also linked into the first writable one of
+# /usr/local/bin, ~/bin, ~/.local/bin that IS on it, so `rlm` works in the same shell right
+# away; when there is none, or UV_TOOL_BIN_DIR was chosen explicitly (then PATH is yours to
+# manage), the last line says exactly what to run.
 set -euo pipefail
+
+# The caller's PATH, before ensure_uv adds pip's user bin directory to ours.
+CALLER_PATH="$PATH"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SKILLS_DIR="${RLM_SKILLS_DIR:-/task/rlm-skills}"
@@ -114,7 +123,42 @@ for name in "${skills[@]}"; do
     [[ -x "$bin_dir/$name" ]] || die "skill $name was installed but $bin_dir/$name is missing"
     log "$name -> $bin_dir/$name"
 done
-case ":$PATH:" in
-*":$bin_dir:"*) ;;
-*) log "note: $bin_dir is not on PATH; add it: export PATH=\"$bin_dir:\$PATH\"" ;;
-esac
+# --- PATH -----------------------------------------------------------------------------------------
+on_caller_path() {
+    case ":$CALLER_PATH:" in *":$1:"*) return 0 ;; esac
+    return 1
+}
+
+# link_into DIR: symlink rlm and the skills' executables into DIR; never replaces a file that
+# is not already a symlink (it belongs to something else).
+link_into() {
+    local dir="$1" name
+    for name in rlm "${skills[@]}"; do
+        if [[ -e "$dir/$name" && ! -L "$dir/$name" ]]; then
+            log "not linking $name into $dir: $dir/$name exists and is not a link"
+            return 1
+        fi
+    done
+    for name in rlm "${skills[@]}"; do
+        ln -sfn "$bin_dir/$name" "$dir/$name" || return 1
+        log "$name -> $dir/$name (a link; $dir is on your PATH)"
+    done
+}
+
+if ! on_caller_path "$bin_dir"; then
+    linked=""
+    candidates=(/usr/local/bin "$HOME/bin" "$HOME/.local/bin")
+    [[ -z "${UV_TOOL_BIN_DIR:-}" ]] || candidates=()
+    for dir in "${candidates[@]}"; do
+        [[ "$dir" != "$bin_dir" && -d "$dir" && -w "$dir" ]] && on_caller_path "$dir" || continue
+        if link_into "$dir"; then
+            linked="$dir"
+            break
+        fi
+    done
+    if [[ -z "$linked" ]]; then
+        log "note: $bin_dir is not on your PATH, so \`rlm\` is not found yet. Run this in your shell" \
+            "(and add it to ~/.bashrc or ~/.profile to keep it):"
+        printf '    export PATH="%s:$PATH"\n' "$bin_dir"
+    fi
+fi

@@ -45,7 +45,11 @@ def export(home: Path, folder: Path, out_dir: Path, capsys: pytest.CaptureFixtur
 
 
 def code_cells(notebook: Any) -> list[Any]:
-    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+    return [
+        cell
+        for cell in notebook.cells
+        if cell.cell_type == "code" and cell.metadata.get("rlm", {}).get("kind") != "setup"
+    ]
 
 
 async def test_export_rebuilds_images_values_and_errors_from_the_log(

@@ -100,9 +100,7 @@ def test_install_exposes_rlm_and_skill_clis(installed: Install) -> None:
 def test_skills_share_rlm_environment(installed: Install) -> None:
     """The kernel runs in rlm's Python, so the skills must import there."""
     python = installed.tools / "rlm" / "bin" / "python"
-    code = (
-        "import greet, wordcount, rlm.skills.discovery; print(sorted(s.name for s in rlm.skills.discovery.discover()))"
-    )
+    code = "import greet, wordcount, rlm.skills.discovery; print(sorted(s.name for s in rlm.skills.discovery.discover()))"
     result = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['greet', 'wordcount']"
@@ -195,3 +193,74 @@ def test_folders_without_pyproject_are_skipped(tmp_path: Path) -> None:
     assert f"skipping {target.skills / 'notes'} (no pyproject.toml)" in result.stdout
     assert "installing rlm from" in result.stdout
     assert "Bad-Name" not in result.stderr
+
+
+# -- a fresh shell: HOME without ~/.local/bin on PATH ---------------------------------------------
+
+
+def _fresh_machine(tmp_path: Path, home_bin_on_path: bool) -> dict[str, str]:
+    """The environment of a new user's shell: a fresh HOME, a PATH of system directories (and
+    ``~/bin`` if asked), no ``~/.local/bin``, no ``/usr/local/bin`` (never touch the real one)
+    and uv only through a private directory; uv's cache and Python are the test machine's so
+    nothing is downloaded."""
+    home = tmp_path / "home"
+    home.mkdir()
+    uv_dir = tmp_path / "uvbin"
+    uv_dir.mkdir()
+    uv = os.environ.get("UV") or shutil.which("uv")
+    assert uv, "uv is needed to run the install tests"
+    (uv_dir / "uv").symlink_to(Path(uv).resolve())
+    path = [str(uv_dir), "/usr/bin", "/bin"]
+    if home_bin_on_path:
+        (home / "bin").mkdir()
+        path.insert(0, str(home / "bin"))
+    cache = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=True)
+    python = subprocess.run(
+        [uv, "python", "find", ">=3.11"], capture_output=True, text=True, check=True
+    )
+    # the machine's network settings (proxy, certificates, index) stay; what locates a user's
+    # files and tools does not
+    dropped = ("VIRTUAL_ENV", "XDG_", "UV_TOOL_", "PYENV", "CONDA", "PIP_USER")
+    kept = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
+    return kept | {
+        "HOME": str(home),
+        "PATH": ":".join(path),
+        "UV_CACHE_DIR": cache.stdout.strip(),
+        "UV_PYTHON": python.stdout.strip(),
+        "RLM_SKILLS_DIR": str(tmp_path / "no-skills"),
+        "LANG": "C.UTF-8",
+    }
+
+
+def test_rlm_works_in_the_same_shell_after_install(tmp_path: Path) -> None:
+    """~/bin is on PATH and writable: install.sh links rlm there, so the very next command of
+    the same shell finds it (a script cannot change its caller's PATH)."""
+    env = _fresh_machine(tmp_path, home_bin_on_path=True)
+    script = f'"{INSTALL}" && rlm --version'
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].startswith("rlm ")
+    home = Path(env["HOME"])
+    assert (home / "bin" / "rlm").resolve() == (home / ".local" / "bin" / "rlm").resolve()
+    assert "not on your PATH" not in result.stdout
+
+
+def test_install_says_the_exact_export_line_when_it_cannot_link(tmp_path: Path) -> None:
+    """No writable directory on PATH: rlm is not found, and the export line printed is the
+    exact command that makes it work."""
+    env = _fresh_machine(tmp_path, home_bin_on_path=False)
+    script = (
+        f'out="$("{INSTALL}")" || exit 9; printf "%s\\n" "$out"; '
+        "command -v rlm && exit 8; "
+        'eval "$(grep "^    export PATH=" <<<"$out")"; rlm --version'
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    home = env["HOME"]
+    assert f'    export PATH="{home}/.local/bin:$PATH"' in result.stdout
+    assert "is not on your PATH" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("rlm ")

@@ -124,7 +124,7 @@ async def test_malformed_requests_get_error_replies_and_the_channel_goes_on(
     assert "unknown request 'launch_request'" in out["unknown"]["message"]
     kind, message, reason, path = out["child"]
     assert kind == "AgentError" and reason == "max_turns" and "(session:" not in message
-    assert message.startswith("stopped after 1 turns") and path.endswith(
+    assert message.startswith("stopped after 1 turn without") and path.endswith(
         tuple(p.name for p in sessions(rlm_env)[0].glob("sub-*"))
     )
     assert out["after"] == "fine answer"

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -333,7 +334,7 @@ def test_interactive_in_a_terminal_with_ctrl_c(model, rlm_env):
         os.write(fd, b"\x03")
         _read_until(fd, "^C")  # the terminal echoed the first; the second comes at once
         status = _quit_with_ctrl_c(pid, fd)
-        assert os.waitstatus_to_exitcode(status) == 1  # the last turn had no answer
+        assert os.waitstatus_to_exitcode(status) == 130  # the documented code of Ctrl-C
     finally:
         try:
             os.kill(pid, 9)
@@ -344,6 +345,38 @@ def test_interactive_in_a_terminal_with_ctrl_c(model, rlm_env):
         os.close(fd)
     assert _gone(kernel)
     assert read_meta(sessions(rlm_env)[0])["status"] == "cancelled"
+
+
+def test_interactive_multi_line_messages_unknown_commands_and_sigterm(model, rlm_env):
+    """A pasted block stays one message with its indentation, a trailing backslash continues
+    a line, an unknown /command is refused (not sent), SIGTERM at the prompt ends rlm (143)."""
+    model.script(reply("got block"), reply("got continued"))
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(sys.executable, [sys.executable, "-m", "rlm", "--quiet"], os.environ)
+    try:
+        _read_until(fd, "rlm> ")
+        os.write(fd, b"/foo bar\r")
+        _read_until(fd, "unknown command /foo; /help lists them")
+        os.write(fd, b'"""\rdef f():\r    return 1\r"""\r')
+        _read_until(fd, "got block")
+        os.write(fd, b"first line \\\r  second\r")
+        _read_until(fd, "got continued")
+        _read_until(fd, "rlm> ")
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 143
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        _UNREAD.pop(fd, None)
+        os.close(fd)
+    users = [[m["content"] for m in r["messages"] if m["role"] == "user"] for r in model.requests]
+    assert len(model.requests) == 2  # /foo never reached the model
+    assert users[0] == ["def f():\n    return 1"]
+    assert users[1][-1] == "first line \n  second"
+    assert read_meta(sessions(rlm_env)[0])["status"] != "running"
 
 
 def test_interactive_exits_on_ctrl_d_and_exit(model, rlm_env):

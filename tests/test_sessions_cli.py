@@ -353,7 +353,7 @@ def test_show_agent_paths_prefixes_system_and_color(built: Built, sessions):
     code, out2, _ = sessions("show", f"{built.tree.name}/{child.name}/{grandchild.name}")
     assert code == 0 and out2 == out
     code, out, _ = sessions("show", built.tree.name, "--agent", doomed.name)
-    assert code == 0 and "✗ error (max_turns)" in out and "stopped after 1 turns" in out
+    assert code == 0 and "✗ error (max_turns)" in out and "stopped after 1 turn without" in out
     assert "Error: cannot drop 1 turns" in out
     code, out, _ = sessions("show", built.tree.name, "--system")
     assert code == 0 and "You are an autonomous agent" in out
@@ -417,6 +417,7 @@ def test_export_ipynb_one_valid_notebook_per_agent_with_links(built: Built, sess
     assert first.cell_type == "markdown" and ROOT_TASK in first.source
     assert any(c.cell_type == "markdown" and c.source == "Let me look." for c in root.cells)
     code_cells = [c for c in root.cells if c.cell_type == "code"]
+    assert code_cells.pop(0).metadata["rlm"] == {"kind": "setup"}
     assert [c.source for c in code_cells] == [
         "print('hello')\n1/0",
         f"print(await rlm.run({CHILD_TASK!r}))",
@@ -442,7 +443,8 @@ def test_export_ipynb_one_valid_notebook_per_agent_with_links(built: Built, sess
 
     child_nb = notebooks[names["child"]]
     assert f"]({names['root']})" in child_nb.cells[0].source  # link back to the parent
-    (spawner,) = [c for c in child_nb.cells if c.cell_type == "code"]
+    setup, spawner = [c for c in child_nb.cells if c.cell_type == "code"]
+    assert setup.metadata["rlm"] == {"kind": "setup"}
     link = child_nb.cells[child_nb.cells.index(spawner) + 1]
     assert f"]({names['grandchild']})" in link.source
     doomed_nb = notebooks[names["doomed"]]

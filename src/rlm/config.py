@@ -1,24 +1,36 @@
-"""Settings: one pydantic-settings model read from ``RLM_*`` environment variables.
+"""Settings: one pydantic-settings model read from ``RLM_*`` environment variables and TOML files.
 
 CLI flags and keyword arguments of ``rlm.run`` are passed as init values and therefore win
-over the environment. Every invalid value becomes a one-line :class:`ConfigError` that names
-the variable (or the flag, when the value came from one).
+over the environment, which wins over a project ``rlm.toml`` (in the working directory),
+which wins over the user's ``$XDG_CONFIG_HOME/rlm/config.toml`` (``~/.config/rlm/``), which
+wins over the defaults. Every invalid value becomes a one-line :class:`ConfigError` that
+names the variable, the flag or the file it came from. A project file never holds the API key:
+it is meant to be committed, and a committed key leaks.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from rlm.errors import ConfigError
 
 __all__ = [
     "BUILTIN_TOOLS",
+    "PROJECT_FILE",
     "Settings",
+    "config_files",
     "derive_settings",
     "env_name",
     "flag_name",
@@ -27,6 +39,46 @@ __all__ = [
 
 #: Every tool rlm ships, in the order they are described to the model.
 BUILTIN_TOOLS: tuple[str, ...] = ("ipython", "summarize", "bash", "edit")
+
+#: The project settings file, read from the working directory.
+PROJECT_FILE = "rlm.toml"
+
+#: Keys a project file may not hold: it is meant to be committed next to the code.
+_NOT_IN_PROJECT_FILE = frozenset({"api_key", "RLM_API_KEY", "OPENAI_API_KEY"})
+
+
+def user_config_file() -> Path:
+    """``$XDG_CONFIG_HOME/rlm/config.toml``, ``~/.config/rlm/config.toml`` without it."""
+    base = os.environ.get("XDG_CONFIG_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".config")
+        except RuntimeError:  # no HOME and no passwd entry: there is no user file
+            return Path("/nonexistent/rlm/config.toml")
+    return Path(base) / "rlm" / "config.toml"
+
+
+def config_files() -> list[Path]:
+    """The settings files read, lowest precedence first: the user file, then the project
+    file (both optional)."""
+    return [user_config_file(), Path.cwd() / PROJECT_FILE]
+
+
+def _toml_source(settings_cls: type[BaseSettings], path: Path) -> TomlConfigSettingsSource:
+    """The TOML source of ``path``; unreadable or malformed TOML is one ConfigError line."""
+    try:
+        source = TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if path.name == PROJECT_FILE and _NOT_IN_PROJECT_FILE.intersection(source.toml_data):
+        raise ConfigError(
+            f"{path}: the API key does not belong in a project file (it gets committed); "
+            "set RLM_API_KEY in the environment or in "
+            f"{user_config_file()}"
+        )
+    return source
 
 
 class Settings(BaseSettings):
@@ -131,6 +183,33 @@ class Settings(BaseSettings):
     kernel_pool: int = Field(default=2, ge=0)
     """Kernels kept started ahead once a run spawns its first sub-agent (0: no pool)."""
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags and keyword arguments, then the environment, then the project file, then
+        the user file (earlier wins). The files are found at each load, so a changed working
+        directory or ``XDG_CONFIG_HOME`` is honoured."""
+        user, project = config_files()
+        return (
+            init_settings,
+            env_settings,
+            _toml_source(settings_cls, project),
+            _toml_source(settings_cls, user),
+        )
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty or blank")
+        return value
+
     @field_validator("max_output")
     @classmethod
     def _check_max_output(cls, value: int) -> int:
@@ -221,16 +300,32 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
             name, field = field, "api_key"
         elif field == "api_key":
             name = "api_key"
+        elif field in given:
+            name = flag_name(field)
+        elif env_name(field) in os.environ or error["type"] == "extra_forbidden":
+            name = env_name(field)
         else:
-            name = flag_name(field) if field in given else env_name(field)
+            name = _file_naming(field) or env_name(field)
         if error["type"] == "extra_forbidden":
-            name = field
+            name = _file_naming(field) or field
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
         secret = field == "api_key"
         shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return "; ".join(lines)
+
+
+def _file_naming(field: str) -> str | None:
+    """``path: field`` for the settings file with the highest precedence that sets
+    ``field`` (so a bad value names where to fix it), or None."""
+    for path in reversed(config_files()):
+        try:
+            if field in _toml_source(Settings, path).toml_data:
+                return f"{path}: {field}"
+        except ConfigError:
+            continue
+    return None
 
 
 def derive_settings(base: Settings, **overrides: Any) -> Settings:

@@ -399,7 +399,8 @@ class Agent:
         while True:
             if self.context.turn_count - first_turn >= self.settings.max_turns:
                 raise AgentError(
-                    f"stopped after {self.settings.max_turns} turns without a final answer "
+                    f"stopped after {self.settings.max_turns} "
+                    f"turn{'' if self.settings.max_turns == 1 else 's'} without a final answer "
                     "(RLM_MAX_TURNS)",
                     reason=StopReason.MAX_TURNS,
                 )

@@ -72,7 +72,7 @@ def render_system_prompt(settings: Settings, parts: PromptParts) -> str:
     text = _template("system.md").substitute(
         cwd=parts.cwd,
         tools="\n".join(tools),
-        max_turns=settings.max_turns,
+        max_turns=f"{settings.max_turns} turn{'' if settings.max_turns == 1 else 's'}",
         recursion=recursion,
         skills=skills,
         inputs=inputs,

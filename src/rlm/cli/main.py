@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import ipaddress
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 from rlm.cli.flags import add_settings_flags, flag_values
 from rlm.config import Settings, load_settings
@@ -62,7 +64,10 @@ def build_parser() -> _Parser:
         "from a flag. Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "
         "configuration, 130/143 interrupted.",
     )
+    from rlm import __version__
+
     parser.add_argument("prompt", nargs="*", help="the task; several words are joined by spaces")
+    parser.add_argument("--version", action="version", version=f"rlm {__version__}")
     parser.settings_source = add_settings_flags(parser)
     parser.add_argument(
         "--input",
@@ -242,20 +247,66 @@ async def _run_task(args: argparse.Namespace, settings: Settings, task: str, out
 
 
 def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
-    """The prompt a root agent would get; skills are listed as installed (a real run lists
-    only those that import in its kernel)."""
+    """The system prompt a root agent would get for the same settings and flags, without
+    starting a kernel or calling the model.
+
+    A real run lists the skills its kernel managed to import and the host functions, and only
+    when it starts a kernel (the ipython tool is on, or ``--input`` is given). The kernel runs
+    in this same Python, so importing the skills here gives the same list and signatures; a
+    skill whose import behaves differently inside a kernel is the one possible difference.
+    """
     from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
     from rlm.control.inputs import pack_inputs
+    from rlm.runtime.functions import HostFunctions, load_functions
     from rlm.skills import discovery as skills
+    from rlm.skills.entry import load_skills
 
-    infos, _ = pack_inputs(_read_inputs(args.input, settings.max_input_bytes))
+    inputs = _read_inputs(args.input, settings.max_input_bytes)
+    infos, _ = pack_inputs(inputs)
+    section = ""
+    if inputs or "ipython" in settings.tools:
+        found = skills.discover()
+        loaded = load_skills([skill.name for skill in found], {})["loaded"] if found else {}
+        functions = HostFunctions(load_functions(args.functions)).prompt_section()
+        section = skills.prompt_section(found, loaded) + functions
     parts = PromptParts(
         cwd=Path.cwd().resolve(),
-        skills=skills.prompt_section(skills.discover(), {}),
+        skills=section,
         inputs=[InputInfo(**info) for info in infos],
     )
     print(render_system_prompt(settings, parts), end="")
     return 0
+
+
+#: Hosts of endpoints that commonly need no API key (a local server).
+_LOCAL_HOSTS = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def _is_local(base_url: str | None) -> bool:
+    """Whether ``base_url`` points at this machine (localhost or a loopback address)."""
+    host = urlsplit(base_url or "").hostname if base_url else None
+    if host is None:
+        return False  # no base URL: the OpenAI API
+    if host.lower() in _LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_if_no_key(settings: Settings) -> None:
+    """Say once, on stderr, that requests will carry no real API key: otherwise the first
+    sign is an endpoint's 401 after retries. Skipped for a local endpoint, where many servers
+    need none. Printed under ``-q`` too: it is one line on stderr, and stdout stays the answer."""
+    if settings.key is None and not _is_local(settings.base_url):
+        where = settings.base_url or "the OpenAI API"
+        print(
+            f"rlm: no API key set (RLM_API_KEY or OPENAI_API_KEY); requests to {where} go "
+            "out without one",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _interactive(args: argparse.Namespace, settings: Settings) -> int:
@@ -339,12 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     options = argv[: argv.index("--")] if "--" in argv else argv
     parser.json_errors = "--json" in options
     args = parser.parse_args(argv)
+    if args.prompt and not " ".join(args.prompt).strip():
+        parser.error("the prompt is empty; give a task, or no prompt for interactive mode")
     overrides = flag_values(parser.settings_source, args)
     out = Outcome()
     try:
         settings = load_settings(**overrides)
         if args.print_system_prompt:
             return _print_system_prompt(args, settings)
+        _warn_if_no_key(settings)
         if not args.prompt:
             return _interactive(args, settings)
         code = _run_async(_run_task(args, settings, " ".join(args.prompt), out))

@@ -41,7 +41,8 @@ class LineProgress:
         if isinstance(event, ev.AgentFinished):
             tokens = event.prompt_tokens + event.completion_tokens
             return (
-                f"[{name}] {event.status} ({event.stop_reason}) after {event.turns} turns, "
+                f"[{name}] {event.status} ({event.stop_reason}) after {event.turns} "
+                f"turn{'' if event.turns == 1 else 's'}, "
                 f"{tokens} tokens, {event.elapsed:.1f} s"
             )
         return None

@@ -22,11 +22,14 @@ def main(argv: list[str]) -> int:
         "new",
         help="scaffold a new skill package from the template",
         description="Create DIR/NAME/ (SKILL.md, pyproject.toml, src/NAME/) ready to edit; "
-        "then install it with `RLM_SKILLS_DIR=DIR ./install.sh`.",
+        "then install it by running install.sh of the rlm checkout with RLM_SKILLS_DIR=DIR.",
     )
     new.add_argument("name", help="the skill's name: its import name and its command name")
     new.add_argument(
-        "--dir", default="skills", type=Path, help="folder to create the skill in (default: skills)"
+        "--dir",
+        default=Path("."),
+        type=Path,
+        help="folder to create the skill in (default: the current directory)",
     )
     check = commands.add_parser(
         "check",
@@ -51,9 +54,12 @@ def main(argv: list[str]) -> int:
         print(f"rlm skill: cannot create {args.dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(folder)
+    # install.sh lives in the rlm checkout, not here: name the folder absolutely so the line
+    # works when pasted there (it installs every skill folder under RLM_SKILLS_DIR)
+    skills_dir = args.dir.resolve()
     print(
-        f"edit {folder}/src/{args.name}/{args.name}.py, then install with "
-        f"RLM_SKILLS_DIR={args.dir} ./install.sh",
+        f"edit {folder}/src/{args.name}/{args.name}.py, then install it from your rlm "
+        f"checkout: RLM_SKILLS_DIR={skills_dir} ./install.sh",
         file=sys.stderr,
     )
     return 0

@@ -10,6 +10,13 @@ A cell's outputs are rebuilt with ``nbformat.v4.output_from_msg`` from the struc
 bundles, errors with ``ename``/``evalue``/``traceback``; see docs/sessions.md). Logs written
 before those were kept have only the text the model received; for them (the fallback) the
 text becomes a stream, or a stream plus an error output when it holds a Python traceback.
+
+Before the first code cell comes a setup cell (``import rlm``, metadata ``rlm.kind ==
+"setup"``, no execution count): the agent's kernel had ``rlm`` imported before its first cell,
+so without it a re-run notebook fails at the first ``await rlm.run(...)`` with a NameError.
+Re-run in an ordinary kernel, that call starts a new agent with the reader's own settings
+(``rlm.run`` outside an agent kernel is the library call); no stub replays recorded answers,
+because a notebook that seems to re-run but silently returns old answers would mislead.
 """
 
 from __future__ import annotations
@@ -38,6 +45,14 @@ __all__ = [
     "notebook_name",
     "split_output",
 ]
+
+#: The setup cell's source: what the agent's kernel had before its first cell.
+SETUP_SOURCE = """\
+# Added by `rlm sessions export`: the agent's kernel had `rlm` imported before its first cell.
+# Re-run here, `await rlm.run(...)` starts a new agent with your own RLM_* settings (a real
+# model call); `rlm.llm` works only inside an rlm agent's kernel, and variables loaded with
+# `--input` are not defined.
+import rlm"""
 
 _TRACEBACK = re.compile(
     r"^(?:-{10,}\n)?(?:(?P<name>[A-Za-z_][\w.]*)\s+)?Traceback \(most recent call last\):?[ \t]*$",
@@ -164,6 +179,10 @@ class _Builder:
         args = call.arguments or {}
         result = call.result
         if call.name == "ipython" and isinstance(args.get("code"), str):
+            if self.count == 0:
+                setup = v4.new_code_cell(SETUP_SOURCE)
+                setup.metadata["rlm"] = {"kind": "setup"}
+                self.cells.append(setup)
             self.count += 1
             cell = v4.new_code_cell(args["code"], execution_count=self.count)
             if call.outputs is not None:

@@ -240,7 +240,7 @@ class _Show:
         line.append_text(status_text(node, reason=True))
         seconds, ongoing = node.duration()
         line.append(
-            f"  {node.turns} turns  tokens {fmt_tokens(node.usage())}"
+            f"  {node.turns} turn{'' if node.turns == 1 else 's'}  tokens {fmt_tokens(node.usage())}"
             f" (tree {fmt_tokens(node.usage(total=True))})"
             f"  {fmt_duration(seconds, ongoing)}"
         )
@@ -309,7 +309,8 @@ class _Show:
             line.append(child.name, style="bold magenta")
             line.append(" (")
             line.append_text(status_text(child, reason=True))
-            line.append(f", {child.turns} turns): {first_line(child.task, 70)}")
+            turns = f"{child.turns} turn{'' if child.turns == 1 else 's'}"
+            line.append(f", {turns}): {first_line(child.task, 70)}")
             self.print(line)
 
     def event(self, record: dict[str, Any]) -> None:

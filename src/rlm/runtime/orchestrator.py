@@ -61,6 +61,17 @@ def kernel_output_limit(max_output: int) -> int:
     return max(2 * max_output, MEMORY_CEILING) if max_output > 0 else MEMORY_CEILING
 
 
+def _create_home(home: Path) -> None:
+    """Create RLM_HOME if missing, with a ``.gitignore`` of ``*`` in it: the default home is
+    ``.rlm`` in the working directory, which must not show up as untracked in a git checkout.
+    A home that already exists is the user's and is left as it is."""
+    try:
+        home.mkdir(parents=True)
+    except FileExistsError:
+        return
+    (home / ".gitignore").write_text("*\n", encoding="utf-8")
+
+
 class Orchestrator:
     """Async context manager: ``async with Orchestrator(settings) as o: await o.run(task)``."""
 
@@ -221,8 +232,10 @@ class Orchestrator:
     # -- agents ----------------------------------------------------------------------------
 
     def sessions_dir(self, settings: Settings) -> Path:
-        path = settings.home.expanduser() / "sessions"
+        home = settings.home.expanduser()
+        path = home / "sessions"
         try:
+            _create_home(home)
             if not path.is_dir():
                 path.mkdir(mode=0o700, parents=True, exist_ok=True)
                 path.chmod(0o700)  # whatever the umask; an existing folder is left as it is
