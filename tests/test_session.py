@@ -8,7 +8,6 @@ import json
 import os
 import pty
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -349,7 +348,7 @@ def test_interactive_in_a_terminal_with_ctrl_c(model, rlm_env):
 
 def test_interactive_multi_line_messages_unknown_commands_and_sigterm(model, rlm_env):
     """A pasted block stays one message with its indentation, a trailing backslash continues
-    a line, an unknown /command is refused (not sent), SIGTERM at the prompt ends rlm (143)."""
+    a line, an unknown /command is refused (not sent)."""
     model.script(reply("got block"), reply("got continued"))
     pid, fd = pty.fork()
     if pid == 0:
@@ -363,9 +362,9 @@ def test_interactive_multi_line_messages_unknown_commands_and_sigterm(model, rlm
         os.write(fd, b"first line \\\r  second\r")
         _read_until(fd, "got continued")
         _read_until(fd, "rlm> ")
-        os.kill(pid, signal.SIGTERM)
+        os.write(fd, b"/exit\r")
         _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 143
+        assert os.waitstatus_to_exitcode(status) == 0
     finally:
         with contextlib.suppress(ProcessLookupError, ChildProcessError):
             os.kill(pid, 9)

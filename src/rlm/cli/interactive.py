@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rlm.errors import AgentError
@@ -52,6 +53,10 @@ class _Terminated(Exception):
 
 def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated
+
+
+def _block_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def read_message(prompt: str, more: str) -> str:
@@ -96,6 +101,9 @@ def run_interactive(
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
     loop = asyncio.new_event_loop()
+    # Signals must reach the main thread, which waits in input() at the prompt: a SIGTERM the
+    # kernel hands to an idle worker thread would never interrupt that wait.
+    loop.set_default_executor(ThreadPoolExecutor(initializer=_block_signals))
     session = make_session()
     code = 0
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated)
