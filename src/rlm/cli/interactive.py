@@ -55,6 +55,15 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
+def _second_interrupt(last: float) -> bool:
+    """A Ctrl-C at the prompt: True when it is the second within a second (quit), else
+    say how to quit."""
+    if time.monotonic() - last < 1.0:
+        return True
+    print("\n(Ctrl-C again to quit)", file=sys.stderr)
+    return False
+
+
 def _block_signals() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
@@ -118,11 +127,10 @@ def run_interactive(
             except EOFError:
                 break
             except KeyboardInterrupt:
-                if time.monotonic() - last_interrupt < 1.0:
+                if _second_interrupt(last_interrupt):
                     code = EXIT_SIGINT
                     break
                 last_interrupt = time.monotonic()
-                print("\n(Ctrl-C again to quit)", file=sys.stderr)
                 continue
             command = message.strip()
             if not command:
@@ -163,11 +171,10 @@ def run_interactive(
             except KeyboardInterrupt:
                 # A Ctrl-C after the turn's handler is gone and before the prompt: counted
                 # as one at the prompt, never a traceback.
-                if time.monotonic() - last_interrupt < 1.0:
+                if _second_interrupt(last_interrupt):
                     code = EXIT_SIGINT
                     break
                 last_interrupt = time.monotonic()
-                print("\n(Ctrl-C again to quit)", file=sys.stderr)
     except _Terminated:
         code = EXIT_SIGTERM
     finally:

@@ -225,15 +225,15 @@ def _current_cell() -> str | None:
     return str(msg_id) if msg_id else None
 
 
-async def run(
-    task: str,
-    *,
-    inputs: dict[str, Any] | None = None,
-    model: str | None = None,
-    max_turns: int | None = None,
-    tools: list[str] | str | None = None,
-) -> str:
-    """Ask the orchestrator for a sub-agent and wait for its answer."""
+def child_request(
+    task: str | None,
+    inputs: dict[str, Any] | None,
+    model: str | None,
+    max_turns: int | None,
+    tools: list[str] | str | None,
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The content and buffers of a request for a sub-agent (``rlm.run``, ``rlm.spawn``),
+    after the local depth check (the orchestrator checks again from its own record)."""
     depth, max_depth = _state.get("depth", 0), _state.get("max_depth", 0)
     if depth + 1 > max_depth:
         raise DepthLimitError(
@@ -252,7 +252,19 @@ async def run(
         "cell": _current_cell(),
     }
     # a kernel never spills its inputs to disk: every blob is bytes here
-    data = [blob for blob in blobs if isinstance(blob, bytes)]
+    return content, [blob for blob in blobs if isinstance(blob, bytes)]
+
+
+async def run(
+    task: str,
+    *,
+    inputs: dict[str, Any] | None = None,
+    model: str | None = None,
+    max_turns: int | None = None,
+    tools: list[str] | str | None = None,
+) -> str:
+    """Ask the orchestrator for a sub-agent and wait for its answer."""
+    content, data = child_request(task, inputs, model, max_turns, tools)
     reply, _ = await _client().request("run_request", content, data)
     if reply.get("status") == "ok":
         return str(reply["answer"])

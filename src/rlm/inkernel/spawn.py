@@ -10,8 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from rlm import inkernel
-from rlm.control.inputs import pack_inputs
-from rlm.errors import DepthLimitError
 
 __all__ = ["Child", "spawn"]
 
@@ -59,24 +57,7 @@ async def spawn(
 ) -> Child:
     """Start a persistent sub-agent (options as ``rlm.run``); ``task``, when given, is its
     first turn, and its answer is ``child.answer``."""
-    depth, max_depth = inkernel._state.get("depth", 0), inkernel._state.get("max_depth", 0)
-    if depth + 1 > max_depth:
-        raise DepthLimitError(
-            f"no sub-agent allowed here: this agent is at depth {depth} and RLM_MAX_DEPTH is "
-            f"{max_depth}"
-        )
-    infos, blobs = pack_inputs(inputs)
-    if isinstance(tools, (list, tuple)):
-        tools = ",".join(tools)
-    content = {
-        "task": task,
-        "inputs": infos,
-        "model": model,
-        "max_turns": max_turns,
-        "tools": tools,
-        "cell": inkernel._current_cell(),
-    }
-    data = [blob for blob in blobs if isinstance(blob, bytes)]  # a kernel never spills
+    content, data = inkernel.child_request(task, inputs, model, max_turns, tools)
     reply, _ = await inkernel._client().request("spawn_request", content, data)
     if reply.get("status") != "ok":
         raise inkernel._decode_error(reply)
