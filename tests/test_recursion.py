@@ -272,3 +272,35 @@ async def test_bad_child_settings_raise_config_error(model, rlm_env, monkeypatch
     await rlm.run("root task")
     (result,) = tool_results(model.requests_for("root"))
     assert result.startswith("config:")
+
+
+@pytest.mark.parametrize("size", [10, 2 << 20], ids=["small", "hashed-off-the-loop"])
+async def test_control_channel_rejects_a_buffer_that_does_not_match_its_digest(tmp_path, size):
+    handled: list[int] = []
+
+    async def handler(req):
+        handled.append(req.content["n"])
+        return {"status": "ok"}, []
+
+    server = ControlServer(tmp_path, handler)
+    secret = server.register("agent-a")
+    await server.start()
+    sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+    sock.connect(server.address)
+    session = new_session(secret)
+    try:
+
+        def frames(n: int, sent: bytes, digested: bytes) -> list[bytes]:
+            content = {"n": n, "buffer_sha256": buffer_digests([digested])}
+            msg = session.msg("inputs_request", content=content)
+            return [*session.serialize(msg, ident=[b"agent-a"]), sent]
+
+        blob = b"x" * size
+        await sock.send_multipart(frames(1, blob[:-1] + b"y", blob))  # tampered buffer
+        await sock.send_multipart(frames(2, blob, blob))
+        await asyncio.wait_for(sock.recv_multipart(), 10)
+        assert handled == [2]
+        assert server.rejected == 1
+    finally:
+        sock.close(linger=0)
+        await server.close()
