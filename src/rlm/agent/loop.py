@@ -508,8 +508,9 @@ class Agent:
         tool = self.tools.get(name)
         try:
             if tool is None:
+                shown = name if len(name) <= 100 else f"{name[:100]}… ({len(name):,} characters)"
                 raise ToolError(
-                    f"unknown tool {name!r}; available: {', '.join(self.tools) or 'none'}"
+                    f"unknown tool {shown!r}; available: {', '.join(self.tools) or 'none'}"
                 )
             try:
                 arguments = parse_arguments(raw)
