@@ -37,6 +37,8 @@ __all__ = ["MAX_INLINE_TASK", "Agent", "ResumedState"]
 #: ``RLM_CONTEXT_WINDOW`` set, the threshold is that many characters (a quarter of the window,
 #: at ~4 characters a token) when it is lower.
 MAX_INLINE_TASK = 50_000
+#: Characters of an unknown, model-chosen tool name quoted back (and so logged and shown).
+MAX_TOOL_NAME_SHOWN = 1_000
 #: Replies cut by the endpoint's token limit that are continued before the agent gives up.
 MAX_CONTINUATIONS = 3
 _TASK_PREVIEW = 2_000
@@ -508,7 +510,8 @@ class Agent:
         tool = self.tools.get(name)
         try:
             if tool is None:
-                shown = name if len(name) <= 100 else f"{name[:100]}… ({len(name):,} characters)"
+                cut = MAX_TOOL_NAME_SHOWN
+                shown = name if len(name) <= cut else f"{name[:cut]}… ({len(name):,} characters)"
                 raise ToolError(
                     f"unknown tool {shown!r}; available: {', '.join(self.tools) or 'none'}"
                 )
