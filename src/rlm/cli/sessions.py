@@ -7,6 +7,7 @@
     rlm sessions show <id> [--agent PATH]     one agent's conversation; --raw: its JSONL
     rlm sessions export <id> --format ipynb -o DIR     one notebook per agent (--force)
     rlm sessions export <id> --format jsonl -o FILE    training records
+    rlm sessions export <id> --format jsonl --per-request   one record per model call
 
 ``<id>`` is a session id or a unique prefix of one, optionally followed by an agent path
 (``<id>/sub-ab12/sub-cd``). Every command takes ``--home`` (default ``$RLM_HOME``, else
@@ -113,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only-done", action="store_true", help="jsonl: only agents whose status is done"
+    )
+    p.add_argument(
+        "--per-request",
+        action="store_true",
+        help="jsonl: one prompt/completion record per model call (turns and rlm.llm calls), "
+        "with a weight (0 for cut-off, rolled-back or refused replies) and, for rlm eval "
+        "sessions, reward/answer/metrics columns (docs/eval.md)",
     )
     p.add_argument(
         "-f", "--force", action="store_true", help="overwrite existing notebooks or JSONL file"
@@ -268,16 +276,17 @@ def _export(home: Path, args: argparse.Namespace) -> int:
     if args.fmt == "ipynb":
         from rlm.logs.export_ipynb import export_notebooks
 
-        if args.only_done:
-            raise SessionError("--only-done applies to --format jsonl only")
+        if args.only_done or args.per_request:
+            raise SessionError("--only-done and --per-request apply to --format jsonl only")
         for path in export_notebooks(node, output or Path(node.session_id), force=args.force):
             print(path)
         return 0
-    from rlm.logs.export_train import records
+    from rlm.logs.export_train import records, request_records
 
+    make = request_records if args.per_request else records
     lines = [
         json.dumps(record, ensure_ascii=False)
-        for record in records(node, tree=args.tree, only_done=args.only_done)
+        for record in make(node, tree=args.tree, only_done=args.only_done)
     ]
     if output is None:
         for line in lines:
