@@ -53,12 +53,20 @@ class _Repo:
 
     def add(
         self, module: int, func: str, body: str, doc: str, calls: tuple[int, str] | None
-    ) -> None:
-        self.modules.setdefault(module, [])
-        self.imports.setdefault(module, set())
+    ) -> int:
+        """Add a function; returns about how many characters the context grew by."""
+        grown = 0
+        if module not in self.modules:
+            self.modules[module], self.imports[module] = [], set()
+            grown += len(FILE_MARK.format(f"repo/m{module}.py")) + 5
         if calls is not None and calls[0] != module:
-            self.imports[module].add(f"from repo import m{calls[0]}")
-        self.modules[module].append(f'def {func}(x):\n    """{doc}"""\n    return {body}\n')
+            line = f"from repo import m{calls[0]}"
+            if line not in self.imports[module]:
+                self.imports[module].add(line)
+                grown += len(line) + 1
+        text = f'def {func}(x):\n    """{doc}"""\n    return {body}\n'
+        self.modules[module].append(text)
+        return grown + len(text) + 2
 
     def source(self, module: int) -> str:
         head = "\n".join(sorted(self.imports[module]))
@@ -92,19 +100,18 @@ def code(seed: int, tokens: int, index: int) -> Task:
     for factor, offset in reversed(steps):
         value = value * factor + offset
     # Other functions of the same shape, until the text reaches the budget.
-    size = sum(len(s) for s in (repo.source(m) for m in repo.modules))
+    size = 200 + sum(len(s) + 40 for s in (repo.source(m) for m in repo.modules))
     leaves: list[tuple[int, str]] = []
-    while size < budget - 400:
+    while size < budget - 160:
         module = rng.randrange(n_modules)
         func = repo.name(module)
         if leaves and rng.random() < 0.7:
             target = rng.choice(leaves)
             body, _, _ = _expr(rng, repo.call(module, target))
-            repo.add(module, func, body, "Combine the next stage.", target)
+            size += repo.add(module, func, body, "Combine the next stage.", target)
         else:
-            repo.add(module, func, f"x + {rng.randint(1, 20)}", "The last stage.", None)
+            size += repo.add(module, func, f"x + {rng.randint(1, 20)}", "The last stage.", None)
         leaves.append((module, func))
-        size += 90 + len(func) * 2
     choices = {value}
     while len(choices) < 4:
         choices.add(value + rng.choice((-1, 1)) * rng.randint(1, 12))

@@ -27,91 +27,17 @@ from rlm.eval.tasks import CHARS_PER_TOKEN, Scorer, Task, format_length
 __all__ = ["CATEGORIES", "FAMILIES", "TEMPLATES", "aggregate", "niah", "pairs", "task_rng"]
 
 #: The categories of the records and the things that belong to each (no word is in two).
+_THINGS = {
+    "animal": "heron otter badger lynx falcon beaver moose tortoise gecko walrus ferret jackal",
+    "fruit": "mango apricot plum papaya cherry lychee guava quince fig melon kiwi lime",
+    "vehicle": "tram scooter ferry tractor canoe minivan glider sled yacht bulldozer taxi rickshaw",
+    "instrument": "violin oboe banjo cello harp tuba flute ukulele drum trumpet accordion sitar",
+    "tool": "hammer chisel wrench trowel pliers spanner drill ladder shovel rake sander crowbar",
+    "weather": "drizzle blizzard hailstorm fog heatwave thunderstorm gale frost monsoon sleet "
+    "tornado downpour",
+}
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "animal": (
-        "heron",
-        "otter",
-        "badger",
-        "lynx",
-        "falcon",
-        "beaver",
-        "moose",
-        "tortoise",
-        "gecko",
-        "walrus",
-        "ferret",
-        "jackal",
-    ),
-    "fruit": (
-        "mango",
-        "apricot",
-        "plum",
-        "papaya",
-        "cherry",
-        "lychee",
-        "guava",
-        "quince",
-        "fig",
-        "melon",
-        "kiwi",
-        "lime",
-    ),
-    "vehicle": (
-        "tram",
-        "scooter",
-        "ferry",
-        "tractor",
-        "canoe",
-        "minivan",
-        "glider",
-        "sled",
-        "yacht",
-        "bulldozer",
-        "taxi",
-        "rickshaw",
-    ),
-    "instrument": (
-        "violin",
-        "oboe",
-        "banjo",
-        "cello",
-        "harp",
-        "tuba",
-        "flute",
-        "ukulele",
-        "drum",
-        "trumpet",
-        "accordion",
-        "sitar",
-    ),
-    "tool": (
-        "hammer",
-        "chisel",
-        "wrench",
-        "trowel",
-        "pliers",
-        "saw",
-        "drill",
-        "ladder",
-        "shovel",
-        "rake",
-        "sander",
-        "crowbar",
-    ),
-    "weather": (
-        "drizzle",
-        "blizzard",
-        "hailstorm",
-        "fog",
-        "heatwave",
-        "thunderstorm",
-        "gale",
-        "frost",
-        "monsoon",
-        "sleet",
-        "tornado",
-        "downpour",
-    ),
+    label: tuple(words.split()) for label, words in _THINGS.items()
 }
 
 #: Sentences a record's instance is made of; ``{}`` is the thing it mentions.
@@ -126,299 +52,28 @@ TEMPLATES: tuple[str, ...] = (
     "The documentary about a {} was longer than I expected.",
 )
 
-_FILLER_WORDS = [
-    "the",
-    "a",
-    "of",
-    "and",
-    "to",
-    "in",
-    "that",
-    "it",
-    "was",
-    "for",
-    "on",
-    "are",
-    "as",
-    "with",
-    "his",
-    "they",
-    "at",
-    "be",
-    "this",
-    "from",
-    "have",
-    "or",
-    "by",
-    "one",
-    "had",
-    "not",
-    "but",
-    "what",
-    "all",
-    "were",
-    "when",
-    "we",
-    "there",
-    "can",
-    "an",
-    "your",
-    "which",
-    "their",
-    "said",
-    "if",
-    "do",
-    "will",
-    "each",
-    "about",
-    "how",
-    "up",
-    "out",
-    "them",
-    "then",
-    "she",
-    "many",
-    "some",
-    "so",
-    "these",
-    "would",
-    "other",
-    "into",
-    "has",
-    "more",
-    "her",
-    "two",
-    "like",
-    "him",
-    "see",
-    "time",
-    "could",
-    "no",
-    "make",
-    "than",
-    "first",
-    "been",
-    "its",
-    "who",
-    "now",
-    "people",
-    "my",
-    "made",
-    "over",
-    "did",
-    "down",
-    "only",
-    "way",
-    "find",
-    "use",
-    "may",
-    "water",
-    "long",
-    "little",
-    "very",
-    "after",
-    "words",
-    "called",
-    "just",
-    "where",
-    "most",
-    "know",
-    "get",
-    "through",
-    "back",
-    "much",
-    "before",
-    "go",
-    "good",
-    "new",
-    "write",
-    "our",
-    "used",
-    "me",
-    "man",
-    "too",
-    "any",
-    "day",
-    "same",
-    "right",
-    "look",
-    "think",
-    "also",
-    "around",
-    "another",
-    "came",
-    "come",
-    "work",
-    "three",
-    "word",
-    "must",
-    "because",
-    "does",
-    "part",
-    "even",
-    "place",
-    "well",
-    "such",
-    "here",
-    "take",
-    "why",
-    "things",
-    "help",
-    "put",
-    "years",
-    "different",
-    "away",
-    "again",
-    "off",
-    "went",
-    "old",
-    "number",
-    "great",
-    "tell",
-    "men",
-    "say",
-    "small",
-    "every",
-    "found",
-    "still",
-    "between",
-    "name",
-    "should",
-    "home",
-    "big",
-    "give",
-    "air",
-    "line",
-    "set",
-    "own",
-    "under",
-    "read",
-    "last",
-    "never",
-    "us",
-    "left",
-    "end",
-    "along",
-    "while",
-    "might",
-    "next",
-    "sound",
-    "below",
-    "saw",
-    "something",
-    "thought",
-    "both",
-    "few",
-    "those",
-    "always",
-    "looked",
-    "show",
-    "large",
-    "often",
-    "together",
-    "asked",
-    "house",
-    "world",
-    "going",
-    "want",
-    "school",
-    "important",
-    "until",
-    "form",
-    "food",
-    "keep",
-    "children",
-    "feet",
-    "land",
-    "side",
-    "without",
-    "boy",
-    "once",
-    "animals",
-    "life",
-    "enough",
-    "took",
-    "sometimes",
-    "four",
-    "head",
-    "above",
-    "kind",
-    "began",
-    "almost",
-    "live",
-    "page",
-    "got",
-    "earth",
-    "need",
-    "far",
-    "hand",
-    "high",
-    "year",
-    "mother",
-    "light",
-    "parts",
-    "country",
-    "father",
-    "let",
-    "night",
-    "following",
-    "picture",
-    "being",
-    "study",
-    "second",
-    "eyes",
-    "soon",
-    "times",
-    "story",
-    "boys",
-    "since",
-    "white",
-    "days",
-    "ever",
-    "paper",
-    "hard",
-    "near",
-    "sentence",
-    "better",
-    "best",
-    "across",
-    "during",
-    "today",
-    "others",
-    "however",
-    "sure",
-    "means",
-    "knew",
-    "its",
-    "try",
-    "told",
-    "young",
-    "miles",
-    "sun",
-    "ways",
-    "thing",
-    "whole",
-    "hear",
-    "example",
-    "heard",
-    "several",
-    "change",
-    "answer",
-    "room",
-    "sea",
-    "against",
-    "top",
-    "turned",
-    "learn",
-    "point",
-    "city",
-    "play",
-    "toward",
-    "five",
-    "using",
-    "himself",
-    "usually",
-]
+_FILLER_TEXT = (
+    "the a of and to in that it was for on are as with his they at be this from have or "
+    "by one had not but what all were when we there can an your which their said if do "
+    "will each about how up out them then she many some so these would other into has "
+    "more her two like him see time could no make than first been its who now people my "
+    "made over did down only way find use may water long little very after words called "
+    "just where most know get through back much before go good new write our used me man "
+    "too any day same right look think also around another came come work three word must "
+    "because does part even place well such here take why things help put years different "
+    "away again off went old number great tell men say small every found still between "
+    "name should home big give air line set own under read last never us left end along "
+    "while might next sound below saw something thought both few those always looked show "
+    "large often together asked house world going want school important until form food "
+    "keep children feet land side without boy once animals life enough took sometimes "
+    "four head above kind began almost live page got earth need far hand high year mother "
+    "light parts country father let night following picture being study second eyes soon "
+    "times story boys since white days ever paper hard near sentence better best across "
+    "during today others however sure means knew its try told young miles sun ways thing "
+    "whole hear example heard several change answer room sea against top turned learn "
+    "point city play toward five using himself usually"
+)
+_FILLER_WORDS = tuple(_FILLER_TEXT.split())
 
 _KEY_ADJECTIVES = (
     "amber",
@@ -522,10 +177,9 @@ def niah(seed: int, tokens: int, index: int) -> Task:
 
 
 def _records(
-    rng: random.Random, tokens: int, users: list[int], labels: list[str]
+    rng: random.Random, budget: int, users: list[int], labels: list[str]
 ) -> tuple[list[str], list[tuple[int, str]]]:
-    """Record lines filling ``tokens``, and (user, category) of each."""
-    budget = tokens * CHARS_PER_TOKEN
+    """Record lines filling ``budget`` characters, and (user, category) of each."""
     lines: list[str] = []
     truth: list[tuple[int, str]] = []
     size = 0
@@ -565,7 +219,7 @@ def aggregate(seed: int, tokens: int, index: int) -> Task:
     users = _users(rng, max(5, min(400, approx // 12)))
     # Skewed label weights: repeat each label 1..6 times in the draw list.
     weighted = [label for label in labels for _ in range(rng.randint(1, 6))]
-    lines, truth = _records(rng, tokens - len(_HEADER) // CHARS_PER_TOKEN, users, weighted)
+    lines, truth = _records(rng, tokens * CHARS_PER_TOKEN - len(_HEADER), users, weighted)
     counts = Counter(label for _, label in truth)
     kind = rng.choice(("count", "most_common", "compare", "user_count"))
     top = counts.most_common()
@@ -609,6 +263,12 @@ def aggregate(seed: int, tokens: int, index: int) -> Task:
     )
 
 
+#: At most this many records of the two rare categories in a ``pairs`` task, and by how many
+#: characters one record can be longer than another (templates and things differ in length).
+_RARE_MAX = 16
+_LONGER_BY = max(map(len, TEMPLATES)) - min(map(len, TEMPLATES)) + 12
+
+
 def pairs(seed: int, tokens: int, index: int) -> Task:
     """OOLONG-Pairs-style: every pair of users who both have a record of category A and a
     record of category B. A and B are rare (a few users each), so the gold set stays a
@@ -619,7 +279,9 @@ def pairs(seed: int, tokens: int, index: int) -> Task:
     common = [label for label in labels if label not in (first, second)]
     approx = max(8, tokens * CHARS_PER_TOKEN // 80)
     users = _users(rng, max(8, min(400, approx // 12)))
-    lines, truth = _records(rng, tokens - len(_HEADER) // CHARS_PER_TOKEN, users, common)
+    # The rare records replace others and may be longer: keep room for the difference.
+    room = tokens * CHARS_PER_TOKEN - len(_HEADER) - _RARE_MAX * _LONGER_BY
+    lines, truth = _records(rng, room, users, common)
     # A few active users get the rare categories, at least two of them both (so the gold
     # set is rarely empty); every other record is noise.
     active = rng.sample(users, min(len(users), rng.randint(4, 8)))
@@ -629,7 +291,7 @@ def pairs(seed: int, tokens: int, index: int) -> Task:
             wanted.append((user, first))
         if n < 2 or rng.random() < 0.5:
             wanted.append((user, second))
-    wanted = wanted[: len(lines) // 2]
+    wanted = wanted[: min(_RARE_MAX, len(lines) // 2)]
     for position, (user, label) in zip(
         rng.sample(range(len(lines)), len(wanted)), wanted, strict=True
     ):
