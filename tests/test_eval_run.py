@@ -150,6 +150,24 @@ def test_eval_end_to_end_scores_resume_tags_and_per_request_export(
     assert records[2].prompt == model.requests_for(probe)[0]["messages"]
     assert records[2].completion[0]["content"] == "sub-call answer"
 
+    # every eval session at once: 9 are tagged, 8 have a reply (the failed request has none)
+    code = cli_main(["sessions", "export", "--eval", "--format", "jsonl", "--per-request"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    records = [RequestRecord.model_validate(json.loads(line)) for line in out.splitlines()]
+    tagged = [
+        p
+        for p in (rlm_env / "sessions").iterdir()
+        if "eval" in json.loads((p / "meta.json").read_text())
+    ]
+    assert len(tagged) == 9
+    assert len({r.metadata.session_id for r in records}) == 8
+    assert {r.example_id for r in records} == set(tasks)
+    assert all(r.info and r.info["status"] == "scored" for r in records)
+    code = cli_main(["sessions", "export", "--format", "jsonl"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "export needs a session <id> (or --eval" in err
+
 
 def test_timeout_scores_zero_and_rlm_no_subcalls_refuses_llm(
     model: ScriptedModel, rlm_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
