@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from rlm.cli.main import _run_async
+    from rlm.cli.main import _run_async, _warn_if_no_key
     from rlm.eval.methods import METHODS
     from rlm.eval.report import as_json, check_plot, markdown, plot, rows
     from rlm.eval.runner import run_eval
@@ -198,6 +198,7 @@ def _main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         return 0
     if args.plot is not None:
         check_plot()
+    _warn_if_no_key(settings)
     methods = [METHODS[name] for name in dict.fromkeys(names)]
     progress = _Bar() if sys.stderr.isatty() else _Lines()
     results: list[Any] = []
