@@ -9,7 +9,6 @@ validate against the documented schema and equal what the model was really sent.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -232,21 +231,29 @@ def test_direct_truncates_to_the_context_window(
     assert len(sent) <= (4096 - 1024) * 4 + 200 + len(task.question)
 
 
-def test_plot_without_matplotlib_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    code = (
-        "import sys; sys.modules['matplotlib'] = None\n"
-        "from rlm.cli.main import main\n"
-        "sys.exit(main(['eval', '--family', 'niah', '--lengths', '1k', '-n', '1', "
-        f"'--plot', 'x.png', '--results', {str(tmp_path / 'r.jsonl')!r}]))"
+def test_plot_without_matplotlib_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    results = tmp_path / "r.jsonl"
+    code, out, err = _eval(
+        capsys,
+        "--family",
+        "niah",
+        "--lengths",
+        "1k",
+        "-n",
+        "1",
+        "--plot",
+        "x.png",
+        "--results",
+        str(results),
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [
         "rlm eval: --plot needs matplotlib: pip install 'rlm[plot]' (or pip install matplotlib)"
     ]
-    assert not (tmp_path / "r.jsonl").exists()
+    assert not results.exists()
 
 
 @pytest.mark.parametrize(
@@ -257,11 +264,14 @@ def test_plot_without_matplotlib_is_one_line_and_exit_2(tmp_path: Path) -> None:
         (["--lengths", "12q"], "--lengths: '12q' is not a length"),
         (["--family", "oolong"], "--family oolong reads its data from --data-dir"),
         (["--max-turns", "0"], "--max-turns"),
+        (["--results", "/proc/no/such/r.jsonl"], "--results: cannot write"),
     ],
 )
 def test_bad_usage_exits_2_with_one_line(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str], rlm_env: Path
 ) -> None:
-    code, out, err = _eval(capsys, *args, "--results", "r.jsonl")
+    if "--results" not in args:
+        args = [*args, "--results", "r.jsonl"]
+    code, out, err = _eval(capsys, *args)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err

@@ -163,6 +163,17 @@ class _Bar:
         self.bar.stop()
 
 
+def _check_results(path: Path) -> None:
+    """The results file must be writable before any task runs (not after an hour of them)."""
+    try:
+        if path.parent != Path():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--results: cannot write {path}: {exc.strerror or exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -198,6 +209,7 @@ def _main(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
         return 0
     if args.plot is not None:
         check_plot()
+    _check_results(args.results)
     _warn_if_no_key(settings)
     methods = [METHODS[name] for name in dict.fromkeys(names)]
     progress = _Bar() if sys.stderr.isatty() else _Lines()
