@@ -148,6 +148,9 @@ def plot(table: list[Row], path: Path) -> None:
                 label=method,
             )
         axis.set_xscale("log", base=2)
+        ticks = {max(1, r.tokens): r.length for r in table if r.family == family}
+        axis.set_xticks(sorted(ticks), [ticks[t] for t in sorted(ticks)])
+        axis.minorticks_off()
         axis.set_title(family)
         axis.set_xlabel("context length (tokens)")
         axis.set_ylim(-2, 102)
