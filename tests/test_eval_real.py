@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_real_server import env, rlm, server  # noqa: F401 - fixtures
+from test_real_server import env, rlm, server
 
 __all__ = ["env", "server"]
 
 
-def test_eval_direct_against_llama_server(env):  # noqa: F811 - the fixture
+def test_eval_direct_against_llama_server(env):
     results = Path(env["PWD"]) / "results.jsonl"
     args = ["eval", "--family", "niah", "--lengths", "256", "-n", "1", "--method", "direct"]
     args += ["--results", str(results), "--json", "--max-completion-tokens", "8"]
