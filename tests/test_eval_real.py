@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+# The real-server fixtures (this module gets a server of its own: they are module-scoped).
 from test_real_server import env, rlm, server
 
 __all__ = ["env", "server"]
