@@ -275,3 +275,74 @@ def test_bad_usage_exits_2_with_one_line(
     code, out, err = _eval(capsys, *args)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err
+
+
+class Oracle:
+    """A method that reads the gold answer: no model, no session (the registry's test)."""
+
+    name = "oracle"
+    description = "answers with the gold answer"
+
+    async def run(self, task: Task, settings: Any, out: Any) -> None:
+        gold = task.gold
+        out.answer = "\n".join(f"({p})" for p in gold) if isinstance(gold, list) else gold
+        out.reason = "answer"
+
+
+def test_a_registered_method_runs_every_family(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rlm.eval.methods as methods
+
+    monkeypatch.setattr(methods, "METHODS", dict(methods.METHODS))  # undone after the test
+    methods.register(Oracle())
+    code, out, err = _eval(
+        capsys,
+        "--method",
+        "oracle",
+        "--lengths",
+        "1k,2k",
+        "-n",
+        "2",
+        "--results",
+        str(tmp_path / "r.jsonl"),
+        "--json",
+    )
+    assert code == 0, err
+    table = json.loads(out)["rows"]
+    assert [(r["family"], r["length"]) for r in table] == [
+        (f, n) for f in ("niah", "aggregate", "pairs", "code") for n in ("1k", "2k")
+    ]
+    assert all(r["n"] == 2 and r["score"] == 1.0 for r in table)
+
+
+def test_token_budget_ends_a_task_as_a_scored_zero(
+    model: ScriptedModel, rlm_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (spec,) = build_specs(["niah"], "1k", 1, SEED, None)
+    task = spec.make()
+    key = _rlm_key(task).replace("\n\nThe context this question", "")
+    model.script(reply(None, ipython("print(1)"), usage=(10, 50)), match=key)
+    results = tmp_path / "r.jsonl"
+    code, out, err = _eval(
+        capsys,
+        "--family",
+        "niah",
+        "--lengths",
+        "1k",
+        "-n",
+        "1",
+        "--seed",
+        str(SEED),
+        "--method",
+        "rlm-no-subcalls",
+        "--max-tokens",
+        "20",
+        "--results",
+        str(results),
+        "--json",
+    )
+    assert code == 0, err
+    (line,) = map(json.loads, results.read_text().splitlines())
+    assert (line["status"], line["reason"], line["score"]) == ("scored", "token_budget", 0.0)
+    assert _rows(out)[("rlm-no-subcalls", "niah")]["n"] == 1
