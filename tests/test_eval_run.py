@@ -275,6 +275,13 @@ def test_bad_usage_exits_2_with_one_line(
     code, out, err = _eval(capsys, *args)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err
+    code, out, _ = _eval(capsys, *args, "--json")
+    assert code == 2 and message in json.loads(out)["error"]
+
+
+def test_argparse_usage_error_returns_2_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _eval(capsys, "--jobs", "many")
+    assert code == 2 and out == "" and "invalid int value: 'many'" in err
 
 
 class Oracle:

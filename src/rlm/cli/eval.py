@@ -177,11 +177,16 @@ def _check_results(path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has printed
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return _main(args, flag_values(parser.settings_source, args))  # type: ignore[attr-defined]
     except ConfigError as exc:
         print(f"{PROG}: {safe(str(exc))}", file=sys.stderr)
+        if args.json:  # scripts parse stdout: one JSON object however the command ends
+            print(json.dumps({"rows": [], "error": str(exc)}, ensure_ascii=False), flush=True)
         return 2
 
 
