@@ -104,6 +104,8 @@ async def _run_one(
         out.reason, out.error = "timeout", f"no answer within --timeout {timeout:g}s"
     except AgentError as exc:  # the session could not start (kernel failure)
         out.reason, out.error = str(exc.reason), exc.message
+        if exc.session_path and out.session is None:
+            out.session = Path(exc.session_path)
     except ConfigError as exc:
         out.reason, out.error = "config", str(exc)
     except RLMError as exc:
