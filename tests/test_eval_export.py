@@ -50,3 +50,26 @@ def test_one_record_per_request_with_weights(
     code = cli_main(["sessions", "export", session.name, "--format", "ipynb", "--per-request"])
     _, err = capsys.readouterr()
     assert code == 2 and "--per-request apply to --format jsonl only" in err
+
+
+def test_hand_edited_tag_and_calls_do_not_break_the_export(
+    model: ScriptedModel, rlm_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model.script(reply("fine"), match=TASK)
+    assert asyncio.run(rlm.run(TASK, tools=[])) == "fine"
+    (session,) = (rlm_env / "sessions").iterdir()
+    meta = json.loads((session / "meta.json").read_text())
+    meta["eval"] = {"task": "niah", "reward": "lots"}  # not a number
+    (session / "meta.json").write_text(json.dumps(meta))
+    calls = [
+        {"messages": [1, 2], "answer": "x"},  # messages that are not objects: skipped
+        {"messages": [{"role": "user", "content": "q"}], "answer": "a", "finish_reason": 3},
+    ]
+    (session / "llm_calls.jsonl").write_text("".join(json.dumps(c) + "\n" for c in calls))
+    code = cli_main(["sessions", "export", session.name, "--format", "jsonl", "--per-request"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    records = [RequestRecord.model_validate_json(line) for line in out.splitlines()]
+    assert [r.metadata.kind for r in records] == ["turn", "llm_call"]
+    assert all(r.reward is None and r.task is None for r in records)
+    assert records[1].metadata.finish_reason is None

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlm.agent.context import rebuild_context
 from rlm.agent.tools import enabled_tools
@@ -221,6 +221,10 @@ def _refused(records: list[dict[str, Any]], index: int) -> bool:
     return False
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _metadata(
     node: AgentNode, kind: Literal["turn", "llm_call"], number: int, line: dict[str, Any]
 ) -> RequestMetadata:
@@ -231,12 +235,24 @@ def _metadata(
         depth=node.depth,
         kind=kind,
         request=number,
-        model=line.get("served_model") or line.get("model") or node.model or None,
-        finish_reason=line.get("finish_reason"),
+        model=_text(line.get("served_model")) or _text(line.get("model")) or node.model or None,
+        finish_reason=_text(line.get("finish_reason")),
         usage=line.get("usage") if isinstance(line.get("usage"), dict) else None,
         status=str(node.status) if node.status is not None else None,
         stop_reason=str(node.stop_reason) if node.stop_reason is not None else None,
     )
+
+
+def _record(columns: dict[str, Any], **fields: Any) -> dict[str, Any] | None:
+    """The record as JSON; a hand-edited ``eval`` tag that does not validate is left out,
+    and a log line that cannot make a valid record (messages that are not objects) is
+    skipped, as the other exporters skip unreadable lines."""
+    for extra in (columns, {}):
+        try:
+            return RequestRecord(**fields, **extra).to_json()
+        except ValidationError:
+            continue
+    return None
 
 
 def request_records(
@@ -264,25 +280,29 @@ def request_records(
             ).messages()
             cut = line.get("finish_reason") == "length"
             weight = 0 if cut or index in gone or _refused(lines, index) else 1
-            yield RequestRecord(
+            record = _record(
+                columns,
                 prompt=[clean_message(m) for m in prompt],
                 completion=[clean_message(line)],
                 tools=tools,
                 weight=weight,
                 metadata=_metadata(node, "turn", number, line),
-                **columns,
-            ).to_json()
+            )
+            if record is not None:
+                yield record
         number = 0
         for call in read_log(node.path / "llm_calls.jsonl").records:
             messages, answer = call.get("messages"), call.get("answer")
             if call.get("error") or not isinstance(messages, list) or not isinstance(answer, str):
                 continue
             number += 1
-            yield RequestRecord(
+            record = _record(
+                columns,
                 prompt=messages,
                 completion=[{"role": "assistant", "content": answer}],
                 tools=[],
                 weight=0 if call.get("finish_reason") == "length" else 1,
                 metadata=_metadata(node, "llm_call", number, call),
-                **columns,
-            ).to_json()
+            )
+            if record is not None:
+                yield record
