@@ -4,8 +4,8 @@ Exit codes: 0 answer, 1 the run ended without one, 2 bad usage or configuration,
 130 interrupted (SIGINT), 143 terminated (SIGTERM). With ``--json`` stdout gets exactly one
 JSON object whatever happens (``reason`` says how it ended), so scripts never parse an empty
 stdout. Settings flags come from :mod:`rlm.cli.flags`. Subcommands (``rlm sessions ...``,
-``rlm skill ...``) are recognised only as the first word; ``rlm -- sessions`` runs the
-prompt "sessions".
+``rlm skill ...``, ``rlm eval ...``) are recognised only as the first word; ``rlm -- sessions``
+runs the prompt "sessions".
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def build_parser() -> _Parser:
         "stdout, progress to stderr. Every flag overrides the environment variable named in "
         "its help. Without a prompt, rlm reads one task per line (interactive when stdin is a "
         "terminal). Other commands: `rlm sessions ...` (browse and export logs), "
-        "`rlm skill new NAME`. A prompt that equals a command "
+        "`rlm skill new NAME`, `rlm eval ...` (benchmark methods on long-context tasks). A prompt that equals a command "
         "name goes after `--`: rlm -- sessions.",
         epilog="The API key is read from RLM_API_KEY (falling back to OPENAI_API_KEY), never "
         "from a flag. Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "
@@ -386,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
         from rlm.cli.sessions import main as sessions_main
 
         return sessions_main(argv[1:])
+    if argv and argv[0] == "eval":
+        from rlm.cli.eval import main as eval_main
+
+        return eval_main(argv[1:])
     parser = build_parser()
     options = argv[: argv.index("--")] if "--" in argv else argv
     parser.json_errors = "--json" in options

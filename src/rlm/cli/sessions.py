@@ -7,6 +7,8 @@
     rlm sessions show <id> [--agent PATH]     one agent's conversation; --raw: its JSONL
     rlm sessions export <id> --format ipynb -o DIR     one notebook per agent (--force)
     rlm sessions export <id> --format jsonl -o FILE    training records
+    rlm sessions export <id> --format jsonl --per-request   one record per model call
+    rlm sessions export --eval --format jsonl --per-request --tree   every rlm eval session
 
 ``<id>`` is a session id or a unique prefix of one, optionally followed by an agent path
 (``<id>/sub-ab12/sub-cd``). Every command takes ``--home`` (default ``$RLM_HOME``, else
@@ -96,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("export", parents=[home], help="notebooks or training records")
-    p.add_argument("id", help="session id (or unique prefix), optionally /agent/path")
+    p.add_argument("id", nargs="?", help="session id (or unique prefix), optionally /agent/path")
     p.add_argument("--format", required=True, choices=("ipynb", "jsonl"), dest="fmt")
     p.add_argument(
         "-o",
@@ -113,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--only-done", action="store_true", help="jsonl: only agents whose status is done"
+    )
+    p.add_argument(
+        "--per-request",
+        action="store_true",
+        help="jsonl: one prompt/completion record per model call (turns and rlm.llm calls), "
+        "with a weight (0 for cut-off, rolled-back or refused replies) and, for rlm eval "
+        "sessions, reward/answer/metrics columns (docs/eval.md)",
+    )
+    p.add_argument(
+        "--eval",
+        action="store_true",
+        dest="all_eval",
+        help="jsonl, without <id>: every session made by rlm eval (tagged in its meta.json), "
+        "oldest first",
     )
     p.add_argument(
         "-f", "--force", action="store_true", help="overwrite existing notebooks or JSONL file"
@@ -258,26 +274,47 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
+def _export_roots(home: Path, args: argparse.Namespace) -> list[Any]:
+    """The agent(s) to export: the one named, or with ``--eval`` every eval session."""
+    from rlm.logs.store import SessionError, list_sessions
+
+    if args.all_eval:
+        if args.id or args.agent or args.fmt != "jsonl":
+            raise SessionError("--eval takes no <id> or --agent, and only --format jsonl")
+        roots = [
+            r
+            for r in list_sessions(home)
+            if isinstance((r.meta.model_extra or {}).get("eval"), dict)
+        ]
+        return list(reversed(roots))
+    if not args.id:
+        raise SessionError("export needs a session <id> (or --eval for every eval session)")
+    return [_resolve(home, args.id, args.agent)]
+
+
 def _export(home: Path, args: argparse.Namespace) -> int:
     from rlm.logs.store import SessionError, sessions_dir
 
-    node = _resolve(home, args.id, args.agent)
+    nodes = _export_roots(home, args)
     output = Path(args.output).expanduser() if args.output and args.output != "-" else None
     if output is not None and _inside(output, sessions_dir(home)):
         raise SessionError(f"refusing to write into the session logs ({output})")
     if args.fmt == "ipynb":
         from rlm.logs.export_ipynb import export_notebooks
 
-        if args.only_done:
-            raise SessionError("--only-done applies to --format jsonl only")
+        if args.only_done or args.per_request:
+            raise SessionError("--only-done and --per-request apply to --format jsonl only")
+        (node,) = nodes
         for path in export_notebooks(node, output or Path(node.session_id), force=args.force):
             print(path)
         return 0
-    from rlm.logs.export_train import records
+    from rlm.logs.export_train import records, request_records
 
+    make = request_records if args.per_request else records
     lines = [
         json.dumps(record, ensure_ascii=False)
-        for record in records(node, tree=args.tree, only_done=args.only_done)
+        for top in nodes
+        for record in make(top, tree=args.tree, only_done=args.only_done)
     ]
     if output is None:
         for line in lines:
