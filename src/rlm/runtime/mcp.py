@@ -1,0 +1,440 @@
+"""MCP servers as kernel functions: every tool of every configured server, in every kernel.
+
+``RLM_MCP_CONFIG`` (``--mcp-config``, ``mcp_config=`` of ``rlm.run`` / ``rlm.Session``) names
+a JSON file of the common shape ``{"mcpServers": {name: {command, args, env} | {url}}}``.
+The orchestrator starts each server **once per run** (a subprocess over stdio, or a
+streamable-HTTP endpoint) with the official ``mcp`` client and lists its tools. Each server
+becomes an object of every kernel of the tree named after it, with one async method per tool:
+``await time.get_current_time(timezone="UTC")``. A call travels as a host-function request
+(:mod:`rlm.runtime.functions`: the same signed control channel, cell check, log line and
+event), so the server's credentials (its ``env``, its URL) never reach a kernel.
+
+A server that fails to start, crashes, or does not answer within ``RLM_MCP_TIMEOUT`` never
+stops the run: the cell that calls it gets ``rlm.FunctionError`` saying what happened, and
+the system prompt says which servers are unavailable.
+
+Each server lives in its own task: the ``mcp`` client holds anyio cancel scopes, which must
+be entered and left by the same task, while a run's start and end may happen in different
+tasks (an ACP session is opened by one request and closed by another).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import keyword
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rlm.errors import ConfigError
+from rlm.runtime.functions import HostFunction, HostFunctions
+
+__all__ = ["McpConfig", "McpServers", "load_mcp_config"]
+
+#: Seconds a server gets to shut down cleanly at the end of a run (then it is cancelled).
+_STOP_TIMEOUT = 5.0
+#: Largest MCP config file read.
+_MAX_CONFIG_BYTES = 1 << 20
+#: Kernel names a server may not take.
+_TAKEN = frozenset({"rlm", "asyncio"})
+#: Characters of a tool's input schema shown by ``help()`` (the rest is cut).
+_SCHEMA_SHOWN = 4000
+#: JSON schema types as the annotations a stub shows.
+_TYPES = {
+    "string": "str",
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "array": "list",
+    "object": "dict",
+    "null": "None",
+}
+
+
+class StdioServer(BaseModel):
+    """A server run as a subprocess of the orchestrator, spoken to over its stdin/stdout."""
+
+    model_config = ConfigDict(extra="ignore")
+    command: str = Field(min_length=1)
+    args: list[str] = []
+    env: dict[str, str] = {}
+    """Extra environment of the server (its credentials): it stays in the orchestrator."""
+    cwd: str | None = None
+
+
+class HttpServer(BaseModel):
+    """A server reached over streamable HTTP."""
+
+    model_config = ConfigDict(extra="ignore")
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = {}
+
+
+class McpConfig(BaseModel):
+    """The config file: ``{"mcpServers": {name: server}}``."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    servers: dict[str, StdioServer | HttpServer] = Field(alias="mcpServers")
+
+
+def load_mcp_config(source: Path | str | dict[str, Any] | McpConfig) -> McpConfig:
+    """The servers of a config file (or of the same shape given as a dict); every problem is
+    one ``ConfigError`` line naming the file."""
+    if isinstance(source, McpConfig):
+        config, where = source, "mcp_config"
+    elif isinstance(source, dict):
+        config, where = _validate(source, "mcp_config"), "mcp_config"
+    else:
+        where = f"RLM_MCP_CONFIG: {str(source)!r}"
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read(_MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+        if len(data) > _MAX_CONFIG_BYTES:
+            raise ConfigError(f"{where}: larger than {_MAX_CONFIG_BYTES} bytes")
+        try:
+            parsed = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{where}: not valid JSON ({exc})") from None
+        config = _validate(parsed, where)
+    seen: dict[str, str] = {}
+    for name in config.servers:
+        attr = kernel_name(name)
+        if attr is None:
+            raise ConfigError(
+                f"{where}: server name {name!r} cannot be a kernel name (letters, digits, _ "
+                "and -, not starting with a digit or _, not rlm or asyncio)"
+            )
+        if attr in seen:
+            raise ConfigError(f"{where}: servers {seen[attr]!r} and {name!r} share a kernel name")
+        seen[attr] = name
+    return config
+
+
+def _validate(data: Any, where: str) -> McpConfig:
+    if not isinstance(data, dict) or not isinstance(data.get("mcpServers"), dict):
+        raise ConfigError(f'{where}: expected {{"mcpServers": {{name: server, ...}}}}')
+    try:
+        return McpConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"][:2])
+        raise ConfigError(
+            f"{where}: {loc}: each server needs a command (stdio) or an http(s) url"
+        ) from None
+
+
+def kernel_name(name: str) -> str | None:
+    """The kernel identifier of a server or tool name (``-`` and ``.`` become ``_``)."""
+    attr = re.sub(r"[-.]", "_", name)
+    if not attr.isidentifier() or keyword.iskeyword(attr) or attr.startswith("_"):
+        return None
+    return None if attr in _TAKEN else attr
+
+
+class _Text(str):
+    """Annotation text that ``inspect`` prints as it is."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _annotation(schema: Any) -> Any:
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if isinstance(kind, str) and kind in _TYPES:
+        return _Text(_TYPES[kind])
+    if isinstance(kind, list) and all(isinstance(k, str) and k in _TYPES for k in kind):
+        return _Text(" | ".join(_TYPES[k] for k in kind))
+    return inspect.Parameter.empty
+
+
+def tool_signature(schema: dict[str, Any]) -> inspect.Signature:
+    """Keyword-only parameters from a tool's JSON schema: required ones first, optional ones
+    default to their schema default (or None). Property names that are not identifiers
+    make it ``(**arguments)``."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(properties, dict):
+        properties = {}
+    required = set(schema.get("required") or []) if isinstance(schema, dict) else set()
+    if not all(
+        isinstance(n, str) and n.isidentifier() and not keyword.iskeyword(n) for n in properties
+    ):
+        return inspect.Signature([inspect.Parameter("arguments", inspect.Parameter.VAR_KEYWORD)])
+    params = []
+    for name in sorted(properties, key=lambda n: n not in required):
+        prop = properties[name] if isinstance(properties[name], dict) else {}
+        default: Any = inspect.Parameter.empty
+        if name not in required:
+            default = prop.get("default")
+            if not isinstance(default, (str, int, float, bool, type(None))):
+                default = None
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=_annotation(prop)
+            )
+        )
+    return inspect.Signature(params)
+
+
+class MCPServerError(Exception):
+    """The server is not there: it failed to start, or stopped (crashed, disconnected)."""
+
+
+class MCPTimeout(Exception):
+    """The server did not answer within ``RLM_MCP_TIMEOUT``."""
+
+
+class MCPToolError(Exception):
+    """The tool ran and reported an error, or the server refused the call."""
+
+
+class _Server:
+    """One configured server: its task, its client, its tools, or why it is unavailable."""
+
+    def __init__(
+        self, name: str, spec: StdioServer | HttpServer, timeout: float, start_timeout: float
+    ) -> None:
+        self.name = name
+        self.attr = kernel_name(name) or name
+        self.spec = spec
+        self.timeout = timeout
+        self.start_timeout = start_timeout
+        self.error: str | None = None
+        self.description = ""
+        self.tools: list[Any] = []
+        self._client: Any = None
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _target(self) -> Any:
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+
+        spec = self.spec
+        if isinstance(spec, HttpServer):
+            if not spec.headers:
+                return spec.url
+            import httpx2  # the mcp client's own HTTP library
+            from mcp.client.streamable_http import streamable_http_client
+
+            client = httpx2.AsyncClient(headers=spec.headers)
+            return streamable_http_client(spec.url, http_client=client)
+        params = StdioServerParameters(
+            command=spec.command, args=spec.args, env=spec.env or None, cwd=spec.cwd
+        )
+        # the server's stderr is its log: ours too (stdout is the protocol's)
+        return stdio_client(params, errlog=sys.stderr)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._serve(), name=f"rlm-mcp-{self.name}")
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.start_timeout)
+        except asyncio.TimeoutError:
+            self.error = f"did not start within {self.start_timeout:g}s (RLM_MCP_START_TIMEOUT)"
+            await self.stop()
+
+    async def _serve(self) -> None:
+        from mcp import Client
+
+        try:
+            async with Client(self._target(), read_timeout_seconds=self.timeout) as client:
+                tools: list[Any] = []
+                cursor = None
+                while True:
+                    listed = await client.list_tools(cursor=cursor)
+                    tools.extend(listed.tools)
+                    cursor = listed.next_cursor
+                    if not cursor:
+                        break
+                self.tools = tools
+                info = client.server_info
+                self.description = (client.instructions or "").strip() or (
+                    f"{info.name} {info.version}" if info is not None else ""
+                )
+                self._client = client
+                self._ready.set()
+                await self._stop.wait()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # an ExceptionGroup from the client's task group too
+            if self.error is None:
+                self.error = f"failed to start: {_describe_error(exc)}"
+        finally:
+            self._client = None
+            if self.error is None:
+                self.error = "stopped"
+            self._ready.set()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), _STOP_TIMEOUT)
+        except (asyncio.TimeoutError, Exception):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> Any:
+        client = self._client
+        if client is None:
+            raise MCPServerError(f"MCP server {self.name!r} is unavailable: {self.error}")
+        try:
+            result = await asyncio.wait_for(client.call_tool(tool, arguments), self.timeout)
+        except asyncio.TimeoutError:
+            raise MCPTimeout(
+                f"MCP server {self.name!r} did not answer within {self.timeout:g}s "
+                "(RLM_MCP_TIMEOUT)"
+            ) from None
+        except Exception as exc:
+            from mcp.shared.exceptions import MCPError
+
+            if isinstance(exc, MCPError) and not _closed(exc):
+                raise MCPToolError(exc.error.message) from None
+            # the connection is gone (the process exited, the endpoint went away)
+            self.error = f"stopped: {_describe_error(exc)}"
+            self._client = None
+            self._stop.set()
+            raise MCPServerError(f"MCP server {self.name!r} {self.error}") from None
+        text = "\n".join(_content_text(block) for block in result.content)
+        if result.is_error:
+            raise MCPToolError(text or "the tool reported an error")
+        if result.structured_content is not None:
+            return result.structured_content
+        return text
+
+
+def _closed(exc: Exception) -> bool:
+    """Whether an ``MCPError`` says the connection is gone (not that the call failed)."""
+    from mcp_types import CONNECTION_CLOSED
+
+    return getattr(getattr(exc, "error", None), "code", None) == CONNECTION_CLOSED
+
+
+def _describe_error(exc: BaseException) -> str:
+    """The innermost message of an exception (groups from anyio task groups unwrapped)."""
+    while getattr(exc, "exceptions", None):  # an exception group of a task group
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
+    from mcp.shared.exceptions import MCPError
+
+    message = exc.error.message if isinstance(exc, MCPError) else str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _content_text(block: Any) -> str:
+    text = getattr(block, "text", None)
+    if isinstance(text, str):
+        return text
+    resource = getattr(block, "resource", None)
+    if resource is not None and isinstance(getattr(resource, "text", None), str):
+        return str(resource.text)
+    kind = getattr(block, "type", "content")
+    mime = getattr(block, "mime_type", None) or getattr(resource, "mime_type", None) or ""
+    return f"[{kind} {mime}]".replace(" ]", "]")
+
+
+class McpServers:
+    """The MCP servers of one orchestrator: started on entry, stopped on exit."""
+
+    def __init__(self, config: McpConfig | None, timeout: float, start_timeout: float) -> None:
+        self.servers = [
+            _Server(name, spec, timeout, start_timeout)
+            for name, spec in (config.servers if config else {}).items()
+        ]
+        #: The tools as host functions named ``server.tool`` (the requests' handler).
+        self.functions = HostFunctions()
+        self._specs: list[dict[str, Any]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.servers)
+
+    async def __aenter__(self) -> McpServers:
+        await asyncio.gather(*(server.start() for server in self.servers))
+        for server in self.servers:
+            self._register(server)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.gather(*(server.stop() for server in self.servers), return_exceptions=True)
+
+    def owns(self, name: str) -> bool:
+        return name in self.functions.by_name
+
+    def _register(self, server: _Server) -> None:
+        tools = []
+        for tool in server.tools if server.error is None else []:
+            attr = kernel_name(tool.name)
+            if attr is None:
+                continue  # a name no Python attribute can have ("_x", "class")
+            signature = tool_signature(tool.input_schema)
+            doc = _tool_doc(tool)
+            function = _caller(server, tool.name, signature)
+            full = f"{server.attr}.{attr}"
+            self.functions.by_name[full] = HostFunction(
+                full, function, function, str(signature), doc
+            )
+            tools.append({"name": attr, "signature": str(signature), "doc": doc})
+        self._specs.append(
+            {
+                "name": server.attr,
+                "doc": server.description,
+                "error": server.error,
+                "tools": tools,
+            }
+        )
+
+    def bootstrap_source(self) -> str:
+        if not self._specs:
+            return ""
+        return f"import rlm.inkernel.mcp\nrlm.inkernel.mcp.install({json.dumps(self._specs)!r})\n"
+
+    def prompt_section(self) -> str:
+        if not self._specs:
+            return ""
+        lines = []
+        for spec in self._specs:
+            if spec["error"]:
+                lines.append(f"- `{spec['name']}`: unavailable ({spec['error']})")
+                continue
+            lines.append(f"- `{spec['name']}`" + (f": {spec['doc']}" if spec["doc"] else ""))
+            for tool in spec["tools"]:
+                summary = tool["doc"].strip().splitlines()[0] if tool["doc"].strip() else ""
+                lines.append(
+                    f"  - `await {spec['name']}.{tool['name']}{tool['signature']}`"
+                    + (f": {summary}" if summary else "")
+                )
+        return (
+            "\n## MCP servers\n"
+            "Each MCP server below is an object in your ipython kernel with one async method "
+            "per tool; they run in the host program (keyword arguments and results as JSON: the "
+            "tool's structured result, else its text) and raise `rlm.FunctionError` when they "
+            "fail. `help(server.tool)` shows a tool's description and input schema.\n"
+            + "\n".join(lines)
+            + "\n"
+        )
+
+
+def _tool_doc(tool: Any) -> str:
+    schema = json.dumps(tool.input_schema, indent=1, ensure_ascii=False)
+    if len(schema) > _SCHEMA_SHOWN:
+        schema = schema[:_SCHEMA_SHOWN] + "\n…"
+    description = (tool.description or "").strip()
+    return f"{description}\n\nInput schema (JSON):\n{schema}".strip()
+
+
+def _caller(server: _Server, tool: str, signature: inspect.Signature) -> Any:
+    """The orchestrator-side function of one tool: keyword arguments to one ``tools/call``."""
+
+    async def call(**arguments: Any) -> Any:
+        return await server.call(tool, arguments)
+
+    call.__signature__ = signature  # type: ignore[attr-defined]
+    call.__name__ = tool
+    return call
