@@ -86,6 +86,13 @@ def build_parser() -> _Parser:
         "that run in this process and every kernel can call as `await name(...)` (repeatable)",
     )
     parser.add_argument(
+        "--acp",
+        action="store_true",
+        help="serve the Agent Client Protocol on stdin/stdout for an editor (Zed, ...): one "
+        "session per editor session, the kernel kept across prompts; stdout carries only "
+        "protocol messages",
+    )
+    parser.add_argument(
         "--print-system-prompt",
         action="store_true",
         help="print the system prompt the agent would get and exit without calling the model",
@@ -329,6 +336,31 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+def _acp(parser: _Parser, args: argparse.Namespace, settings: Settings) -> int:
+    """``rlm --acp``: the editor sends the prompts, so the flags that carry one are refused."""
+    from rlm.frontends.acp import protect_stdout, run_acp
+    from rlm.runtime.functions import load_functions
+    from rlm.runtime.mcp import load_mcp_config
+
+    given = [
+        flag
+        for flag, value in (
+            ("prompt", args.prompt),
+            ("--json", args.json),
+            ("--resume", args.resume),
+            ("--input", args.input),
+            ("--context", args.context),
+        )
+        if value
+    ]
+    if given:
+        parser.error(f"--acp takes no {', '.join(given)} (the editor sends the prompts)")
+    functions = load_functions(args.functions)
+    if settings.mcp_config is not None:
+        load_mcp_config(settings.mcp_config)  # a bad file: exit 2 now, not at each session
+    return _run_async(run_acp(settings, functions, protect_stdout()))
+
+
 def _exit_now(signum: int, _frame: object) -> None:
     """The second SIGINT/SIGTERM: leave at once, whatever the cleanup is waiting for.
 
@@ -403,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_system_prompt:
             return _print_system_prompt(args, settings)
         _warn_if_no_key(settings)
+        if args.acp:
+            return _acp(parser, args, settings)
         if not args.prompt:
             return _interactive(args, settings)
         code = _run_async(_run_task(args, settings, " ".join(args.prompt), out))

@@ -124,6 +124,11 @@ class Session:
         self._agent = agent
         await agent.open()
 
+    def history(self) -> list[dict[str, Any]]:
+        """The conversation after the system prompt, as the live context holds it (a resumed
+        session's is rebuilt from its log): what a front end shows of an earlier session."""
+        return [m for m in self._require().context.messages() if m.get("role") != "system"]
+
     async def send(self, message: str) -> str:
         """Run one user turn to its answer (raises ``AgentError`` if it ends without one)."""
         return await self._require().send(message)
