@@ -17,7 +17,14 @@ from typing import Any
 
 import acp
 import pytest
-from acp.schema import AgentMessageChunk, ToolCallProgress, ToolCallStart, UserMessageChunk
+from acp.schema import (
+    AgentMessageChunk,
+    EnvVariable,
+    McpServerStdio,
+    ToolCallProgress,
+    ToolCallStart,
+    UserMessageChunk,
+)
 
 from conftest import read_log, sessions
 from helpers import run_cli
@@ -248,9 +255,20 @@ async def test_an_endpoint_error_fails_the_prompt_and_the_process_stays_up(
 ) -> None:
     monkeypatch.setenv("RLM_RETRY_ATTEMPTS", "1")
     work = Path.cwd()
-    model.script(fault(400, '{"error": {"message": "scripted bad request"}}'), reply("fine"))
+    model.script(
+        fault(400, '{"error": {"message": "scripted bad request"}}'),
+        reply(None, ipython("print(await fake.env(name='FAKE_TOKEN'))")),
+        reply("fine"),
+    )
+    # an MCP server the editor passes: its tools are kernel functions, its env stays out
+    server = McpServerStdio(
+        name="fake",
+        command=sys.executable,
+        args=[str(Path(__file__).with_name("mcp_fake_server.py"))],
+        env=[EnvVariable(name="FAKE_TOKEN", value="from-the-editor")],
+    )
     async with rlm_acp(work, tmp_path / "stderr.txt") as agent:
-        sid = (await agent.conn.new_session(cwd=str(work), mcp_servers=[])).session_id
+        sid = (await agent.conn.new_session(cwd=str(work), mcp_servers=[server])).session_id
         with pytest.raises(acp.RequestError) as failed:
             await agent.conn.prompt(session_id=sid, prompt=text_of("first"))
         assert "scripted bad request" in str(failed.value)
@@ -259,6 +277,8 @@ async def test_an_endpoint_error_fails_the_prompt_and_the_process_stays_up(
         assert again.stop_reason == "end_turn"
         assert agent.process.returncode is None
     assert [m.content.text for m in agent.editor.of(AgentMessageChunk)] == ["fine"]
+    (end,) = agent.editor.of(ToolCallProgress)
+    assert end.raw_output["output"].startswith("{'result': 'from-the-editor'}")
 
 
 def test_acp_refuses_a_prompt_on_the_command_line(rlm_env: Path) -> None:
