@@ -221,14 +221,17 @@ async def test_a_sub_agent_is_a_tool_call_that_starts_and_finishes(
     model: ScriptedModel, rlm_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RLM_MAX_DEPTH", "1")
+    monkeypatch.delenv("RLM_HOME")  # the default .rlm: in the editor's folder, not rlm's
     work = Path.cwd()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     model.script(
-        reply(None, ipython("print(await rlm.run('child: add 1 and 2'))")),
+        reply(None, ipython("import os\nprint(await rlm.run('child: add 1 and 2'), os.getcwd())")),
         reply("the child said 3"),
         match="parent",
     )
     model.script(reply("3"), match="child:")
-    async with rlm_acp(work, tmp_path / "stderr.txt") as agent:
+    async with rlm_acp(elsewhere, tmp_path / "stderr.txt") as agent:
         sid = (await agent.conn.new_session(cwd=str(work), mcp_servers=[])).session_id
         done = await agent.conn.prompt(session_id=sid, prompt=text_of("parent task"))
         assert done.stop_reason == "end_turn"
@@ -239,11 +242,14 @@ async def test_a_sub_agent_is_a_tool_call_that_starts_and_finishes(
         if isinstance(u, (ToolCallStart, ToolCallProgress))
     ]
     assert flow == [
-        ("ToolCallStart", "ipython: print(await rlm.run('child: add 1 and 2'))"),
+        ("ToolCallStart", "ipython: import os"),
         ("ToolCallStart", "sub-agent: child: add 1 and 2"),
         ("ToolCallProgress", "completed"),
         ("ToolCallProgress", "completed"),
     ]
+    ends = [u for u in updates if isinstance(u, ToolCallProgress)]
+    assert ends[1].raw_output["output"].startswith(f"3 {work}")  # the kernel runs in the cwd
+    assert [p.name for p in sessions(work / ".rlm")] == [sid] and not (elsewhere / ".rlm").exists()
     sub = [u for u in updates if isinstance(u, ToolCallStart)][1]
     assert sub.kind == "other" and sub.raw_input["depth"] == 1
     # the child's own text is not the editor's conversation; the root's is

@@ -115,6 +115,7 @@ async def attempt(name, make):
 await attempt("http echo", lambda: web.echo(text="ab", times=3))
 await attempt("server env", lambda: fake.env(name="FAKE_TOKEN"))
 await attempt("never started", lambda: missing.anything())
+await attempt("exited", lambda: exits.anything())
 await attempt("positional", lambda: fake.echo("x"))
 await attempt("no such tool", lambda: fake.nope())
 await attempt("hang", lambda: fake.hang(seconds=30))
@@ -145,6 +146,10 @@ async def test_a_server_that_fails_to_start_crashes_or_hangs_gives_the_cell_an_e
         "mcpServers": {
             "fake": {"command": sys.executable, "args": [FAKE], "env": {"FAKE_TOKEN": "tok"}},
             "missing": {"command": str(tmp_path / "no-such-server")},
+            "exits": {
+                "command": sys.executable,
+                "args": ["-c", "import sys; sys.stderr.write('bad credentials\\n'); sys.exit(1)"],
+            },
             "web": {"url": http_server},
         }
     }
@@ -158,6 +163,9 @@ async def test_a_server_that_fails_to_start_crashes_or_hangs_gives_the_cell_an_e
     assert out["never started"].startswith(
         "FunctionError: MCP server 'missing' is unavailable: failed to start: FileNotFoundError"
     )
+    log = rlm_env / "mcp" / "exits.log"  # the server's stderr, not rlm's
+    assert out["exited"].startswith("FunctionError: MCP server 'exits' is unavailable: failed")
+    assert out["exited"].endswith(f"(its log {log} ends: bad credentials)")
     assert "too many positional arguments" in out["positional"]
     assert out["no such tool"].startswith("AttributeError: MCP server 'fake' has no tool 'nope'")
     assert "did not answer within 3s (RLM_MCP_TIMEOUT)" in out["hang"]

@@ -118,9 +118,12 @@ class RlmAgent:
 
     async def _open(self, cwd: str, mcp_servers: list[Any] | None, resume: str | None) -> _Open:
         updates = Updates(self._send)
+        settings = self.settings
+        if not settings.home.expanduser().is_absolute():  # .rlm of the editor's project
+            settings = settings.model_copy(update={"home": Path(cwd) / settings.home})
         try:
             session = Session(
-                settings=self.settings,
+                settings=settings,
                 on_event=updates,
                 cwd=Path(cwd),
                 resume=resume,

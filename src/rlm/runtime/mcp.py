@@ -21,9 +21,11 @@ tasks (an ACP session is opened by one request and closed by another).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import keyword
+import os
 import re
 import sys
 from pathlib import Path
@@ -198,13 +200,21 @@ class _Server:
     """One configured server: its task, its client, its tools, or why it is unavailable."""
 
     def __init__(
-        self, name: str, spec: StdioServer | HttpServer, timeout: float, start_timeout: float
+        self,
+        name: str,
+        spec: StdioServer | HttpServer,
+        timeout: float,
+        start_timeout: float,
     ) -> None:
         self.name = name
         self.attr = kernel_name(name) or name
         self.spec = spec
         self.timeout = timeout
         self.start_timeout = start_timeout
+        #: Where a stdio server's stderr goes (``$RLM_HOME/mcp/<name>.log``), so its logging
+        #: never mixes with rlm's progress on the terminal.
+        self.log_path: Path | None = None
+        self._errlog: Any = None
         self.error: str | None = None
         self.description = ""
         self.tools: list[Any] = []
@@ -228,8 +238,12 @@ class _Server:
         params = StdioServerParameters(
             command=spec.command, args=spec.args, env=spec.env or None, cwd=spec.cwd
         )
-        # the server's stderr is its log: ours too (stdout is the protocol's)
-        return stdio_client(params, errlog=sys.stderr)
+        # the server's stderr is its log (stdout is the protocol's)
+        errlog: Any = sys.stderr
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                errlog = self._errlog = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115
+        return stdio_client(params, errlog=errlog)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._serve(), name=f"rlm-mcp-{self.name}")
@@ -264,12 +278,26 @@ class _Server:
             raise
         except BaseException as exc:  # an ExceptionGroup from the client's task group too
             if self.error is None:
-                self.error = f"failed to start: {_describe_error(exc)}"
+                self.error = f"failed to start: {_describe_error(exc)}{self._log_hint()}"
         finally:
             self._client = None
+            if self._errlog is not None:
+                self._errlog.close()
             if self.error is None:
                 self.error = "stopped"
             self._ready.set()
+
+    def _log_hint(self) -> str:
+        if self.log_path is None or not isinstance(self.spec, StdioServer):
+            return ""
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 2000))
+                tail = handle.read().decode("utf-8", "replace").strip().splitlines()
+        except OSError:
+            return ""
+        last = tail[-1].strip()[:300] if tail else ""
+        return f" (its log {self.log_path} ends: {last})" if last else f" (log: {self.log_path})"
 
     async def stop(self) -> None:
         self._stop.set()
@@ -354,6 +382,11 @@ class McpServers:
 
     def __bool__(self) -> bool:
         return bool(self.servers)
+
+    def set_log_dir(self, path: Path | None) -> None:
+        """Send each stdio server's stderr to ``path/<name>.log`` (None: to rlm's stderr)."""
+        for server in self.servers:
+            server.log_path = path / f"{server.name}.log" if path is not None else None
 
     async def __aenter__(self) -> McpServers:
         await asyncio.gather(*(server.start() for server in self.servers))

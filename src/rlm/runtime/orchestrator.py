@@ -129,6 +129,8 @@ class Orchestrator:
             stack.push_async_callback(self.observer.aclose)
             self.skills = await asyncio.to_thread(skills.discover)
             names = [skill.name for skill in self.skills]
+            if self.mcp:
+                self.mcp.set_log_dir(self._mcp_logs())
             await stack.enter_async_context(self.mcp)
             self._bootstrap = (
                 _BOOTSTRAP
@@ -160,6 +162,15 @@ class Orchestrator:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._resources.aclose()
+
+    def _mcp_logs(self) -> Path | None:
+        """``$RLM_HOME/mcp``: the stderr logs of the MCP servers (None if it cannot be made)."""
+        path = self.sessions_dir(self.settings).parent / "mcp"
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            return None
+        return path
 
     # -- AgentHost -------------------------------------------------------------------------
 
