@@ -178,6 +178,17 @@ async def test_a_server_that_fails_to_start_crashes_or_hangs_gives_the_cell_an_e
     assert "- `missing`: unavailable (failed to start: FileNotFoundError" in prompt
 
 
+def test_print_system_prompt_lists_the_mcp_tools(rlm_env: Path, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "mcp.json",
+        {"fake-server": {"command": sys.executable, "args": [FAKE]}},
+    )
+    done = run_cli("--print-system-prompt", "--mcp-config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "- `fake_server`: A fake server for tests." in done.stdout
+    assert "  - `await fake_server.echo(*, text: str, times: int = 2)`: Repeat" in done.stdout
+
+
 def test_a_bad_mcp_config_is_one_line_and_exit_2(rlm_env: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"mcpServers": {"x": {"args": []}}}')

@@ -257,8 +257,8 @@ def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
     """The system prompt a root agent would get for the same settings and flags, without
     starting a kernel or calling the model.
 
-    A real run lists the skills its kernel managed to import and the host functions, and only
-    when it starts a kernel (the ipython tool is on, or ``--input`` is given). The kernel runs
+    A real run lists the skills its kernel managed to import, the host functions and the MCP
+    servers' tools (the servers are started to list them), and only when it starts a kernel (the ipython tool is on, or ``--input`` is given). The kernel runs
     in this same Python, so importing the skills here gives the same list and signatures; a
     skill whose import behaves differently inside a kernel is the one possible difference.
     """
@@ -275,7 +275,7 @@ def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
         found = skills.discover()
         loaded = load_skills([skill.name for skill in found], {})["loaded"] if found else {}
         functions = HostFunctions(load_functions(args.functions)).prompt_section()
-        section = skills.prompt_section(found, loaded) + functions
+        section = skills.prompt_section(found, loaded) + functions + _mcp_section(settings)
     parts = PromptParts(
         cwd=Path.cwd().resolve(),
         skills=section,
@@ -283,6 +283,22 @@ def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(render_system_prompt(settings, parts), end="")
     return 0
+
+
+def _mcp_section(settings: Settings) -> str:
+    """The MCP part of the prompt: the servers are started (and stopped) to list their tools."""
+    if settings.mcp_config is None:
+        return ""
+    from rlm.runtime.mcp import McpServers, load_mcp_config
+
+    config = load_mcp_config(settings.mcp_config)
+
+    async def listed() -> str:
+        servers = McpServers(config, settings.mcp_timeout, settings.mcp_start_timeout)
+        async with servers:
+            return servers.prompt_section()
+
+    return asyncio.run(listed())
 
 
 #: Hosts of endpoints that commonly need no API key (a local server).
