@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("fake", instructions="A fake server for tests.")
 
@@ -27,6 +27,12 @@ def echo(text: str, times: int = 2) -> str:
 def env(name: str) -> str:
     """The value of one environment variable of the server process."""
     return os.environ.get(name, "<unset>")
+
+
+@server.tool()
+def header(name: str, ctx: Context) -> str:
+    """The value of one HTTP header of this request (HTTP only)."""
+    return (ctx.headers or {}).get(name, "<unset>")
 
 
 @server.tool()

@@ -114,6 +114,7 @@ async def attempt(name, make):
         out[name] = "AttributeError: " + str(exc)
 await attempt("http echo", lambda: web.echo(text="ab", times=3))
 await attempt("server env", lambda: fake.env(name="FAKE_TOKEN"))
+await attempt("http header", lambda: web.header(name="x-api-key"))
 await attempt("never started", lambda: missing.anything())
 await attempt("exited", lambda: exits.anything())
 await attempt("positional", lambda: fake.echo("x"))
@@ -150,7 +151,7 @@ async def test_a_server_that_fails_to_start_crashes_or_hangs_gives_the_cell_an_e
                 "command": sys.executable,
                 "args": ["-c", "import sys; sys.stderr.write('bad credentials\\n'); sys.exit(1)"],
             },
-            "web": {"url": http_server},
+            "web": {"url": http_server, "headers": {"X-Api-Key": "k-123"}},
         }
     }
     model.script(reply(None, ipython(FAILURES)), reply("still going"))
@@ -160,6 +161,7 @@ async def test_a_server_that_fails_to_start_crashes_or_hangs_gives_the_cell_an_e
     out = json.loads(result.splitlines()[0])
     assert out["http echo"] == {"result": "ababab"}
     assert out["server env"] == {"result": "tok"}
+    assert out["http header"] == {"result": "k-123"}
     assert out["never started"].startswith(
         "FunctionError: MCP server 'missing' is unavailable: failed to start: FileNotFoundError"
     )

@@ -28,6 +28,7 @@ import keyword
 import os
 import re
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -228,13 +229,7 @@ class _Server:
 
         spec = self.spec
         if isinstance(spec, HttpServer):
-            if not spec.headers:
-                return spec.url
-            import httpx2  # the mcp client's own HTTP library
-            from mcp.client.streamable_http import streamable_http_client
-
-            client = httpx2.AsyncClient(headers=spec.headers)
-            return streamable_http_client(spec.url, http_client=client)
+            return _http(spec.url, spec.headers) if spec.headers else spec.url
         params = StdioServerParameters(
             command=spec.command, args=spec.args, env=spec.env or None, cwd=spec.cwd
         )
@@ -278,7 +273,8 @@ class _Server:
             raise
         except BaseException as exc:  # an ExceptionGroup from the client's task group too
             if self.error is None:
-                self.error = f"failed to start: {_describe_error(exc)}{self._log_hint()}"
+                hint = await asyncio.to_thread(self._log_hint)
+                self.error = f"failed to start: {_describe_error(exc)}{hint}"
         finally:
             self._client = None
             if self._errlog is not None:
@@ -337,6 +333,21 @@ class _Server:
         if result.structured_content is not None:
             return result.structured_content
         return text
+
+
+@contextlib.asynccontextmanager
+async def _http(url: str, headers: dict[str, str]) -> AsyncIterator[Any]:
+    """Streamable HTTP with the server's headers on every request (an HTTP client of our
+    own, closed with the connection; the timeouts are the mcp transport's defaults)."""
+    import httpx2  # the mcp client's own HTTP library
+    from mcp.client.streamable_http import streamable_http_client
+
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=timeout) as client,
+        streamable_http_client(url, http_client=client) as streams,
+    ):
+        yield streams
 
 
 def _closed(exc: Exception) -> bool:
