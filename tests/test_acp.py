@@ -260,11 +260,14 @@ async def test_an_endpoint_error_fails_the_prompt_and_the_process_stays_up(
     model: ScriptedModel, rlm_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RLM_RETRY_ATTEMPTS", "1")
+    monkeypatch.setenv("RLM_MAX_TURNS", "2")
     work = Path.cwd()
     model.script(
         fault(400, '{"error": {"message": "scripted bad request"}}'),
         reply(None, ipython("print(await fake.env(name='FAKE_TOKEN'))")),
         reply("fine"),
+        reply(None, ipython("1")),
+        reply(None, ipython("2")),
     )
     # an MCP server the editor passes: its tools are kernel functions, its env stays out
     server = McpServerStdio(
@@ -281,10 +284,13 @@ async def test_an_endpoint_error_fails_the_prompt_and_the_process_stays_up(
         assert failed.value.data["reason"] == "model_error"
         again = await agent.conn.prompt(session_id=sid, prompt=text_of("second"))
         assert again.stop_reason == "end_turn"
+        (end,) = agent.editor.of(ToolCallProgress)
+        assert end.raw_output["output"].startswith("{'result': 'from-the-editor'}")
+        stopped = await agent.conn.prompt(session_id=sid, prompt=text_of("loop forever"))
+        assert stopped.stop_reason == "max_turn_requests"
         assert agent.process.returncode is None
-    assert [m.content.text for m in agent.editor.of(AgentMessageChunk)] == ["fine"]
-    (end,) = agent.editor.of(ToolCallProgress)
-    assert end.raw_output["output"].startswith("{'result': 'from-the-editor'}")
+    said = [m.content.text for m in agent.editor.of(AgentMessageChunk)]
+    assert said == ["fine", "rlm: stopped after 2 turns without a final answer (RLM_MAX_TURNS)"]
 
 
 def test_acp_refuses_a_prompt_on_the_command_line(rlm_env: Path) -> None:

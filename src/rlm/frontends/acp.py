@@ -187,12 +187,12 @@ class RlmAgent:
                 await opened.updates.drained()
                 stop = _STOP_REASONS.get(str(exc.reason))
                 if stop is not None:
-                    opened.updates.put(acp.update_agent_message_text(f"rlm: {exc}"))
+                    opened.updates.put(acp.update_agent_message_text(f"rlm: {exc.message}"))
                     await opened.updates.drained()
                     return acp.PromptResponse(stop_reason=stop)
                 raise acp.RequestError(
                     -32603,
-                    f"rlm: {exc}",
+                    f"rlm: {exc.message}",
                     {"reason": str(exc.reason), "session": exc.session_path},
                 ) from None
             finally:
