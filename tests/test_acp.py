@@ -194,7 +194,10 @@ async def test_cancel_mid_cell_rolls_the_turn_back_and_the_session_goes_on(
 ) -> None:
     work = Path.cwd()
     model.script(
-        reply(None, ipython("import time\ny = 1\nprint('sleeping', flush=True)\ntime.sleep(120)")),
+        reply(
+            None,
+            ipython("import time\ny = 1\nopen('started', 'w').close()\ntime.sleep(120)"),
+        ),
         reply(None, ipython("print('y' in globals())")),
         reply("fresh"),
     )
@@ -202,7 +205,12 @@ async def test_cancel_mid_cell_rolls_the_turn_back_and_the_session_goes_on(
         sid = (await agent.conn.new_session(cwd=str(work), mcp_servers=[])).session_id
         turn = asyncio.create_task(agent.conn.prompt(session_id=sid, prompt=text_of("sleep")))
         start = await agent.editor.wait_for(lambda u: isinstance(u, ToolCallStart))
-        await asyncio.sleep(0.5)  # not synchronisation: let the cell get into its sleep
+
+        async def cell_running() -> None:  # the cell marks its start in the working folder
+            while not (work / "started").exists():
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(cell_running(), 60)
         await agent.conn.cancel(session_id=sid)
         response = await asyncio.wait_for(turn, 60)
         assert response.stop_reason == "cancelled"
@@ -210,6 +218,8 @@ async def test_cancel_mid_cell_rolls_the_turn_back_and_the_session_goes_on(
         assert end.tool_call_id == start.tool_call_id and end.status == "failed"
         again = await agent.conn.prompt(session_id=sid, prompt=text_of("after"))
         assert again.stop_reason == "end_turn"
+        # the kernel was interrupted, not restarted: what the cell did before stays
+        assert agent.editor.of(ToolCallProgress)[1].raw_output["output"].startswith("True")
     last = model.requests[-1]["messages"]
     assert [m["content"] for m in last if m["role"] == "user"] == ["after"]  # rolled back
     assert "time.sleep" not in json.dumps(last)
