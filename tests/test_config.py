@@ -13,7 +13,7 @@ import rlm
 from rlm.config import BUILTIN_TOOLS, Settings, env_name, flag_name, load_settings
 
 #: Settings that take any text, so they have no invalid values to test.
-FREE_TEXT = {"model", "base_url", "api_key", "append_to_system_prompt", "home"}
+FREE_TEXT = {"model", "base_url", "api_key", "append_to_system_prompt", "home", "mcp_config"}
 
 #: A few invalid raw values (as they arrive from the environment or a flag) per setting.
 BAD_VALUES: dict[str, list[str]] = {
@@ -41,6 +41,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "max_message_bytes": ["abc", "0", "1048575"],
     "max_pending_bytes": ["abc", "-1", "1.5"],
     "max_pending_runs": ["abc", "-1"],
+    "mcp_timeout": ["abc", "0", "-1"],
+    "mcp_start_timeout": ["abc", "0", "-1"],
 }
 
 #: (env value, expected, override value, expected) per setting, all valid and non-default.
@@ -73,6 +75,9 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
     "max_message_bytes": ("1048576", 1048576, "2097152", 2097152),
     "max_pending_bytes": ("0", 0, "1048576", 1048576),
     "max_pending_runs": ("1", 1, "10", 10),
+    "mcp_config": ("env.json", Path("env.json"), "flag.json", Path("flag.json")),
+    "mcp_timeout": ("5", 5.0, "0.5", 0.5),
+    "mcp_start_timeout": ("10", 10.0, "2.5", 2.5),
 }
 
 

@@ -88,7 +88,9 @@ async def run(
     ``AgentError`` when the agent ends without an answer, ``DepthLimitError`` when called
     where no sub-agent is allowed, ``ConfigError`` for bad settings. ``functions`` (outside
     a kernel) are host functions: callables of this process that every kernel of the tree
-    can call as ``await name(...)`` (see ``rlm.runtime.functions``).
+    can call as ``await name(...)`` (see ``rlm.runtime.functions``); ``mcp_config`` (a JSON
+    file, or a dict ``{"mcpServers": {...}}``) adds MCP servers whose tools every kernel can
+    call as ``await server.tool(...)`` (see ``rlm.runtime.mcp``).
     """
     if "rlm.inkernel" in sys.modules or "RLM_CONTROL_ADDR" in os.environ:
         from rlm import inkernel  # zmq and jupyter_client: only inside a kernel
@@ -108,8 +110,11 @@ async def run(
 
     if isinstance(tools, (list, tuple)):
         tools = ",".join(tools)
+    mcp = settings.pop("mcp_config") if isinstance(settings.get("mcp_config"), dict) else None
     resolved = load_settings(model=model, max_turns=max_turns, tools=tools, **settings)
-    async with Orchestrator(resolved, on_event=on_event, functions=functions or ()) as orchestrator:
+    async with Orchestrator(
+        resolved, on_event=on_event, functions=functions or (), mcp_config=mcp
+    ) as orchestrator:
         return await orchestrator.run(task, inputs=inputs)
 
 

@@ -183,6 +183,15 @@ class Settings(BaseSettings):
     kernel_pool: int = Field(default=2, ge=0)
     """Kernels kept started ahead once a run spawns its first sub-agent (0: no pool)."""
 
+    mcp_config: Path | None = None
+    """JSON file of MCP servers (``{"mcpServers": {name: {command, args, env} | {url}}}``); each tool is an async function of every kernel: ``await name.tool(...)``."""
+
+    mcp_timeout: float = Field(default=120.0, gt=0)
+    """Seconds one MCP tool call may take to answer; then the cell gets an error."""
+
+    mcp_start_timeout: float = Field(default=60.0, gt=0)
+    """Seconds an MCP server may take to start and list its tools; then it is unavailable."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -94,6 +94,8 @@ class ModelResponse(Event):
     completion_tokens: int | None
     latency: float
     tool_calls: int
+    content: str = Field("", exclude=True)
+    """The reply's text, for in-process observers (``rlm --acp``); not in ``--events``."""
 
 
 class ModelRetry(Event):
@@ -112,6 +114,11 @@ class ToolStarted(Event):
     name: str
     preview: str
     """The first line of the call's main argument (code, command, path)."""
+    call_id: str = Field("", exclude=True)
+    """The model's id of the call; this field and ``arguments`` are for in-process
+    observers (``rlm --acp``), not in ``--events``."""
+    arguments: str = Field("", exclude=True)
+    """The call's arguments as the model wrote them (JSON text)."""
 
 
 class ToolFinished(Event):
@@ -121,6 +128,10 @@ class ToolFinished(Event):
     preview: str
     """The first 200 characters of the result."""
     error: bool
+    call_id: str = Field("", exclude=True)
+    """The model's id of the call (in-process observers only, as ``output``)."""
+    output: str = Field("", exclude=True)
+    """The whole result the model gets (in-process observers only: not in ``--events``)."""
 
 
 class EndpointWarning(Event):

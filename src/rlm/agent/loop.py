@@ -492,6 +492,7 @@ class Agent:
             completion_tokens=reply.usage.completion_tokens,
             latency=reply.latency,
             tool_calls=calls,
+            content=message.get("content") or "",
         )
 
     def _nudge(self, text: str) -> None:
@@ -504,7 +505,15 @@ class Agent:
         name = call["function"]["name"]
         raw = call["function"].get("arguments") or "{}"
         started = time.monotonic()
-        self.emit(ev.ToolStarted, turn=turn, name=name, preview=_preview_args(raw))
+        call_id = str(call.get("id") or "")
+        self.emit(
+            ev.ToolStarted,
+            turn=turn,
+            name=name,
+            preview=_preview_args(raw),
+            call_id=call_id,
+            arguments=raw,
+        )
         error = True
         log_extra: dict[str, Any] = {}
         tool = self.tools.get(name)
@@ -545,6 +554,8 @@ class Agent:
             duration=time.monotonic() - started,
             preview=text[:200],
             error=error,
+            call_id=call_id,
+            output=text,
         )
         return text, log_extra
 

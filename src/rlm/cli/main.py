@@ -86,6 +86,13 @@ def build_parser() -> _Parser:
         "that run in this process and every kernel can call as `await name(...)` (repeatable)",
     )
     parser.add_argument(
+        "--acp",
+        action="store_true",
+        help="serve the Agent Client Protocol on stdin/stdout for an editor (Zed, ...): one "
+        "session per editor session, the kernel kept across prompts; stdout carries only "
+        "protocol messages",
+    )
+    parser.add_argument(
         "--print-system-prompt",
         action="store_true",
         help="print the system prompt the agent would get and exit without calling the model",
@@ -250,8 +257,8 @@ def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
     """The system prompt a root agent would get for the same settings and flags, without
     starting a kernel or calling the model.
 
-    A real run lists the skills its kernel managed to import and the host functions, and only
-    when it starts a kernel (the ipython tool is on, or ``--input`` is given). The kernel runs
+    A real run lists the skills its kernel managed to import, the host functions and the MCP
+    servers' tools (the servers are started to list them), and only when it starts a kernel (the ipython tool is on, or ``--input`` is given). The kernel runs
     in this same Python, so importing the skills here gives the same list and signatures; a
     skill whose import behaves differently inside a kernel is the one possible difference.
     """
@@ -268,7 +275,7 @@ def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
         found = skills.discover()
         loaded = load_skills([skill.name for skill in found], {})["loaded"] if found else {}
         functions = HostFunctions(load_functions(args.functions)).prompt_section()
-        section = skills.prompt_section(found, loaded) + functions
+        section = skills.prompt_section(found, loaded) + functions + _mcp_section(settings)
     parts = PromptParts(
         cwd=Path.cwd().resolve(),
         skills=section,
@@ -276,6 +283,22 @@ def _print_system_prompt(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(render_system_prompt(settings, parts), end="")
     return 0
+
+
+def _mcp_section(settings: Settings) -> str:
+    """The MCP part of the prompt: the servers are started (and stopped) to list their tools."""
+    if settings.mcp_config is None:
+        return ""
+    from rlm.runtime.mcp import McpServers, load_mcp_config
+
+    config = load_mcp_config(settings.mcp_config)
+
+    async def listed() -> str:
+        servers = McpServers(config, settings.mcp_timeout, settings.mcp_start_timeout)
+        async with servers:
+            return servers.prompt_section()
+
+    return asyncio.run(listed())
 
 
 #: Hosts of endpoints that commonly need no API key (a local server).
@@ -327,6 +350,31 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
         before_turn=live.start if live else (lambda: None),
         after_turn=live.stop if live else (lambda: None),
     )
+
+
+def _acp(parser: _Parser, args: argparse.Namespace, settings: Settings) -> int:
+    """``rlm --acp``: the editor sends the prompts, so the flags that carry one are refused."""
+    from rlm.frontends.acp import protect_stdout, run_acp
+    from rlm.runtime.functions import load_functions
+    from rlm.runtime.mcp import load_mcp_config
+
+    given = [
+        flag
+        for flag, value in (
+            ("prompt", args.prompt),
+            ("--json", args.json),
+            ("--resume", args.resume),
+            ("--input", args.input),
+            ("--context", args.context),
+        )
+        if value
+    ]
+    if given:
+        parser.error(f"--acp takes no {', '.join(given)} (the editor sends the prompts)")
+    functions = load_functions(args.functions)
+    if settings.mcp_config is not None:
+        load_mcp_config(settings.mcp_config)  # a bad file: exit 2 now, not at each session
+    return _run_async(run_acp(settings, functions, protect_stdout()))
 
 
 def _exit_now(signum: int, _frame: object) -> None:
@@ -403,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_system_prompt:
             return _print_system_prompt(args, settings)
         _warn_if_no_key(settings)
+        if args.acp:
+            return _acp(parser, args, settings)
         if not args.prompt:
             return _interactive(args, settings)
         code = _run_async(_run_task(args, settings, " ".join(args.prompt), out))

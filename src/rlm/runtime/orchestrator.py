@@ -35,6 +35,7 @@ from rlm.runtime import agents
 from rlm.runtime.budget import CostMeter
 from rlm.runtime.functions import HostFunctions
 from rlm.runtime.llm import LlmCalls
+from rlm.runtime.mcp import McpConfig, McpServers, load_mcp_config
 from rlm.runtime.observer import Observer
 from rlm.runtime.pending import PendingRequests
 from rlm.runtime.spawned import MESSAGES as SPAWN_MESSAGES
@@ -82,9 +83,17 @@ class Orchestrator:
         cwd: Path | None = None,
         on_event: ev.EventCallback | None = None,
         functions: Iterable[Callable[..., Any]] = (),
+        mcp_config: McpConfig | dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.functions = HostFunctions(functions)
+        source = mcp_config if mcp_config is not None else settings.mcp_config
+        #: The MCP servers of ``RLM_MCP_CONFIG`` (or ``mcp_config``), started on entry.
+        self.mcp = McpServers(
+            load_mcp_config(source) if source is not None else None,
+            settings.mcp_timeout,
+            settings.mcp_start_timeout,
+        )
         try:
             self._cwd = (cwd or Path.cwd()).resolve()
         except FileNotFoundError:
@@ -120,9 +129,13 @@ class Orchestrator:
             stack.push_async_callback(self.observer.aclose)
             self.skills = await asyncio.to_thread(skills.discover)
             names = [skill.name for skill in self.skills]
+            if self.mcp:
+                self.mcp.set_log_dir(self._mcp_logs())
+            await stack.enter_async_context(self.mcp)
             self._bootstrap = (
                 _BOOTSTRAP
                 + self.functions.bootstrap_source()
+                + self.mcp.bootstrap_source()
                 + (skills.kernel_bootstrap_source(names) if names else "")
             )
             self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
@@ -150,6 +163,15 @@ class Orchestrator:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._resources.aclose()
 
+    def _mcp_logs(self) -> Path | None:
+        """``$RLM_HOME/mcp``: the stderr logs of the MCP servers (None if it cannot be made)."""
+        path = self.sessions_dir(self.settings).parent / "mcp"
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+        except OSError:
+            return None
+        return path
+
     # -- AgentHost -------------------------------------------------------------------------
 
     @property
@@ -159,7 +181,7 @@ class Orchestrator:
     @property
     def has_skills(self) -> bool:
         # host functions are listed in the same part of the prompt as skills
-        return bool(self.skills) or bool(self.functions)
+        return bool(self.skills) or bool(self.functions) or bool(self.mcp)
 
     def emit(self, event: ev.Event) -> None:
         self.observer.emit(event)
@@ -181,7 +203,7 @@ class Orchestrator:
     def skills_report(self, kernel: KernelHandle) -> tuple[str, dict[str, str]]:
         """The skills section of the prompt (the skills that loaded in this kernel), and the
         skills that failed to import with their errors."""
-        functions = self.functions.prompt_section()
+        functions = self.functions.prompt_section() + self.mcp.prompt_section()
         if not self.skills:
             return functions, {}
         report = skills.parse_bootstrap_report(getattr(kernel, "bootstrap_values", {}))
@@ -310,6 +332,8 @@ class Orchestrator:
         if req.msg_type == "llm_request":
             return await self.llm.handle(agent, req, self.model, self.budget)
         if req.msg_type == "function_request":
+            if self.mcp.owns(str(req.content.get("name"))):
+                return await self.mcp.functions.handle(agent, req)
             return await self.functions.handle(agent, req)
         if req.msg_type in SPAWN_MESSAGES:
             return await self.spawned.handle(agent, req)

@@ -29,7 +29,9 @@ class Session:
     ``context`` is a list of ``{"role": "user"|"assistant", "content": str}`` placed after
     the system prompt; ``resume`` continues an earlier session by id (its live context is
     rebuilt from ``messages.jsonl``, in a fresh kernel). ``functions`` are host functions
-    that every kernel of the tree can call (see :mod:`rlm.runtime.functions`). Other keyword
+    that every kernel of the tree can call (see :mod:`rlm.runtime.functions`); ``mcp_config``
+    (a path, or a dict of the same shape) names MCP servers whose tools every kernel can call
+    (see :mod:`rlm.runtime.mcp`). Other keyword
     arguments override settings, as CLI flags do.
     """
 
@@ -47,6 +49,8 @@ class Session:
     ) -> None:
         if context is not None:
             validate_context(context, "context")
+        # a dict of the config file's shape is passed as it is (a path is a setting)
+        mcp = overrides.pop("mcp_config") if isinstance(overrides.get("mcp_config"), dict) else None
         if isinstance(overrides.get("tools"), (list, tuple)):
             overrides["tools"] = ",".join(overrides["tools"])
         if settings is not None:
@@ -55,7 +59,7 @@ class Session:
         else:
             self.settings = load_settings(**overrides)
         self._orchestrator = Orchestrator(
-            self.settings, cwd=cwd, on_event=on_event, functions=functions
+            self.settings, cwd=cwd, on_event=on_event, functions=functions, mcp_config=mcp
         )
         self._context = context
         self._resume = resume
@@ -119,6 +123,11 @@ class Session:
             self._inputs = None  # packed into the agent now (and reset() starts without them)
         self._agent = agent
         await agent.open()
+
+    def history(self) -> list[dict[str, Any]]:
+        """The conversation after the system prompt, as the live context holds it (a resumed
+        session's is rebuilt from its log): what a front end shows of an earlier session."""
+        return [m for m in self._require().context.messages() if m.get("role") != "system"]
 
     async def send(self, message: str) -> str:
         """Run one user turn to its answer (raises ``AgentError`` if it ends without one)."""
