@@ -183,6 +183,10 @@ class Settings(BaseSettings):
     kernel_pool: int = Field(default=2, ge=0)
     """Kernels kept started ahead once a run spawns its first sub-agent (0: no pool)."""
 
+    control_transport: Literal["auto", "ipc"] = "auto"
+    """How cells reach the orchestrator (``rlm.run``, ``rlm.llm``...): auto uses the
+    kernel's own channels where its ipykernel has subshells (7+), else the ipc socket."""
+
     @classmethod
     def settings_customise_sources(
         cls,
