@@ -191,6 +191,9 @@ class Settings(BaseSettings):
 
     mcp_start_timeout: float = Field(default=60.0, gt=0)
     """Seconds an MCP server may take to start and list its tools; then it is unavailable."""
+    control_transport: Literal["auto", "ipc"] = "auto"
+    """How cells reach the orchestrator (``rlm.run``, ``rlm.llm``...): auto uses the
+    kernel's own channels where its ipykernel has subshells (7+), else the ipc socket."""
 
     @classmethod
     def settings_customise_sources(

@@ -1,7 +1,9 @@
 """The kernel side of rlm: what ``import rlm`` means inside an agent's kernel.
 
-``setup()`` runs once when the kernel starts. It takes the control address and agent id out
-of the environment; the control secret never is in it (``receive()`` gets it from the
+``setup()`` runs once when the kernel starts. It takes the control settings and agent id out
+of the environment. Requests go over the kernel's own Jupyter channels where ipykernel has
+subshells (:mod:`rlm.inkernel.kernel_channel`), else (or with ``RLM_CONTROL_TRANSPORT=ipc``)
+over the ipc control socket, signed with a secret of this agent; the control secret never is in it (``receive()`` gets it from the
 orchestrator over the kernel's shell channel, so no other process can read it from
 ``/proc/<kernel>/environ``). ``setup()`` also makes
 ``asyncio.run`` usable in a cell: ipykernel already runs an event loop in the kernel's main
@@ -25,6 +27,7 @@ from typing import Any
 from rlm.control.channel import ControlClient
 from rlm.control.inputs import pack_inputs
 from rlm.errors import DepthLimitError, RLMError
+from rlm.inkernel.kernel_channel import KernelChannelClient, supports_subshells
 
 __all__ = ["active", "load_inputs", "receive", "run", "setup"]
 
@@ -40,7 +43,9 @@ def active() -> bool:
 def setup() -> None:
     if _state:
         return
-    _state["address"] = os.environ.pop("RLM_CONTROL_ADDR")
+    _state["address"] = os.environ.pop("RLM_CONTROL_ADDR", None)
+    _state["transport"] = os.environ.pop("RLM_CONTROL_TRANSPORT", "auto")
+    _state["max_part"] = int(os.environ.pop("RLM_CONTROL_MAX_PART", str(128 * 1024 * 1024)))
     _state["agent_id"] = os.environ.pop("RLM_AGENT_ID")
     # An older orchestrator put the secret in the environment: never leave it to subprocesses.
     _state["secret"] = os.environ.pop("RLM_AGENT_SECRET", None)
@@ -159,10 +164,25 @@ def _die_with_parent() -> None:
         threading.Thread(target=watch, name="rlm-parent-watch", daemon=True).start()
 
 
-def _client() -> ControlClient:
+def _ipc_client() -> ControlClient:
+    if not _state["address"]:
+        raise RLMError("this kernel has no control path to its orchestrator")
+    return ControlClient(_state["address"], _state["agent_id"], _state["secret"])
+
+
+def _client() -> ControlClient | KernelChannelClient:
+    """The transport requests take: the kernel's own channels where this ipykernel has
+    subshells (the orchestrator creates one for every such kernel unless
+    ``RLM_CONTROL_TRANSPORT=ipc``), else the ipc socket."""
     if not _state:
         setup()
-    return ControlClient(_state["address"], _state["agent_id"], _state["secret"])
+    channel = _state.get("channel")
+    if channel is None and _state["transport"] != "ipc":
+        kernel = getattr(_shell(), "kernel", None)
+        if kernel is not None and supports_subshells(kernel):
+            fallback = _ipc_client if _state["address"] else None
+            channel = _state["channel"] = KernelChannelClient(kernel, _state["max_part"], fallback)
+    return channel if channel is not None else _ipc_client()
 
 
 def _run_anywhere(main: Coroutine[Any, Any, Any], *, debug: bool | None = None) -> Any:

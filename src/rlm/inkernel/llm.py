@@ -14,16 +14,17 @@ from typing import Any
 from rlm import inkernel
 from rlm.control.channel import ControlClient
 from rlm.errors import DepthLimitError, LlmError
+from rlm.inkernel.kernel_channel import KernelChannelClient
 
 __all__ = ["llm", "llm_batch"]
 
 Prompt = str | list[dict[str, Any]]
 
 
-_shared: list[ControlClient] = []
+_shared: list[ControlClient | KernelChannelClient] = []
 
 
-def _client() -> ControlClient:
+def _client() -> ControlClient | KernelChannelClient:
     """One client for every call of this kernel: building its signing session costs about
     as much as the rest of a call's kernel side, and a batch makes thousands of calls. (The
     client keeps no socket or loop between requests, so sharing it across loops is safe.)"""

@@ -8,6 +8,12 @@ every kernel, which makes them cross-talk.
 
 Readiness is a ``kernel_info`` reply plus the matching IOPub ``idle`` (so the IOPub
 subscription is known to be live) instead of ``wait_for_ready``'s fixed 0.2 s polls.
+
+Control requests from cells travel on this kernel's own channels where ipykernel has
+subshells (:mod:`rlm.control.kernel_channel`): after readiness the kernel gets a subshell
+(``create_subshell_request`` on the control channel), every IOPub ``rlm_request`` read here
+goes to :attr:`Kernel.control`, whatever execution is being read, and
+:meth:`Kernel.send_rlm_reply` answers on the shell channel, to that subshell.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 import zmq.asyncio
@@ -38,6 +44,18 @@ __all__ = ["MEMORY_CEILING", "ExecResult", "Kernel", "OutputCollector", "truncat
 
 #: How long to poll between liveness checks while waiting for kernel messages.
 _POLL = 0.5
+
+
+class ControlSink(Protocol):
+    """Where this kernel's control requests go (:class:`rlm.control.kernel_channel.KernelControl`)."""
+
+    def on_request(self, msg: dict[str, Any]) -> None: ...
+
+    def on_invalid(self, why: str) -> None: ...
+
+
+#: The IOPub message type of a control request from a cell.
+CONTROL_REQUEST = "rlm_request"
 
 
 def _dropped_note(count: int, limit: int) -> str:
@@ -116,6 +134,12 @@ class Kernel:
         self._drops: DropCounter | None = None
         self._lock = asyncio.Lock()
         self._running: str | None = None
+        #: The ``kernel_info_reply`` content of the running kernel process.
+        self.kernel_info: dict[str, Any] = {}
+        #: The subshell control replies go to (None: this kernel uses the ipc socket).
+        self.subshell_id: str | None = None
+        #: Receives this kernel's IOPub control requests (None: they are dropped).
+        self.control: ControlSink | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -175,6 +199,7 @@ class Kernel:
         self._drops = DropCounter(client.iopub_channel.socket)
         await self._wait_ready(timeout)
         self._restrict_sockets()
+        await self._create_subshell(timeout)
         # The kernel has read its connection file (ports and signing key); any same-uid
         # process (another agent's cell) could read it too and drive this kernel. It is gone
         # once the kernel answers; jupyter_client writes it again, same ports and key, for a
@@ -204,7 +229,9 @@ class Kernel:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             msg_id = self._client.kernel_info()
-            if await self._await_reply(msg_id, deadline) and await self._await_idle(msg_id, 0.5):
+            reply = await self._await_reply(msg_id, deadline)
+            if reply and await self._await_idle(msg_id, 0.5):
+                self.kernel_info = reply.get("content") or {}
                 return
         raise KernelError(f"kernel did not become ready within {timeout:.0f} s")
 
@@ -224,12 +251,89 @@ class Kernel:
                 return msg
         return None
 
+    @property
+    def wants_subshell(self) -> bool:
+        """Whether control goes over this kernel's channels: its ipykernel has subshells
+        and ``RLM_CONTROL_TRANSPORT`` is not ``ipc`` (the kernel side decides the same)."""
+        features = self.kernel_info.get("supported_features") or []
+        return self.env.get("RLM_CONTROL_TRANSPORT", "auto") != "ipc" and (
+            "kernel subshells" in features
+        )
+
+    async def _create_subshell(self, timeout: float) -> None:
+        """A subshell for control replies, on the control channel (opened for this only)."""
+        self.subshell_id = None
+        if not self.wants_subshell:
+            return
+        channel = self._client.control_channel
+        channel.start()
+        try:
+            request = self._client.session.msg("create_subshell_request", {})
+            channel.send(request)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while (remaining := deadline - loop.time()) > 0:
+                try:
+                    reply = await channel.get_msg(timeout=min(_POLL, remaining))
+                except Empty:
+                    if not await self.is_alive():
+                        raise KernelDiedError("kernel exited during start-up") from None
+                    continue
+                if reply["parent_header"].get("msg_id") != request["header"]["msg_id"]:
+                    continue
+                subshell = reply["content"].get("subshell_id")
+                if not isinstance(subshell, str):
+                    raise KernelError(f"kernel refused a control subshell: {reply['content']}")
+                self.subshell_id = subshell
+                return
+            raise KernelError(f"kernel did not create a control subshell within {timeout:.0f} s")
+        finally:
+            channel.stop()
+
+    def send_rlm_reply(
+        self, parent: dict[str, Any], content: dict[str, Any], buffers: list[bytes]
+    ) -> None:
+        """Answer a control request on the shell channel, to this kernel's subshell (dropped
+        when the kernel is gone or restarted meanwhile: nobody waits for it any more)."""
+        client = self._client
+        if client is None or self.subshell_id is None:
+            return
+        msg = client.session.msg("rlm_reply", content=content, parent=parent)
+        msg["header"]["subshell_id"] = self.subshell_id
+        client.session.send(client.shell_channel.socket, msg, buffers=buffers)
+
+    async def _next_iopub(self, timeout: float) -> dict[str, Any]:
+        """The next IOPub message that is not a control request (raises ``Empty`` after
+        ``timeout``). Control requests go to :attr:`control` as they are read, whichever
+        execution this read is for; a message that fails its signature check (forged,
+        tampered, replayed) is counted there and skipped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = max(deadline - loop.time(), 0.0)
+            try:
+                msg: dict[str, Any] = await self._client.iopub_channel.get_msg(timeout=remaining)
+            except Empty:
+                raise
+            except Exception as exc:  # bad signature, replay, garbage from the kernel
+                if self.control is not None:
+                    self.control.on_invalid(f"IOPub: {exc}")
+                if loop.time() >= deadline:
+                    raise Empty from None
+                continue
+            if msg["header"].get("msg_type") != CONTROL_REQUEST:
+                return msg
+            if self.control is not None:
+                self.control.on_request(msg)
+            if loop.time() >= deadline:
+                raise Empty
+
     async def _await_idle(self, msg_id: str, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (remaining := deadline - loop.time()) > 0:
             try:
-                msg = await self._client.iopub_channel.get_msg(timeout=remaining)
+                msg = await self._next_iopub(remaining)
             except Empty:
                 return False
             if (
@@ -329,7 +433,7 @@ class Kernel:
             if remaining <= 0:
                 return await self._on_timeout(msg_id, collector, timeout)
             try:
-                msg = await self._client.iopub_channel.get_msg(timeout=min(_POLL, remaining))
+                msg = await self._next_iopub(min(_POLL, remaining))
             except Empty:
                 if not await self.is_alive():
                     return await self._on_death(collector)
@@ -412,7 +516,7 @@ class Kernel:
         deadline = loop.time() + self.interrupt_grace
         while (remaining := deadline - loop.time()) > 0:
             try:
-                msg = await self._client.iopub_channel.get_msg(timeout=min(_POLL, remaining))
+                msg = await self._next_iopub(min(_POLL, remaining))
             except Empty:
                 continue
             if msg["parent_header"].get("msg_id") != msg_id:

@@ -25,8 +25,10 @@ from rlm.agent.host import KernelHandle
 from rlm.agent.loop import Agent
 from rlm.agent.model import ModelClient, ModelReply, OnRetry
 from rlm.config import Settings, derive_settings
-from rlm.control.channel import ControlServer, Request
+from rlm.control.channel import ControlServer
+from rlm.control.dispatch import Dispatcher, Request
 from rlm.control.inputs import Packed, Spilled, pack_inputs, select_inputs, spill_inputs
+from rlm.control.kernel_channel import KernelControl
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.kernels.environment import check_kernel_env, kernel_environment
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
@@ -117,6 +119,8 @@ class Orchestrator:
         self._resources = contextlib.AsyncExitStack()
         self.run_dir: Path | None = None
         self.model: ModelClient
+        #: Handles control requests from both transports (kernel channels and ipc).
+        self.dispatcher = Dispatcher(self._handle)
         self.control: ControlServer
         self.launcher: KernelLauncher
 
@@ -141,10 +145,13 @@ class Orchestrator:
             self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
             stack.callback(shutil.rmtree, self.run_dir, ignore_errors=True)
             self._base_env.update(sandbox_env(self.sandbox, cwd=self._cwd, run_dir=self.run_dir))
+            self._base_env["RLM_CONTROL_TRANSPORT"] = self.settings.control_transport
+            self._base_env["RLM_CONTROL_MAX_PART"] = str(self.settings.max_message_bytes)
             self.model = ModelClient(self.settings)
             stack.push_async_callback(self.model.close)
-            self.control = ControlServer(self.run_dir, self._handle)
+            self.control = ControlServer(self.run_dir, self.dispatcher)
             stack.push_async_callback(self.control.close)
+            stack.push_async_callback(self.dispatcher.close)
             await self.control.start()
             self.launcher = KernelLauncher(
                 self.run_dir,
@@ -241,7 +248,7 @@ class Orchestrator:
             "RLM_KERNEL_OUTPUT_LIMIT": str(kernel_output_limit(agent.settings.max_output)),
         }
         self.agents[agent.id] = agent
-        return await self.launcher.start_kernel(
+        kernel = await self.launcher.start_kernel(
             f"k{next(self._kernel_numbers)}",
             env=env,
             bootstrap=self._bootstrap,
@@ -250,6 +257,9 @@ class Orchestrator:
             max_depth=agent.settings.max_depth,
             output_limit=agent.settings.max_output,
         )
+        # its cells' requests on the kernel's own channels (unused where it has no subshell)
+        kernel.control = KernelControl(self.dispatcher, agent.id, kernel)
+        return kernel
 
     # -- agents ----------------------------------------------------------------------------
 
