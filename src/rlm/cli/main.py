@@ -61,7 +61,12 @@ def build_parser() -> _Parser:
         "`rlm skill new NAME`, `rlm eval ...` (benchmark methods on long-context tasks). A prompt that equals a command "
         "name goes after `--`: rlm -- sessions.",
         epilog="The API key is read from RLM_API_KEY (falling back to OPENAI_API_KEY), never "
-        "from a flag. Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "
+        "from a flag. Sandbox for model-written code (RLM_SANDBOX, named on stderr at start "
+        "unless -q): off (default; cells run with your full access), workspace (Landlock: "
+        "writes only in the working directory; RLM_NETWORK=off denies TCP), strict "
+        "(bubblewrap: read-only system, private /tmp, own PID and network namespace; falls "
+        "back to workspace with a warning where bwrap cannot run). See docs/security.md. "
+        "Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "
         "configuration, 130/143 interrupted.",
     )
     from rlm import __version__
@@ -332,6 +337,16 @@ def _warn_if_no_key(settings: Settings) -> None:
         )
 
 
+def _sandbox_notice(args: argparse.Namespace) -> None:
+    """Say on stderr which sandbox cells run in (one line; not under ``-q``). A fallback
+    (strict without bwrap, workspace without Landlock) is a warning printed even under -q."""
+    from rlm.sandbox.policy import describe, resolve_mode
+
+    mode = resolve_mode()
+    if not args.quiet:
+        print(describe(mode), file=sys.stderr, flush=True)
+
+
 def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     from rlm.cli.interactive import run_interactive
 
@@ -453,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         _warn_if_no_key(settings)
         if args.acp:
             return _acp(parser, args, settings)
+        _sandbox_notice(args)
         if not args.prompt:
             return _interactive(args, settings)
         code = _run_async(_run_task(args, settings, " ".join(args.prompt), out))

@@ -1,4 +1,5 @@
-"""``python -m rlm.sandbox.launch (-m MODULE | --exec COMMAND) ARGS...``: apply the sandbox
+"""``python -m rlm.sandbox.launch (-m MODULE | --exec COMMAND) ARGS...``: become the reaper
+of this process's orphans (:mod:`rlm.sandbox.escapees`) and apply the sandbox
 policy of this process's environment (:func:`rlm.sandbox.landlock.apply_from_env`), then run
 ``MODULE`` as ``__main__`` (a cold-started kernel: ``-m ipykernel_launcher``) or exec
 ``COMMAND`` (a bash tool command). The policy is applied before any thread starts, so it
@@ -10,6 +11,7 @@ import os
 import runpy
 import sys
 
+from rlm.sandbox.escapees import become_subreaper
 from rlm.sandbox.landlock import apply_from_env
 
 
@@ -17,6 +19,7 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] not in ("-m", "--exec"):
         sys.stderr.write("usage: python -m rlm.sandbox.launch (-m MODULE | --exec COMMAND) ...\n")
         raise SystemExit(2)
+    become_subreaper()
     try:
         apply_from_env(os.environ)
     except OSError as exc:
