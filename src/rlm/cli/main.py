@@ -244,6 +244,7 @@ async def _run_task(args: argparse.Namespace, settings: Settings, task: str, out
     try:
         async with make_session() as session:
             out.session = str(session.path)
+            _sandbox_notice(args, settings, live)
             try:
                 out.result = await session.send(task)
                 out.reason = "answer"
@@ -337,14 +338,21 @@ def _warn_if_no_key(settings: Settings) -> None:
         )
 
 
-def _sandbox_notice(args: argparse.Namespace) -> None:
-    """Say on stderr which sandbox cells run in (one line; not under ``-q``). A fallback
-    (strict without bwrap, workspace without Landlock) is a warning printed even under -q."""
+def _sandbox_notice(args: argparse.Namespace, settings: Settings, live: Any = None) -> None:
+    """Say on stderr which sandbox model-written code runs in: one line once the session is
+    open (settings, inputs and resume checked), not under ``-q``, and only when such code can
+    run (a kernel or the bash tool). A fallback (strict without bwrap, workspace without
+    Landlock) is a warning of its own, printed when the run opens even under ``-q``."""
     from rlm.sandbox.policy import describe, resolve_mode
 
-    mode = resolve_mode()
-    if not args.quiet:
-        print(describe(mode), file=sys.stderr, flush=True)
+    code_runs = bool(args.input) or any(t in settings.tools for t in ("ipython", "bash"))
+    if not code_runs or args.quiet:
+        return
+    line = describe(resolve_mode())
+    if live is not None:
+        live.console.print(line, markup=False, highlight=False)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _interactive(args: argparse.Namespace, settings: Settings) -> int:
@@ -352,6 +360,7 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
 
     on_event, live = _observers(args)
     make_session = _session_factory(args, settings, on_event)
+    _sandbox_notice(args, settings)
 
     def show(answer: str) -> None:
         if args.json:
@@ -468,7 +477,6 @@ def main(argv: list[str] | None = None) -> int:
         _warn_if_no_key(settings)
         if args.acp:
             return _acp(parser, args, settings)
-        _sandbox_notice(args)
         if not args.prompt:
             return _interactive(args, settings)
         code = _run_async(_run_task(args, settings, " ".join(args.prompt), out))

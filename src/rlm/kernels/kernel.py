@@ -37,7 +37,7 @@ from jupyter_client.manager import AsyncKernelManager
 from rlm.errors import KernelDiedError, KernelError
 from rlm.kernels.memory import MAX_MESSAGE_BYTES, DropCounter, raise_oom_score
 from rlm.kernels.output import MEMORY_CEILING, OutputCollector
-from rlm.sandbox.escapees import kill_descendants
+from rlm.sandbox.escapees import KERNEL_CODE, kill_descendants
 from rlm.sandbox.policy import kernel_prefix
 from rlm.truncation import truncate
 
@@ -216,7 +216,7 @@ class Kernel:
         ``bootstrap_values``."""
         if self.bootstrap:
             result = await self._run(
-                self.bootstrap,
+                KERNEL_CODE + self.bootstrap,  # the kernel reaps its cells' orphans
                 timeout,
                 store_history=False,
                 user_expressions=self.bootstrap_expressions,

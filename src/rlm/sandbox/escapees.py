@@ -4,8 +4,9 @@ process group or session (``setsid``, ``setpgid``, a double fork).
 Killing the kernel's process group misses a process that made a session of its own, and a
 double-forked one is re-parented to the nearest *child subreaper* ancestor, else to init,
 where nothing links it to the kernel any more. So every kernel makes itself a subreaper
-(:func:`become_subreaper`, in ``python -m rlm.sandbox.launch`` for a cold start and right
-after the fork in :mod:`rlm.zygote.child`): orphans of its cells are re-parented to the
+(:func:`become_subreaper`: in every kernel's bootstrap, :data:`KERNEL_CODE`, before any
+model-written code; also in ``python -m rlm.sandbox.launch`` and right after the fork in
+:mod:`rlm.zygote.child`): orphans of its cells are re-parented to the
 kernel and stay in its descendant tree, and :func:`kill_descendants` kills that tree before
 the kernel is shut down or restarted. The zygote is a subreaper too, and kills any process
 left with it when it ends. In ``strict`` the sandbox's PID namespace does the same on its own.
@@ -21,7 +22,10 @@ import ctypes
 import os
 import signal
 
-__all__ = ["become_subreaper", "children", "descendants", "kill_descendants"]
+__all__ = ["KERNEL_CODE", "become_subreaper", "children", "descendants", "kill_descendants"]
+
+#: Kernel code (first in every bootstrap) that makes the kernel a subreaper, leaving no names.
+KERNEL_CODE = "__import__('rlm.sandbox.escapees', fromlist=['_']).become_subreaper()\n"
 
 _PR_SET_CHILD_SUBREAPER = 36
 #: Rounds of find-and-kill: a killed process's orphans come back to the kernel (a subreaper)

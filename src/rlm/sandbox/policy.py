@@ -120,10 +120,11 @@ def wrap_command(argv: list[str], env: Mapping[str, str]) -> list[str]:
 
 
 def kernel_prefix(env: Mapping[str, str]) -> list[str]:
-    """What goes before ``-m ipykernel_launcher`` in a kernelspec for ``env``: bwrap for
-    ``strict``, then the interpreter and ``-m rlm.sandbox.launch`` (always: besides the
-    policy, the launcher makes the kernel the reaper of what its cells start, see
-    :mod:`rlm.sandbox.escapees`)."""
+    """What goes before ``-m ipykernel_launcher`` in a kernelspec for ``env``: the
+    interpreter, with ``-m rlm.sandbox.launch`` when a sandbox is on, under bwrap for
+    ``strict``."""
+    if env.get("RLM_SANDBOX") not in CONFINED:
+        return [sys.executable]
     return [*bwrap.command_prefix(env), sys.executable, "-m", LAUNCH]
 
 
