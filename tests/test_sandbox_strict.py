@@ -51,6 +51,7 @@ print('PROBE', json.dumps({
     'other_run_dir': os.path.exists('OTHER_RUN'),
     'other_sessions': sorted(os.listdir('SESSIONS')) if os.path.isdir('SESSIONS') else None,
     'processes': len([p for p in os.listdir('/proc') if p.isdigit()]),
+    'oom_score_adj': int(open('/proc/self/oom_score_adj').read()),
     'network': connect(),
     'shell_outside': subprocess.run(['sh', '-c', 'echo x > OUTSIDE/sh.txt'],
                                     capture_output=True).returncode,
@@ -104,6 +105,7 @@ def test_strict_confines_cells_shells_bash_and_sub_agents(
         for path in (scratch, work, *sessions.parent.rglob("*"), sessions.parent):
             os.chown(path, 65534, 65534)
     python = _interpreter(user, scratch)
+    own_oom = int(Path("/proc/self/oom_score_adj").read_text())  # rlm inherits it
     port = int(model.base_url.rsplit(":", 1)[1].split("/")[0])
 
     def probe(name: str) -> str:
@@ -167,6 +169,7 @@ def test_strict_confines_cells_shells_bash_and_sub_agents(
                 "other_run_dir": False,
                 "other_sessions": [],
                 "processes": 2,  # bwrap's init and the kernel: nothing of the host
+                "oom_score_adj": min(own_oom + 500, 1000),  # the OOM killer's first choice
                 "network": "PermissionError" if abi_version() >= 4 else "OSError",
                 "shell_outside": 2,
             }, name

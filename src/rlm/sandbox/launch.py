@@ -14,12 +14,29 @@ import sys
 from rlm.sandbox.escapees import become_subreaper
 from rlm.sandbox.landlock import apply_from_env
 
+#: As rlm.kernels.memory.OOM_SCORE_ADJ_OFFSET (not imported: that module loads zmq).
+_OOM_SCORE_ADJ_OFFSET = 500
+
+
+def _raise_oom_score() -> None:
+    """Under bwrap the orchestrator can only raise ``bwrap``'s OOM score, after the kernel
+    inherited its own: the kernel raises it itself (by as much; no privilege needed)."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as handle:
+            own = int(handle.read())
+            handle.seek(0)
+            handle.write(str(min(own + _OOM_SCORE_ADJ_OFFSET, 1000)))
+    except (OSError, ValueError):
+        pass
+
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[0] not in ("-m", "--exec"):
         sys.stderr.write("usage: python -m rlm.sandbox.launch (-m MODULE | --exec COMMAND) ...\n")
         raise SystemExit(2)
     become_subreaper()
+    if os.environ.get("RLM_SANDBOX") == "strict":
+        _raise_oom_score()
     try:
         apply_from_env(os.environ)
     except OSError as exc:
