@@ -148,3 +148,46 @@ def test_setsid_and_double_forked_processes_are_gone_after_the_run(
             for pid in _alive(marker):
                 with __import__("contextlib").suppress(OSError):
                     os.kill(pid, 9)
+
+
+RESTART_CHECK = r"""
+import os
+left = []
+for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+        cmd = open(f'/proc/{pid}/cmdline', 'rb').read().decode()
+        state = open(f'/proc/{pid}/stat', 'rb').read().rsplit(b')', 1)[1].split()[0]
+    except OSError:
+        continue
+    if MARKER in cmd and state != b'Z':
+        left.append(pid)
+print('LEFT', left)
+"""
+
+
+async def test_a_restart_takes_the_escapees_of_the_old_kernel_along(model, rlm_env, monkeypatch):
+    """A cell that ignores the interrupt gets its kernel restarted; what the old kernel's
+    cells had started in sessions of their own is gone in the new kernel's first cell."""
+    from rlm.config import load_settings
+    from rlm.runtime.orchestrator import Orchestrator
+
+    marker = f"99997.{random.randrange(10**8, 10**9)}"
+    start = f"import subprocess\nsubprocess.run(['setsid', '-f', 'sleep', '{marker}'], check=True)"
+    stuck = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)"
+    model.script(
+        reply(None, ipython(start)),
+        reply(None, ipython(RESTART_CHECK.replace("MARKER", repr(marker)))),
+        reply(None, ipython(stuck, timeout=1)),
+        reply(None, ipython(RESTART_CHECK.replace("MARKER", repr(marker)))),
+        reply("done"),
+    )
+    try:
+        async with Orchestrator(load_settings()) as orchestrator:
+            assert await orchestrator.run("restart") == "done"
+        tools = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "tool"]
+        assert "LEFT ['" in tools[1], tools  # it was running
+        assert "restarted" in tools[2], tools
+        assert "LEFT []" in tools[3], tools
+    finally:
+        for pid in _alive(marker):
+            os.kill(pid, 9)
