@@ -99,8 +99,8 @@ async def test_workspace_sandbox_confines_cells_and_bash(
 
 
 def test_bad_sandbox_values_are_one_clear_line():
-    with pytest.raises(ConfigError, match=r"^RLM_SANDBOX: expected 'off' or 'workspace'"):
-        policy.resolve_mode({"RLM_SANDBOX": "strict"})
+    with pytest.raises(ConfigError, match=r"^RLM_SANDBOX: expected 'off', 'workspace' or 'strict'"):
+        policy.resolve_mode({"RLM_SANDBOX": "docker"})
     with pytest.raises(ConfigError, match=r"^RLM_NETWORK: expected 'on' or 'off'"):
         policy.resolve_mode({"RLM_NETWORK": "none"})
     assert policy.resolve_mode({}) == "off"

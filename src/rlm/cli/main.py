@@ -61,7 +61,12 @@ def build_parser() -> _Parser:
         "`rlm skill new NAME`, `rlm eval ...` (benchmark methods on long-context tasks). A prompt that equals a command "
         "name goes after `--`: rlm -- sessions.",
         epilog="The API key is read from RLM_API_KEY (falling back to OPENAI_API_KEY), never "
-        "from a flag. Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "
+        "from a flag. Sandbox for model-written code (RLM_SANDBOX, named on stderr at start "
+        "unless -q): off (default; cells run with your full access), workspace (Landlock: "
+        "writes only in the working directory; RLM_NETWORK=off denies TCP), strict "
+        "(bubblewrap: read-only system, private /tmp, own PID and network namespace; falls "
+        "back to workspace with a warning where bwrap cannot run). See docs/security.md. "
+        "Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "
         "configuration, 130/143 interrupted.",
     )
     from rlm import __version__
@@ -239,6 +244,7 @@ async def _run_task(args: argparse.Namespace, settings: Settings, task: str, out
     try:
         async with make_session() as session:
             out.session = str(session.path)
+            _sandbox_notice(args, settings, live)
             try:
                 out.result = await session.send(task)
                 out.reason = "answer"
@@ -332,11 +338,29 @@ def _warn_if_no_key(settings: Settings) -> None:
         )
 
 
+def _sandbox_notice(args: argparse.Namespace, settings: Settings, live: Any = None) -> None:
+    """Say on stderr which sandbox model-written code runs in: one line once the session is
+    open (settings, inputs and resume checked), not under ``-q``, and only when such code can
+    run (a kernel or the bash tool). A fallback (strict without bwrap, workspace without
+    Landlock) is a warning of its own, printed when the run opens even under ``-q``."""
+    from rlm.sandbox.policy import describe, resolve_mode
+
+    code_runs = bool(args.input) or any(t in settings.tools for t in ("ipython", "bash"))
+    if not code_runs or args.quiet:
+        return
+    line = describe(resolve_mode())
+    if live is not None:
+        live.console.print(line, markup=False, highlight=False)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
 def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     from rlm.cli.interactive import run_interactive
 
     on_event, live = _observers(args)
     make_session = _session_factory(args, settings, on_event)
+    _sandbox_notice(args, settings)
 
     def show(answer: str) -> None:
         if args.json:

@@ -24,7 +24,6 @@ import functools
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
@@ -38,6 +37,8 @@ from jupyter_client.manager import AsyncKernelManager
 from rlm.errors import KernelDiedError, KernelError
 from rlm.kernels.memory import MAX_MESSAGE_BYTES, DropCounter, raise_oom_score
 from rlm.kernels.output import MEMORY_CEILING, OutputCollector
+from rlm.sandbox.escapees import KERNEL_CODE, kill_descendants
+from rlm.sandbox.policy import kernel_prefix
 from rlm.truncation import truncate
 
 __all__ = ["MEMORY_CEILING", "ExecResult", "Kernel", "OutputCollector", "truncate"]
@@ -149,14 +150,15 @@ class Kernel:
         if not (spec_dir / "kernel.json").exists():
             spec_dir.parent.mkdir(mode=0o700, exist_ok=True)
             spec_dir.mkdir(mode=0o700, exist_ok=True)
-            # RLM_SANDBOX: the kernel confines itself before it starts a thread.
-            confined = self.env.get("RLM_SANDBOX") == "workspace"
-            sandbox = ["-m", "rlm.sandbox.launch"] if confined else []
+            # RLM_SANDBOX: the kernel confines itself before it starts a thread (strict: in
+            # bubblewrap, where a SIGINT would kill the sandbox: interrupts are messages).
             argv = [
-                sys.executable, *sandbox, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                *kernel_prefix(self.env), "-m", "ipykernel_launcher", "-f", "{connection_file}",
                 "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True",
             ]  # fmt: skip
             spec: dict[str, Any] = {"argv": argv, "display_name": "rlm", "language": "python"}
+            if self.env.get("RLM_SANDBOX") == "strict":
+                spec["interrupt_mode"] = "message"
             if self.provisioner is not None:
                 spec["metadata"] = {"kernel_provisioner": self.provisioner}
             fd = os.open(spec_dir / "kernel.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -214,7 +216,7 @@ class Kernel:
         ``bootstrap_values``."""
         if self.bootstrap:
             result = await self._run(
-                self.bootstrap,
+                KERNEL_CODE + self.bootstrap,  # the kernel reaps its cells' orphans
                 timeout,
                 store_history=False,
                 user_expressions=self.bootstrap_expressions,
@@ -376,6 +378,7 @@ class Kernel:
         """A fresh interpreter on the same connection; every variable is lost."""
         if self._km is None:
             raise KernelError("kernel is not running")
+        await asyncio.to_thread(kill_descendants, self.pid)  # also what left its group
         await self._km.restart_kernel(now=True)
         await self._connect(timeout)
 
@@ -392,6 +395,10 @@ class Kernel:
         self._stop_channels()
         km, self._km = self._km, None
         if km is not None and km.has_kernel:
+            # What the cells started, even outside the kernel's process group (a setsid or
+            # double-forked process: the kernel is their subreaper). rlm.sandbox.escapees
+            pid = getattr(km.provisioner, "process", None)
+            await asyncio.to_thread(kill_descendants, getattr(pid, "pid", None))
             try:
                 await km.shutdown_kernel(now=True)
             except Exception:  # the process may already be gone

@@ -162,6 +162,8 @@ class KernelLauncher:
         self.max_message_bytes = max_message_bytes
         self.cwd = cwd
         self.env = env
+        if env.get("RLM_SANDBOX") == "strict":
+            mode = "cold"  # each strict kernel is its own bwrap sandbox (rlm.sandbox.bwrap)
         self.mode = mode
         self.zygote: Zygote | None = None
         if mode == "fork":

@@ -144,7 +144,14 @@ class Orchestrator:
             )
             self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
             stack.callback(shutil.rmtree, self.run_dir, ignore_errors=True)
-            self._base_env.update(sandbox_env(self.sandbox, cwd=self._cwd, run_dir=self.run_dir))
+            self._base_env.update(
+                sandbox_env(
+                    self.sandbox,
+                    cwd=self._cwd,
+                    run_dir=self.run_dir,
+                    hidden=[self._cwd / self.settings.home.expanduser() / "sessions"],
+                )
+            )
             self._base_env["RLM_CONTROL_TRANSPORT"] = self.settings.control_transport
             self._base_env["RLM_CONTROL_MAX_PART"] = str(self.settings.max_message_bytes)
             self.model = ModelClient(self.settings)

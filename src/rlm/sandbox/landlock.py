@@ -118,11 +118,18 @@ def _add(add_rule: int, ruleset: int, path: str, access: int) -> None:
 
 
 def apply_from_env(env: Mapping[str, str]) -> bool:
-    """Apply the policy ``env`` describes (``RLM_SANDBOX=workspace``); False when it asks
-    for none. The writable directories are ``RLM_SANDBOX_WRITABLE`` (``os.pathsep``
-    separated) plus ``/dev``."""
-    if env.get("RLM_SANDBOX", "off") != "workspace":
+    """Apply the policy ``env`` describes (``RLM_SANDBOX=workspace``, or the Landlock layer of
+    ``strict``); False when it asks for none. The writable directories are
+    ``RLM_SANDBOX_WRITABLE`` (``os.pathsep`` separated) plus ``/dev``."""
+    mode = env.get("RLM_SANDBOX", "off")
+    if mode not in ("workspace", "strict"):
         return False
     writable = [p for p in env.get("RLM_SANDBOX_WRITABLE", "").split(os.pathsep) if p]
+    if mode == "strict":
+        # Inside bubblewrap (rlm.sandbox.bwrap), on top of its namespaces where the kernel
+        # has Landlock: /tmp there is the sandbox's own empty tmpfs.
+        if abi_version() < 1:
+            return True
+        writable.append("/tmp")
     restrict([*writable, "/dev"], network=env.get("RLM_NETWORK", "on") != "off")
     return True

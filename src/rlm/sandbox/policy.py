@@ -7,61 +7,103 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rlm.errors import ConfigError
+from rlm.sandbox import bwrap
 from rlm.sandbox.landlock import abi_version
 
-__all__ = ["LAUNCH", "command_policy", "resolve_mode", "sandbox_env", "wrap_command"]
+__all__ = [
+    "LAUNCH", "command_policy", "describe", "kernel_prefix", "resolve_mode", "sandbox_env",
+    "wrap_command",
+]  # fmt: skip
 
 log = logging.getLogger("rlm.sandbox")
 
 #: ``python -m`` target that applies the policy, then runs a module or execs a command.
 LAUNCH = "rlm.sandbox.launch"
-MODES = ("off", "workspace")
+MODES = ("off", "workspace", "strict")
+#: Modes whose processes confine themselves through ``python -m rlm.sandbox.launch``.
+CONFINED = ("workspace", "strict")
+_warned: set[str] = set()
+
+
+def _warn_once(message: str, *args: object) -> None:
+    """A fallback is said once per process (the CLI and the orchestrator both resolve)."""
+    text = message % args if args else message
+    if text not in _warned:
+        _warned.add(text)
+        log.warning("%s", text)
 
 
 def resolve_mode(environ: Mapping[str, str] | None = None) -> str:
     """The sandbox this run gets: ``RLM_SANDBOX`` (default ``off``), checked.
 
-    ``workspace`` where the kernel has no Landlock falls back to ``off`` with a warning,
-    never silently. A bad value (or a bad ``RLM_NETWORK``) is a one-line ConfigError.
+    ``strict`` where bubblewrap cannot run falls back to ``workspace``, and ``workspace``
+    where the kernel has no Landlock to ``off``, each with a warning, never silently. A bad
+    value (or a bad ``RLM_NETWORK``) is a one-line ConfigError.
     """
     source = os.environ if environ is None else environ
     mode = source.get("RLM_SANDBOX", "off").strip().lower() or "off"
     if mode not in MODES:
-        raise ConfigError(f"RLM_SANDBOX: expected 'off' or 'workspace' (got {mode!r})")
+        raise ConfigError(f"RLM_SANDBOX: expected 'off', 'workspace' or 'strict' (got {mode!r})")
     network = source.get("RLM_NETWORK", "on").strip().lower() or "on"
     if network not in ("on", "off"):
         raise ConfigError(f"RLM_NETWORK: expected 'on' or 'off' (got {network!r})")
+    if mode == "strict":
+        reason = bwrap.unusable()
+        if reason is None:
+            return mode
+        _warn_once("rlm: RLM_SANDBOX=strict but %s: falling back to the workspace sandbox",
+                   reason)  # fmt: skip
+        mode = "workspace"
     if mode == "workspace":
         abi = abi_version()
         if abi < 1:
-            log.warning("rlm: RLM_SANDBOX=workspace but this system has no Landlock "
-                        "(Linux >= 5.13 with Landlock enabled): kernels run unconfined")  # fmt: skip
+            _warn_once("rlm: RLM_SANDBOX=workspace but this system has no Landlock "
+                       "(Linux >= 5.13 with Landlock enabled): kernels run unconfined")  # fmt: skip
             return "off"
         if network == "off" and abi < 4:
-            log.warning("rlm: RLM_NETWORK=off needs Landlock ABI 4 (this kernel has %d): "
-                        "the network stays open", abi)  # fmt: skip
+            _warn_once("rlm: RLM_NETWORK=off needs Landlock ABI 4 (this kernel has %d): "
+                       "the network stays open", abi)  # fmt: skip
         log.info("rlm: sandbox workspace (Landlock ABI %d, network %s)", abi, network)
     return mode
 
 
-def sandbox_env(mode: str, *, cwd: Path, run_dir: Path) -> dict[str, str]:
+def describe(mode: str) -> str:
+    """What ``rlm`` says at start about the sandbox ``mode`` (as resolved)."""
+    network = os.environ.get("RLM_NETWORK", "on").strip().lower() or "on"
+    if mode == "strict":
+        abi = abi_version()
+        landlock = f" + Landlock ABI {abi}" if abi else ""
+        return f"rlm: sandbox strict (bubblewrap{landlock}; writes: workspace only; network off)"
+    if mode == "workspace":
+        return (f"rlm: sandbox workspace (Landlock ABI {abi_version()}; writes: workspace only; "
+                f"network {network})")  # fmt: skip
+    return "rlm: sandbox off (cells run with your full access; RLM_SANDBOX=workspace|strict)"
+
+
+def sandbox_env(
+    mode: str, *, cwd: Path, run_dir: Path, hidden: Sequence[Path] = ()
+) -> dict[str, str]:
     """Variables added to every kernel's environment for ``mode`` (none for ``off``): the
-    policy, and a private temp dir inside the run directory."""
-    if mode != "workspace":
+    policy, and a private temp dir inside the run directory. ``hidden`` (other runs' session
+    logs) is emptied for ``strict`` kernels; ``strict`` has no network whatever
+    ``RLM_NETWORK`` says (its own network namespace)."""
+    if mode not in CONFINED:
         return {}
     tmp = run_dir / "tmp"
     tmp.mkdir(mode=0o700, exist_ok=True)
     network = os.environ.get("RLM_NETWORK", "on").strip().lower() or "on"
     env = {
-        "RLM_SANDBOX": "workspace",
+        "RLM_SANDBOX": mode,
         "RLM_SANDBOX_WRITABLE": os.pathsep.join([str(cwd), str(run_dir)]),
-        "RLM_NETWORK": network,
+        "RLM_NETWORK": "off" if mode == "strict" else network,
         "TMPDIR": str(tmp),
     }
+    if mode == "strict" and hidden:
+        env["RLM_SANDBOX_HIDDEN"] = os.pathsep.join(str(Path(p).absolute()) for p in hidden)
     # IPython refuses to start when it cannot create its directory (read-only for the
     # kernel): without an existing one, the kernel gets a fresh one in its temp dir.
     ipython_dir = Path(os.environ.get("IPYTHONDIR") or Path("~/.ipython")).expanduser()
@@ -72,18 +114,35 @@ def sandbox_env(mode: str, *, cwd: Path, run_dir: Path) -> dict[str, str]:
 
 def wrap_command(argv: list[str], env: Mapping[str, str]) -> list[str]:
     """``argv`` run under the policy in ``env`` (unchanged when there is none)."""
-    if env.get("RLM_SANDBOX") != "workspace":
+    if env.get("RLM_SANDBOX") not in CONFINED:
         return argv
-    return [sys.executable, "-m", LAUNCH, "--exec", *argv]
+    return [*bwrap.command_prefix(env), sys.executable, "-m", LAUNCH, "--exec", *argv]
+
+
+def kernel_prefix(env: Mapping[str, str]) -> list[str]:
+    """What goes before ``-m ipykernel_launcher`` in a kernelspec for ``env``: the
+    interpreter, with ``-m rlm.sandbox.launch`` when a sandbox is on, under bwrap for
+    ``strict``."""
+    if env.get("RLM_SANDBOX") not in CONFINED:
+        return [sys.executable]
+    return [*bwrap.command_prefix(env), sys.executable, "-m", LAUNCH]
 
 
 def command_policy(kernel_env: Mapping[str, str] | None, cwd: Path) -> dict[str, str]:
     """The policy variables for a bash tool command: its agent's kernel's (same writable
     directories, same temp dir), else, without a kernel, the working directory only."""
-    if kernel_env and kernel_env.get("RLM_SANDBOX") == "workspace":
-        names = ("RLM_SANDBOX", "RLM_SANDBOX_WRITABLE", "RLM_NETWORK", "TMPDIR")
+    if kernel_env and kernel_env.get("RLM_SANDBOX") in CONFINED:
+        names = (
+            "RLM_SANDBOX",
+            "RLM_SANDBOX_WRITABLE",
+            "RLM_SANDBOX_HIDDEN",
+            "RLM_NETWORK",
+            "TMPDIR",
+        )
         return {name: kernel_env[name] for name in names if name in kernel_env}
-    if resolve_mode() != "workspace":
+    mode = resolve_mode()
+    if mode not in CONFINED:
         return {}
     network = os.environ.get("RLM_NETWORK", "on").strip().lower() or "on"
-    return {"RLM_SANDBOX": "workspace", "RLM_SANDBOX_WRITABLE": str(cwd), "RLM_NETWORK": network}
+    network = "off" if mode == "strict" else network
+    return {"RLM_SANDBOX": mode, "RLM_SANDBOX_WRITABLE": str(cwd), "RLM_NETWORK": network}

@@ -14,6 +14,7 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
+from rlm.sandbox.escapees import become_subreaper
 from rlm.sandbox.landlock import apply_from_env
 from rlm.zygote._linux import set_parent_death_signal
 
@@ -50,6 +51,7 @@ def become_kernel(
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.setsid()  # own session and process group: interrupt and kill reach the whole group
+        become_subreaper()  # orphans of its cells stay in its tree (rlm.sandbox.escapees)
         set_parent_death_signal(signal.SIGKILL)
         if os.getppid() != zygote:
             os._exit(1)  # the zygote died between fork and prctl

@@ -30,6 +30,7 @@ import sys
 import threading
 from typing import Any
 
+from rlm.sandbox.escapees import become_subreaper, kill_descendants
 from rlm.zygote import CORE_MODULES
 from rlm.zygote._linux import set_parent_death_signal
 from rlm.zygote.child import become_kernel, send
@@ -197,11 +198,16 @@ class Server:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for pid in list(self.kernels):
             self._killpg(pid)
+        # Processes of cells that escaped their kernel were re-parented to us (a subreaper).
+        kill_descendants(self.pid)
         for pid, conn in list(self.kernels.items()):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
             conn.close()
         self.kernels.clear()
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent:
             return 1  # the orchestrator is already gone
+        become_subreaper()  # what escapes a kernel comes back here, and ends with us
         loaded = preload(extra)
         if threading.active_count() != 1:
             names = ", ".join(t.name for t in threading.enumerate())
