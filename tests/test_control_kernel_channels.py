@@ -120,6 +120,7 @@ buffer = frames(own, "run_request", {"task": "child: x", "inputs": [{"name": "x"
 buffer[-1] = b"abd"
 send(buffer)
 send([b"garbage"])
+send(own.serialize(own.msg("rlm_request", content={"body": {}}), ident=[b"rlm_request"]))
 print(await rlm.llm("chunk: genuine"))
 """
 
@@ -132,8 +133,9 @@ async def test_forged_replayed_and_tampered_requests_on_iopub_are_refused(
     model.script(reply("genuine answer"), match="chunk: genuine")
     async with Orchestrator(load_settings()) as orchestrator:
         assert await orchestrator.run("root task") == "root done"
-        # wrong key, unsigned, replayed, tampered content, tampered buffer, garbage
-        assert orchestrator.dispatcher.rejected == 6
+        # wrong key, unsigned, replayed, tampered content, tampered buffer, garbage, and a
+        # signed request that names no request type
+        assert orchestrator.dispatcher.rejected == 7
     assert tool_results(model.requests_for("root")) == ["genuine answer"]
     assert model.requests_for("chunk: forged") == [] and model.pending("chunk: forged") == 0
     assert children(sessions(rlm_env)[0]) == []  # the tampered run_request started nothing

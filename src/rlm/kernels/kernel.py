@@ -291,6 +291,7 @@ class Kernel:
             raise KernelError(f"kernel did not create a control subshell within {timeout:.0f} s")
         finally:
             channel.stop()
+            self._client._control_channel = None  # a new one on the next access
 
     def send_rlm_reply(
         self, parent: dict[str, Any], content: dict[str, Any], buffers: list[bytes]
@@ -317,7 +318,7 @@ class Kernel:
                 msg: dict[str, Any] = await self._client.iopub_channel.get_msg(timeout=remaining)
             except Empty:
                 raise
-            except Exception as exc:  # bad signature, replay, garbage from the kernel
+            except (ValueError, TypeError, KeyError) as exc:  # bad signature, replay, garbage
                 if self.control is not None:
                     self.control.on_invalid(f"IOPub: {exc}")
                 if loop.time() >= deadline:
