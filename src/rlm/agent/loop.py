@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +107,9 @@ class Agent:
         self.kernel: KernelHandle | None = None
         #: A kernel start still running beside the first model request (see ``open``).
         self._kernel_start: asyncio.Task[None] | None = None
-        self.context = resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
+        self.context = (
+            resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
+        )
         self.resumed = resumed is not None
         self.usage = resumed.usage if resumed else Usage()
         self.usage_total = resumed.usage_total if resumed else Usage()
@@ -120,6 +123,8 @@ class Agent:
             None,
         )
         self._started = time.monotonic()
+        #: Sees each event before the host does (the runtime's metrics, ``rlm.runtime.metrics``).
+        self.observe: Callable[[ev.Event], None] | None = None
         #: Warnings already given (``warn_once``); only the root's set is used.
         self._warned: set[str] = set()
         self._tool_ctx = ToolContext(settings=settings, cwd=host.cwd, agent=self)
@@ -127,7 +132,10 @@ class Agent:
     # -- tree bookkeeping ------------------------------------------------------------------
 
     def emit(self, event_type: type[ev.Event], **fields: Any) -> None:
-        self.host.emit(event_type(agent_id=self.id, depth=self.depth, **fields))
+        event = event_type(agent_id=self.id, depth=self.depth, **fields)
+        if self.observe is not None:
+            self.observe(event)
+        self.host.emit(event)
 
     def log_event(self, kind: str, /, **fields: Any) -> None:
         self.log.event(kind, **fields)
@@ -325,9 +333,7 @@ class Agent:
         infos, blobs = await asyncio.to_thread(pack_inputs, {name: text})
         self.inputs = ([*self.inputs[0], *infos], [*self.inputs[1], *blobs])
         await self.kernel.execute(f"await rlm.inkernel.load_inputs([{name!r}])", 60)
-        await asyncio.to_thread(
-            (self.log.path / f"{name}.txt").write_text, text, encoding="utf-8"
-        )
+        await asyncio.to_thread((self.log.path / f"{name}.txt").write_text, text, encoding="utf-8")
         return (
             text[:_TASK_PREVIEW]
             + f"\n\n[This message is {len(text):,} characters long. Only its beginning is shown; "
@@ -365,15 +371,9 @@ class Agent:
             self.last_status = (Status.CANCELLED, StopReason.CANCELLED, "cancelled")
         status, reason, error = self.last_status
         await asyncio.shield(self._cleanup())
-        self.log.close(
-            status=status.value,
-            stop_reason=reason.value,
-            answer=self.answer,
-            error=error,
-            turns=self.context.turn_count,
-        )
-        self.emit(
-            ev.AgentFinished,
+        finished = ev.AgentFinished(
+            agent_id=self.id,
+            depth=self.depth,
             status=status.value,
             stop_reason=reason.value,
             turns=self.context.turn_count,
@@ -381,6 +381,16 @@ class Agent:
             completion_tokens=self.usage.completion_tokens,
             elapsed=time.monotonic() - self._started,
         )
+        if self.observe is not None:  # counted before the final meta.json is written
+            self.observe(finished)
+        self.log.close(
+            status=status.value,
+            stop_reason=reason.value,
+            answer=self.answer,
+            error=error,
+            turns=self.context.turn_count,
+        )
+        self.host.emit(finished)
 
     async def _cleanup(self) -> None:
         await self.cell_finished()
@@ -495,6 +505,14 @@ class Agent:
             content=message.get("content") or "",
         )
 
+    def _count_run(self, name: str, args: Any, log_extra: dict[str, Any]) -> None:
+        """Metrics of a tool that ran: its cell, or the summary it kept."""
+        metrics = self.log.meta.metrics
+        if name == "ipython":
+            metrics.count_cell(getattr(args, "code", ""), failed=_cell_failed(log_extra))
+        elif name == "summarize":
+            metrics.summaries += 1
+
     def _nudge(self, text: str) -> None:
         nudge = {"role": "user", "content": text}
         self.context.add(nudge)
@@ -541,8 +559,10 @@ class Agent:
                 (result.text, result.log) if isinstance(result, ToolResult) else (result, {})
             )
             error = False
+            self._count_run(name, args, log_extra)
         except ToolError as exc:
             text = f"Error: {exc}"
+        self.log.meta.metrics.count_tool(name, error=error)
         if tool is None or not tool.caps_own_output:
             text = truncate(text, self.settings.max_output)
         if self.context.max_turns > 0:
@@ -558,6 +578,15 @@ class Agent:
             output=text,
         )
         return text, log_extra
+
+
+def _cell_failed(log_extra: dict[str, Any]) -> bool:
+    """Whether a cell's logged outputs hold an error (a traceback, or rlm's note of a
+    timeout or a dead kernel)."""
+    for output in log_extra.get("outputs") or []:
+        if isinstance(output, dict) and output.get("msg_type") == "error":
+            return True
+    return False
 
 
 def _stop_reason(value: str) -> StopReason:
