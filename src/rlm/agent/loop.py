@@ -22,12 +22,13 @@ from rlm.agent import events as ev
 from rlm.agent.context import LiveContext, parse_arguments, sanitize_tool_calls
 from rlm.agent.host import AgentHost, KernelHandle
 from rlm.agent.model import ModelReply, Usage
+from rlm.agent.overflow import compact
 from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
 from rlm.agent.textcalls import find_text_calls
 from rlm.agent.tools import ToolContext, ToolResult, enabled_tools
 from rlm.config import Settings
 from rlm.control.inputs import Packed, pack_inputs
-from rlm.errors import AgentError, ModelError, RLMError, ToolError
+from rlm.errors import AgentError, ContextOverflowError, ModelError, RLMError, ToolError
 from rlm.logs.writer import SessionLog, clean_text
 from rlm.schema import Status, StopReason
 from rlm.truncation import truncate
@@ -125,6 +126,10 @@ class Agent:
         self._started = time.monotonic()
         #: Sees each event before the host does (the runtime's metrics, ``rlm.runtime.metrics``).
         self.observe: Callable[[ev.Event], None] | None = None
+        #: Automatic compactions tried (``RLM_MAX_COMPACTIONS``), and the prompt tokens of
+        #: the last request, checked against ``RLM_COMPACT_AT_TOKENS``.
+        self.compaction_attempts = 0
+        self._last_prompt_tokens = 0
         #: Warnings already given (``warn_once``); only the root's set is used.
         self._warned: set[str] = set()
         self._tool_ctx = ToolContext(settings=settings, cwd=host.cwd, agent=self)
@@ -417,11 +422,23 @@ class Agent:
                     reason=StopReason.MAX_TURNS,
                 )
             turn = self.context.turn_count + 1
+            threshold = self.settings.compact_at_tokens
+            if threshold and self._last_prompt_tokens >= threshold:
+                self._last_prompt_tokens = 0
+                await compact(self, "compact_at_tokens")
             messages = self.context.messages()
             self.emit(ev.ModelRequest, turn=turn, messages=len(messages))
-            reply = await self.host.complete(
-                messages, schemas, self.settings.model, on_retry=self._model_retry
-            )
+            try:
+                reply = await self.host.complete(
+                    messages, schemas, self.settings.model, on_retry=self._model_retry
+                )
+            except ContextOverflowError:
+                # compact and send the request again; compaction leaves one turn in
+                # context, so a second refusal cannot compact again and ends the turn
+                if not await compact(self, "context_length"):
+                    raise
+                continue
+            self._last_prompt_tokens = reply.usage.prompt_tokens or 0
             message, written = self._structured(reply.message)
             calls = message.get("tool_calls") or []
             cut = reply.finish_reason == "length" and written is None

@@ -32,7 +32,7 @@ from rlm.agent.retry import (
     describe,
 )
 from rlm.config import Settings
-from rlm.errors import ModelError
+from rlm.errors import ContextOverflowError, ModelError
 
 __all__ = ["ModelClient", "ModelReply", "OnRetry", "Usage"]
 
@@ -103,7 +103,8 @@ class ModelClient:
                 message = f"model request failed after {made} attempts{same}: {failure.detail}"
             else:
                 message = f"model request failed: {failure.detail}"
-            raise ModelError(self._redact(message)) from None
+            error = ContextOverflowError if failure.overflow else ModelError
+            raise error(self._redact(message)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def request_body(
