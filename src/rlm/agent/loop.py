@@ -301,6 +301,7 @@ class Agent:
         self.log.append(user)
         try:
             answer = await self._loop(first_turn=self.context.turn_count)
+            self.last_status = (Status.DONE, StopReason.ANSWER, None)
         except asyncio.CancelledError:
             self.context.restore(snapshot)
             self.log.event("turn_cancelled", discard_lines=self.log.lines - logged)
@@ -320,7 +321,7 @@ class Agent:
             raise error from None
         finally:
             self.log.flush()  # a turn's end is where readers look: no lag there
-        self.last_status = (Status.DONE, StopReason.ANSWER, None)
+            self.emit(ev.TurnFinished, status=self.last_status[0])
         self.answer = answer
         return answer
 

@@ -103,6 +103,7 @@ def status_text(node: AgentNode, *, reason: bool = False) -> Text:
     stop = node.stop_reason
     if reason and status in (Status.ERROR, Status.CANCELLED) and stop and stop != status:
         label = f"{status}: {stop}"
+    label = node.spawned_state or label  # a child of rlm.spawn: idle or busy while it lives
     return Text(label, style=STATUS_STYLE.get(status, ""))
 
 
