@@ -108,9 +108,7 @@ class Agent:
         self.kernel: KernelHandle | None = None
         #: A kernel start still running beside the first model request (see ``open``).
         self._kernel_start: asyncio.Task[None] | None = None
-        self.context = (
-            resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
-        )
+        self.context = resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
         self.resumed = resumed is not None
         self.usage = resumed.usage if resumed else Usage()
         self.usage_total = resumed.usage_total if resumed else Usage()
@@ -339,7 +337,9 @@ class Agent:
         infos, blobs = await asyncio.to_thread(pack_inputs, {name: text})
         self.inputs = ([*self.inputs[0], *infos], [*self.inputs[1], *blobs])
         await self.kernel.execute(f"await rlm.inkernel.load_inputs([{name!r}])", 60)
-        await asyncio.to_thread((self.log.path / f"{name}.txt").write_text, text, encoding="utf-8")
+        await asyncio.to_thread(
+            (self.log.path / f"{name}.txt").write_text, text, encoding="utf-8"
+        )
         return (
             text[:_TASK_PREVIEW]
             + f"\n\n[This message is {len(text):,} characters long. Only its beginning is shown; "
