@@ -21,9 +21,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import rlm
 from scripted_model import ScriptedModel, ipython, reply
 from test_install import FIXTURES
 
@@ -167,3 +169,35 @@ def test_a_fresh_checkout_installs_and_runs_as_the_verifiers_harness_runs_it(
         if path.is_file():
             text = path.read_text(errors="replace")
             assert "sk-harness-secret" not in text and model.base_url not in text, path
+
+
+async def test_every_request_says_its_depth_so_a_harness_keeps_only_the_roots(
+    model: ScriptedModel, rlm_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verifiers drops trajectory steps whose request has ``X-RLM-Depth`` above 0: the
+    root's turns are the policy's; sub-agents and ``rlm.llm`` calls are sub-calls."""
+    monkeypatch.setenv("RLM_MAX_DEPTH", "2")
+    root_cell = "print(await rlm.llm('chunk: top'), await rlm.run('child: go'))"
+    child_cell = "print(await rlm.llm('chunk: deep'), await rlm.run('grandchild: go'))"
+    model.script(reply(None, ipython(root_cell)), reply("root done"), match="root task")
+    model.script(reply(None, ipython(child_cell)), reply("child done"), match="child: go")
+    model.script(reply("grandchild done"), match="grandchild: go")
+    model.script(reply("a"), reply("b"), match="chunk:")
+    assert await rlm.run("root task") == "root done"
+    seen = sorted(
+        (first_user(body), headers.get("x-rlm-depth"))
+        for body, headers in zip(model.requests, model.headers, strict=True)
+    )
+    assert seen == [
+        ("child: go", "1"),
+        ("child: go", "1"),
+        ("chunk: deep", "2"),
+        ("chunk: top", "1"),
+        ("grandchild: go", "2"),
+        ("root task", "0"),
+        ("root task", "0"),
+    ]
+
+
+def first_user(body: dict[str, Any]) -> str:
+    return next(m["content"] for m in body["messages"] if m["role"] == "user")

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from rlm.agent import events as ev
 from rlm.agent.context import LiveContext, parse_arguments, sanitize_tool_calls
 from rlm.agent.host import AgentHost, KernelHandle
-from rlm.agent.model import ModelReply, Usage
+from rlm.agent.model import REQUEST_DEPTH, ModelReply, Usage
 from rlm.agent.overflow import compact
 from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
 from rlm.agent.textcalls import find_text_calls
@@ -413,6 +413,7 @@ class Agent:
 
     async def _loop(self, first_turn: int) -> str:
         schemas = [tool.schema(self.settings) for tool in self.tools.values()]
+        REQUEST_DEPTH.set(self.depth)  # the X-RLM-Depth of this agent's requests
         partial: list[str] = []  # pieces of an answer the endpoint cut at its token limit
         while True:
             if self.context.turn_count - first_turn >= self.settings.max_turns:
