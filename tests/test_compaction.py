@@ -12,6 +12,7 @@ import pytest
 
 import rlm
 from conftest import read_log, read_meta, sessions
+from rlm.agent.context import rebuild_context
 from rlm.agent.overflow import COMPACT_PROMPT
 from scripted_model import ScriptedModel, fault, ipython, reply
 
@@ -65,6 +66,10 @@ async def test_past_the_threshold_older_turns_become_a_summary_and_the_kernel_st
     (event,) = [line for line in read_log(root) if line.get("event") == "summarize"]
     assert event["automatic"] is True and event["reason"] == "compact_at_tokens"
     assert event["turns"] == [1, 1] and event["summary"] == "SUMMARY: a is 1"
+    # a resumed session rebuilds the compacted context, not the full one
+    rebuilt = rebuild_context(read_log(root)).messages()
+    assert not any("a = 1" in c for c in tool_calls({"messages": rebuilt}))
+    assert any("SUMMARY: a is 1" in str(m.get("content")) for m in rebuilt)
 
 
 async def test_max_compactions_zero_never_compacts(
