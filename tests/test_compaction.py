@@ -5,6 +5,7 @@ the usage each reply reports)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import rlm
 from conftest import read_log, read_meta, sessions
 from rlm.agent.context import rebuild_context
 from rlm.agent.overflow import COMPACT_PROMPT
+from rlm.cli.main import main as cli_main
 from scripted_model import ScriptedModel, fault, ipython, reply
 
 OVERFLOW = (
@@ -34,7 +36,11 @@ def tool_calls(request: dict[str, Any]) -> list[str]:
 
 
 async def test_past_the_threshold_older_turns_become_a_summary_and_the_kernel_stays(
-    model: ScriptedModel, rlm_env: Path, monkeypatch: pytest.MonkeyPatch
+    model: ScriptedModel,
+    rlm_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("RLM_COMPACT_AT_TOKENS", "100")
     model.script(
@@ -66,6 +72,25 @@ async def test_past_the_threshold_older_turns_become_a_summary_and_the_kernel_st
     (event,) = [line for line in read_log(root) if line.get("event") == "summarize"]
     assert event["automatic"] is True and event["reason"] == "compact_at_tokens"
     assert event["turns"] == [1, 1] and event["summary"] == "SUMMARY: a is 1"
+    # sessions show and the notebook export show the summary (no tool call carries it)
+    capsys.readouterr()
+    home = ["--home", str(rlm_env)]
+    assert cli_main(["sessions", "show", root.name, "--color", "never", *home]) == 0
+    shown = capsys.readouterr().out
+    assert "✂ compacted (compact_at_tokens): turns 1-1 left the context" in shown
+    assert "    SUMMARY: a is 1" in shown
+    out = tmp_path / "nb"
+    assert (
+        cli_main(["sessions", "export", root.name, "--format", "ipynb", "-o", str(out), *home]) == 0
+    )
+    (notebook,) = out.glob("*.ipynb")
+    cells = json.loads(notebook.read_text())["cells"]
+    assert any(
+        "compacted (compact_at_tokens)" in "".join(c["source"])
+        and "SUMMARY: a is 1" in "".join(c["source"])
+        for c in cells
+        if c["cell_type"] == "markdown"
+    )
     # a resumed session rebuilds the compacted context, not the full one
     rebuilt = rebuild_context(read_log(root)).messages()
     assert not any("a = 1" in c for c in tool_calls({"messages": rebuilt}))
