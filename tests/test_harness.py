@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import rlm
+from conftest import read_meta, sessions
 from scripted_model import ScriptedModel, ipython, reply
 from test_install import FIXTURES
 
@@ -197,6 +198,12 @@ async def test_every_request_says_its_depth_so_a_harness_keeps_only_the_roots(
         ("root task", "0"),
         ("root task", "0"),
     ]
+    # and the metrics count the sub-agents of the whole subtree at every level
+    (root,) = sessions(rlm_env)
+    (child,) = root.glob("sub-*")
+    assert read_meta(root)["metrics"]["sub_agents"] == 2
+    assert read_meta(child)["metrics"]["sub_agents"] == 1
+    assert read_meta(root)["metrics"]["llm_calls"] == 1  # its own cells' calls only
 
 
 def first_user(body: dict[str, Any]) -> str:
