@@ -322,14 +322,16 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        if field in _ALIASES:
-            field = _ALIASES[field]
-            # pydantic names the first alias; the one set (RLM_* before OPENAI_*) is the culprit
-            name = next((a for a, f in _ALIASES.items() if f == field and a in os.environ), field)
-        elif field == "api_key":
-            name = "api_key"
+        field = _ALIASES.get(field, field)
+        # pydantic names an aliased field by its first alias: the variable set is the culprit
+        # (RLM_* before OPENAI_*, as it is read)
+        alias = next((a for a, f in _ALIASES.items() if f == field and a in os.environ), None)
+        if field == "api_key":
+            name = alias if alias is not None and field not in given else "api_key"
         elif field in given:
             name = flag_name(field)
+        elif alias is not None:
+            name = alias
         elif env_name(field) in os.environ or error["type"] == "extra_forbidden":
             name = env_name(field)
         else:
