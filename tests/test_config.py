@@ -275,3 +275,10 @@ def test_settings_are_frozen():
     s = load_settings()
     with pytest.raises(ValidationError):
         s.max_turns = 3  # type: ignore[misc]
+
+
+def test_a_bad_aliased_setting_in_a_project_file_names_the_file(clean_env: Path):
+    """model and base_url have OPENAI_* aliases; an error names them only when they are set."""
+    (clean_env / "rlm.toml").write_text('model = " "\n')
+    with pytest.raises(rlm.ConfigError, match=r"rlm\.toml: model: must not be empty"):
+        load_settings()

@@ -319,7 +319,6 @@ def test_project_file_may_not_hold_the_api_key(model, config_home, key):
         ("max_turns = \n", ["rlm.toml", "not valid TOML"]),
         ('max_turns = "many"\n', ["rlm.toml: max_turns", "'many'"]),
         ("no_such_setting = 1\n", ["rlm.toml: no_such_setting"]),
-        ('model = " "\n', ["rlm.toml: model", "empty"]),  # aliased (OPENAI_MODEL)
     ],
 )
 def test_bad_project_file_is_one_line(model, config_home, text, needles):
