@@ -29,6 +29,8 @@ class MetricsRecorder:
         self._earlier = agent.log.meta.metrics.wall_time
 
     def observe(self, event: ev.Event) -> None:
+        if isinstance(event, _UNCOUNTED):  # they change no number: not worth a write
+            return
         agent = self.agent
         metrics = agent.log.meta.metrics
         if isinstance(event, ev.ChildSpawned):
@@ -53,17 +55,29 @@ class MetricsRecorder:
         """The numbers derived from the agent's state: turns, tokens, cost, wall time."""
         agent, meta = self.agent, self.agent.log.meta
         metrics = meta.metrics
-        metrics.turns = meta.turns
         own, tree = agent.usage, agent.usage_total
-        metrics.prompt_tokens = own.prompt_tokens or 0
-        metrics.completion_tokens = own.completion_tokens or 0
-        metrics.tokens = metrics.prompt_tokens + metrics.completion_tokens
-        metrics.tree_prompt_tokens = tree.prompt_tokens or 0
-        metrics.tree_completion_tokens = tree.completion_tokens or 0
-        metrics.tree_tokens = metrics.tree_prompt_tokens + metrics.tree_completion_tokens
-        metrics.cost = round(meta.cost, 6)
-        metrics.tree_cost = round(meta.cost_total, 6)
-        metrics.wall_time = round(self._earlier + time.monotonic() - self._started, 3)
+        own_pair = (own.prompt_tokens or 0, own.completion_tokens or 0)
+        tree_pair = (tree.prompt_tokens or 0, tree.completion_tokens or 0)
+        derived = {
+            "turns": meta.turns,
+            "prompt_tokens": own_pair[0],
+            "completion_tokens": own_pair[1],
+            "tokens": sum(own_pair),
+            "tree_prompt_tokens": tree_pair[0],
+            "tree_completion_tokens": tree_pair[1],
+            "tree_tokens": sum(tree_pair),
+            "cost": round(meta.cost, 6),
+            "tree_cost": round(meta.cost_total, 6),
+            "wall_time": round(self._earlier + time.monotonic() - self._started, 3),
+        }
+        for key, value in derived.items():
+            if getattr(metrics, key) != value:  # each assignment is validated: only changes
+                setattr(metrics, key, value)
+
+
+#: Events that change none of the numbers (the next counted one refreshes the derived ones;
+#: a ``ToolFinished`` follows the loop's own tool and cell counts, so it writes them).
+_UNCOUNTED = (ev.ModelRequest, ev.ModelRetry, ev.ToolStarted, ev.EndpointWarning)
 
 
 def attach(agent: Agent) -> Agent:
