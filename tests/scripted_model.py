@@ -478,6 +478,8 @@ class ScriptedModel:
         self._closing = threading.Event()
         self._closed = False
         self.requests: list[dict] = []
+        #: The HTTP headers of each request in ``requests`` (lower-case names).
+        self.headers: list[dict[str, str]] = []
         self.errors: list[str] = []
         self._server = _Server(self)
         host, port = self._server.server_address[:2]
@@ -594,6 +596,7 @@ class ScriptedModel:
             return
         with self._lock:
             self.requests.append(body)
+            self.headers.append({k.lower(): v for k, v in h.headers.items()})
         refusal = self.personality.refuse(body) if self.personality else None
         if refusal is not None:  # the server's own rules come before the script
             self._send_json(h, *refusal)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import sessions
 from helpers import run_cli
-from scripted_model import ScriptedModel
+from scripted_model import ScriptedModel, reply
 
 
 def test_help_shows_docstrings_without_rst_markup(model: ScriptedModel, rlm_env: Path):
@@ -60,3 +60,14 @@ def test_tools_flag_empty_or_repeated(model, rlm_env):
     assert "- `bash`:" in both.stdout and "- `edit`:" in both.stdout
     assert "- `ipython`:" not in both.stdout
     assert model.requests == [] and sessions(rlm_env) == []
+
+
+def test_a_flag_wins_over_rlm_and_openai_model_variables(model, rlm_env):
+    """``--model`` is one flag even though the setting has two environment names
+    (``RLM_MODEL``, ``OPENAI_MODEL``), and it wins over both."""
+    model.script(reply("ok"))
+    env = {"RLM_MODEL": "from-rlm", "OPENAI_MODEL": "from-openai"}
+    result = run_cli("-q", "--model", "from-flag", "--compact-at-tokens", "5", "hi", env=env)
+    assert result.returncode == 0, result.stderr
+    assert [r["model"] for r in model.requests] == ["from-flag"]
+    assert "--OPENAI-MODEL" not in run_cli("--help").stdout

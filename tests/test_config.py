@@ -44,6 +44,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "max_pending_runs": ["abc", "-1"],
     "mcp_timeout": ["abc", "0", "-1"],
     "mcp_start_timeout": ["abc", "0", "-1"],
+    "compact_at_tokens": ["abc", "-1", "1.5"],
+    "max_compactions": ["abc", "-1"],
 }
 
 #: (env value, expected, override value, expected) per setting, all valid and non-default.
@@ -80,6 +82,8 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
     "mcp_config": ("env.json", Path("env.json"), "flag.json", Path("flag.json")),
     "mcp_timeout": ("5", 5.0, "0.5", 0.5),
     "mcp_start_timeout": ("10", 10.0, "2.5", 2.5),
+    "compact_at_tokens": ("1000", 1000, "2000", 2000),
+    "max_compactions": ("0", 0, "3", 3),
 }
 
 
@@ -87,7 +91,12 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No RLM_* or API key variables from the developer's shell; a scratch cwd."""
     for key in list(os.environ):
-        if key.startswith("RLM_") or key.upper() in ("OPENAI_API_KEY", "API_KEY"):
+        if key.startswith("RLM_") or key.upper() in (
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "OPENAI_MODEL",
+            "API_KEY",
+        ):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "env.md").write_text("env prompt")
@@ -148,6 +157,35 @@ def test_rlm_api_key_wins_over_openai_api_key(monkeypatch):
     s = load_settings()
     assert s.key == "sk-rlm"
     assert "sk-rlm" not in repr(s) and "sk-rlm" not in str(s.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("field", "rlm_name", "openai_name"),
+    [("model", "RLM_MODEL", "OPENAI_MODEL"), ("base_url", "RLM_BASE_URL", "OPENAI_BASE_URL")],
+)
+def test_model_and_base_url_fall_back_to_openai_variables(
+    field, rlm_name, openai_name, monkeypatch
+):
+    """What an RL harness sets (OPENAI_BASE_URL, OPENAI_MODEL) is used when RLM_* is not."""
+    monkeypatch.setenv(openai_name, "http://openai/v1")
+    assert getattr(load_settings(), field) == "http://openai/v1"
+    monkeypatch.setenv(rlm_name, "http://rlm/v1")
+    assert getattr(load_settings(), field) == "http://rlm/v1"
+    assert getattr(load_settings(**{field: "http://flag/v1"}), field) == "http://flag/v1"
+
+
+def test_a_bad_openai_model_names_its_variable(monkeypatch):
+    monkeypatch.setenv("OPENAI_MODEL", " ")
+    with pytest.raises(rlm.ConfigError, match=r"^OPENAI_MODEL: must not be empty"):
+        load_settings()
+
+
+def test_summarize_at_tokens_is_read_as_compact_at_tokens(monkeypatch):
+    """The verifiers rlm harness sets RLM_SUMMARIZE_AT_TOKENS; RLM_COMPACT_AT_TOKENS wins."""
+    monkeypatch.setenv("RLM_SUMMARIZE_AT_TOKENS", "500")
+    assert load_settings().compact_at_tokens == 500
+    monkeypatch.setenv("RLM_COMPACT_AT_TOKENS", "700")
+    assert load_settings().compact_at_tokens == 700
 
 
 def test_a_generic_api_key_variable_is_not_read(monkeypatch):
@@ -237,3 +275,10 @@ def test_settings_are_frozen():
     s = load_settings()
     with pytest.raises(ValidationError):
         s.max_turns = 3  # type: ignore[misc]
+
+
+def test_a_bad_aliased_setting_in_a_project_file_names_the_file(clean_env: Path):
+    """model and base_url have OPENAI_* aliases; an error names them only when they are set."""
+    (clean_env / "rlm.toml").write_text('model = " "\n')
+    with pytest.raises(rlm.ConfigError, match=r"rlm\.toml: model: must not be empty"):
+        load_settings()

@@ -26,6 +26,14 @@ DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 #: Settings that are never CLI flags (mirrors ``rlm.cli.flags.NOT_FLAGS``).
 NOT_FLAGS = {"api_key"}
 
+#: Settings also read from a second environment variable when theirs is unset.
+FALLBACKS = {
+    "api_key": "OPENAI_API_KEY",
+    "model": "OPENAI_MODEL",
+    "base_url": "OPENAI_BASE_URL",
+    "compact_at_tokens": "RLM_SUMMARIZE_AT_TOKENS",
+}
+
 #: Defaults that depend on the platform, as the table states them; the code's default on
 #: this machine must be one of the backticked values.
 PLATFORM_DEFAULTS = {"kernel_start": "`fork` on Linux, else `cold`"}
@@ -55,8 +63,8 @@ def settings_table() -> str:
     rows = [HEADER, "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         env = f"`{env_name(name)}`"
-        if name == "api_key":
-            env += " (falls back to `OPENAI_API_KEY`)"
+        if name in FALLBACKS:
+            env += f" (falls back to `{FALLBACKS[name]}`)"
         flag = "none (environment only)" if name in NOT_FLAGS else f"`{flag_name(name)}`"
         default = render_default(name, field.default)
         rows.append(f"| {env} | {flag} | {default} | {_markdown(field.description or '')} |")

@@ -21,6 +21,7 @@ KEYS = {
     "ToolStarted": ["turn", "name", "preview"],
     "ToolFinished": ["turn", "name", "duration", "preview", "error"],
     "ChildSpawned": ["child_id", "task"],
+    "TurnFinished": ["status"],
     "AgentFinished": [
         "status",
         "stop_reason",

@@ -92,16 +92,19 @@ class Settings(BaseSettings):
         use_attribute_docstrings=True,
     )
 
-    model: str = "gpt-4o"
-    """Model name sent to the OpenAI-compatible endpoint."""
+    model: str = Field(default="gpt-4o", validation_alias=AliasChoices("RLM_MODEL", "OPENAI_MODEL"))
+    """Model name sent to the OpenAI-compatible endpoint; falls back to ``OPENAI_MODEL``."""
 
     api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RLM_API_KEY", "OPENAI_API_KEY")
     )
     """API key of the endpoint; falls back to ``OPENAI_API_KEY``. Never reaches a kernel."""
 
-    base_url: str | None = None
-    """Base URL of the OpenAI-compatible endpoint (e.g. ``http://localhost:8000/v1``)."""
+    base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("RLM_BASE_URL", "OPENAI_BASE_URL")
+    )
+    """Base URL of the OpenAI-compatible endpoint (e.g. ``http://localhost:8000/v1``); falls
+    back to ``OPENAI_BASE_URL``. Never reaches a kernel."""
 
     max_turns: int = Field(default=30, ge=1)
     """Maximum model turns (assistant messages) per agent before it is stopped."""
@@ -176,6 +179,17 @@ class Settings(BaseSettings):
 
     max_pending_runs: int = Field(default=64, ge=0)
     """Sub-agent requests of one agent that may wait for a slot; one more is refused."""
+
+    compact_at_tokens: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=AliasChoices("RLM_COMPACT_AT_TOKENS", "RLM_SUMMARIZE_AT_TOKENS"),
+    )
+    """Prompt tokens of a request past which the agent compacts its context: the model
+    summarizes the older turns, which are dropped (0: never; the kernel is kept)."""
+
+    max_compactions: int = Field(default=10, ge=0)
+    """Automatic compactions one agent may make (threshold or context-length error; 0: none)."""
 
     kernel_start: Literal["fork", "cold"] = "fork" if sys.platform.startswith("linux") else "cold"
     """How sub-agent kernels start: fork (from a pre-imported zygote; Linux) or cold."""
@@ -308,12 +322,16 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        if field in ("RLM_API_KEY", "OPENAI_API_KEY"):
-            name, field = field, "api_key"
-        elif field == "api_key":
-            name = "api_key"
+        field = _ALIASES.get(field, field)
+        # pydantic names an aliased field by its first alias: the variable set is the culprit
+        # (RLM_* before OPENAI_*, as it is read)
+        alias = next((a for a, f in _ALIASES.items() if f == field and a in os.environ), None)
+        if field == "api_key":
+            name = alias if alias is not None and field not in given else "api_key"
         elif field in given:
             name = flag_name(field)
+        elif alias is not None:
+            name = alias
         elif env_name(field) in os.environ or error["type"] == "extra_forbidden":
             name = env_name(field)
         else:
@@ -326,6 +344,20 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
         shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return "; ".join(lines)
+
+
+#: Environment names that set a field under another name (``OPENAI_*`` fallbacks, the
+#: verifiers harness's ``RLM_SUMMARIZE_AT_TOKENS``): an error on one names the variable.
+_ALIASES = {
+    "RLM_API_KEY": "api_key",
+    "OPENAI_API_KEY": "api_key",
+    "RLM_MODEL": "model",
+    "OPENAI_MODEL": "model",
+    "RLM_BASE_URL": "base_url",
+    "OPENAI_BASE_URL": "base_url",
+    "RLM_COMPACT_AT_TOKENS": "compact_at_tokens",
+    "RLM_SUMMARIZE_AT_TOKENS": "compact_at_tokens",
+}
 
 
 def _file_naming(field: str) -> str | None:

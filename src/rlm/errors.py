@@ -11,6 +11,7 @@ from rlm.schema import StopReason
 __all__ = [
     "AgentError",
     "ConfigError",
+    "ContextOverflowError",
     "DepthLimitError",
     "FunctionError",
     "KernelDiedError",
@@ -38,6 +39,11 @@ class SessionBusyError(ConfigError):
 
 class ModelError(RLMError):
     """The model endpoint failed for good (retries exhausted or a non-retryable error)."""
+
+
+class ContextOverflowError(ModelError):
+    """The endpoint refused the conversation as longer than its context window (HTTP 400
+    ``context_length_exceeded`` and the like): the agent may compact and try again."""
 
 
 class KernelError(RLMError):

@@ -141,6 +141,13 @@ class EndpointWarning(Event):
     message: str
 
 
+class TurnFinished(Event):
+    """The agent answered one message (or failed or was cancelled on it) and waits for the
+    next: a child of ``rlm.spawn`` or the root of a ``Session`` is idle until then."""
+
+    status: Status
+
+
 class ChildSpawned(Event):
     child_id: str
     task: str
@@ -181,6 +188,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     HostFunctionFinished,
     KernelRestarted,
     EndpointWarning,
+    TurnFinished,
     AgentFinished,
 )
 

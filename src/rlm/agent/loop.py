@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +21,14 @@ from pydantic import ValidationError
 from rlm.agent import events as ev
 from rlm.agent.context import LiveContext, parse_arguments, sanitize_tool_calls
 from rlm.agent.host import AgentHost, KernelHandle
-from rlm.agent.model import ModelReply, Usage
+from rlm.agent.model import REQUEST_DEPTH, ModelReply, Usage
+from rlm.agent.overflow import compact
 from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
 from rlm.agent.textcalls import find_text_calls
 from rlm.agent.tools import ToolContext, ToolResult, enabled_tools
 from rlm.config import Settings
 from rlm.control.inputs import Packed, pack_inputs
-from rlm.errors import AgentError, ModelError, RLMError, ToolError
+from rlm.errors import AgentError, ContextOverflowError, ModelError, RLMError, ToolError
 from rlm.logs.writer import SessionLog, clean_text
 from rlm.schema import Status, StopReason
 from rlm.truncation import truncate
@@ -120,6 +122,12 @@ class Agent:
             None,
         )
         self._started = time.monotonic()
+        #: Sees each event before the host does (the runtime's metrics, ``rlm.runtime.metrics``).
+        self.observe: Callable[[ev.Event], None] | None = None
+        #: Automatic compactions tried (``RLM_MAX_COMPACTIONS``), and the prompt tokens of
+        #: the last request, checked against ``RLM_COMPACT_AT_TOKENS``.
+        self.compaction_attempts = 0
+        self._last_prompt_tokens = 0
         #: Warnings already given (``warn_once``); only the root's set is used.
         self._warned: set[str] = set()
         self._tool_ctx = ToolContext(settings=settings, cwd=host.cwd, agent=self)
@@ -127,7 +135,10 @@ class Agent:
     # -- tree bookkeeping ------------------------------------------------------------------
 
     def emit(self, event_type: type[ev.Event], **fields: Any) -> None:
-        self.host.emit(event_type(agent_id=self.id, depth=self.depth, **fields))
+        event = event_type(agent_id=self.id, depth=self.depth, **fields)
+        if self.observe is not None:
+            self.observe(event)
+        self.host.emit(event)
 
     def log_event(self, kind: str, /, **fields: Any) -> None:
         self.log.event(kind, **fields)
@@ -288,6 +299,7 @@ class Agent:
         self.log.append(user)
         try:
             answer = await self._loop(first_turn=self.context.turn_count)
+            self.last_status = (Status.DONE, StopReason.ANSWER, None)
         except asyncio.CancelledError:
             self.context.restore(snapshot)
             self.log.event("turn_cancelled", discard_lines=self.log.lines - logged)
@@ -307,7 +319,7 @@ class Agent:
             raise error from None
         finally:
             self.log.flush()  # a turn's end is where readers look: no lag there
-        self.last_status = (Status.DONE, StopReason.ANSWER, None)
+            self.emit(ev.TurnFinished, status=self.last_status[0])
         self.answer = answer
         return answer
 
@@ -365,15 +377,9 @@ class Agent:
             self.last_status = (Status.CANCELLED, StopReason.CANCELLED, "cancelled")
         status, reason, error = self.last_status
         await asyncio.shield(self._cleanup())
-        self.log.close(
-            status=status.value,
-            stop_reason=reason.value,
-            answer=self.answer,
-            error=error,
-            turns=self.context.turn_count,
-        )
-        self.emit(
-            ev.AgentFinished,
+        finished = ev.AgentFinished(
+            agent_id=self.id,
+            depth=self.depth,
             status=status.value,
             stop_reason=reason.value,
             turns=self.context.turn_count,
@@ -381,6 +387,16 @@ class Agent:
             completion_tokens=self.usage.completion_tokens,
             elapsed=time.monotonic() - self._started,
         )
+        if self.observe is not None:  # counted before the final meta.json is written
+            self.observe(finished)
+        self.log.close(
+            status=status.value,
+            stop_reason=reason.value,
+            answer=self.answer,
+            error=error,
+            turns=self.context.turn_count,
+        )
+        self.host.emit(finished)
 
     async def _cleanup(self) -> None:
         await self.cell_finished()
@@ -397,6 +413,7 @@ class Agent:
 
     async def _loop(self, first_turn: int) -> str:
         schemas = [tool.schema(self.settings) for tool in self.tools.values()]
+        REQUEST_DEPTH.set(self.depth)  # the X-RLM-Depth of this agent's requests
         partial: list[str] = []  # pieces of an answer the endpoint cut at its token limit
         while True:
             if self.context.turn_count - first_turn >= self.settings.max_turns:
@@ -407,11 +424,23 @@ class Agent:
                     reason=StopReason.MAX_TURNS,
                 )
             turn = self.context.turn_count + 1
+            threshold = self.settings.compact_at_tokens
+            if threshold and self._last_prompt_tokens >= threshold:
+                self._last_prompt_tokens = 0
+                await compact(self, "compact_at_tokens")
             messages = self.context.messages()
             self.emit(ev.ModelRequest, turn=turn, messages=len(messages))
-            reply = await self.host.complete(
-                messages, schemas, self.settings.model, on_retry=self._model_retry
-            )
+            try:
+                reply = await self.host.complete(
+                    messages, schemas, self.settings.model, on_retry=self._model_retry
+                )
+            except ContextOverflowError:
+                # compact and send the request again; compaction leaves one turn in
+                # context, so a second refusal cannot compact again and ends the turn
+                if not await compact(self, "context_length"):
+                    raise
+                continue
+            self._last_prompt_tokens = reply.usage.prompt_tokens or 0
             message, written = self._structured(reply.message)
             calls = message.get("tool_calls") or []
             cut = reply.finish_reason == "length" and written is None
@@ -495,6 +524,14 @@ class Agent:
             content=message.get("content") or "",
         )
 
+    def _count_run(self, name: str, args: Any, log_extra: dict[str, Any]) -> None:
+        """Metrics of a tool that ran: its cell, or the summary it kept."""
+        metrics = self.log.meta.metrics
+        if name == "ipython":
+            metrics.count_cell(getattr(args, "code", ""), failed=_cell_failed(log_extra))
+        elif name == "summarize":
+            metrics.summaries += 1
+
     def _nudge(self, text: str) -> None:
         nudge = {"role": "user", "content": text}
         self.context.add(nudge)
@@ -541,8 +578,10 @@ class Agent:
                 (result.text, result.log) if isinstance(result, ToolResult) else (result, {})
             )
             error = False
+            self._count_run(name, args, log_extra)
         except ToolError as exc:
             text = f"Error: {exc}"
+        self.log.meta.metrics.count_tool(name, error=error)
         if tool is None or not tool.caps_own_output:
             text = truncate(text, self.settings.max_output)
         if self.context.max_turns > 0:
@@ -558,6 +597,15 @@ class Agent:
             output=text,
         )
         return text, log_extra
+
+
+def _cell_failed(log_extra: dict[str, Any]) -> bool:
+    """Whether a cell's logged outputs hold an error (a traceback, or rlm's note of a
+    timeout or a dead kernel)."""
+    for output in log_extra.get("outputs") or []:
+        if isinstance(output, dict) and output.get("msg_type") == "error":
+            return True
+    return False
 
 
 def _stop_reason(value: str) -> StopReason:

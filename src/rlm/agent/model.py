@@ -15,6 +15,7 @@ import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import openai
@@ -32,9 +33,9 @@ from rlm.agent.retry import (
     describe,
 )
 from rlm.config import Settings
-from rlm.errors import ModelError
+from rlm.errors import ContextOverflowError, ModelError
 
-__all__ = ["ModelClient", "ModelReply", "OnRetry", "Usage"]
+__all__ = ["REQUEST_DEPTH", "ModelClient", "ModelReply", "OnRetry", "Usage"]
 
 #: What one attempt may raise; anything else is a bug in rlm and propagates as such.
 _ATTEMPT_ERRORS = (
@@ -44,6 +45,14 @@ _ATTEMPT_ERRORS = (
     MalformedReply,
     ReplyTooLarge,
 )
+
+
+#: The depth in the session tree a request is made at, sent as the ``X-RLM-Depth`` header: 0
+#: for the root's turns, n for an agent at depth n, n + 1 for an ``rlm.llm`` call of its cells.
+#: An RL harness behind ``RLM_BASE_URL`` uses it to keep only the root's requests in the
+#: trajectory it trains on (verifiers' rlm harness does). Set by whoever asks for the request
+#: (the agent loop, ``rlm.llm``) in its own task's context.
+REQUEST_DEPTH: ContextVar[int] = ContextVar("rlm_request_depth", default=0)
 
 
 class ModelClient:
@@ -103,7 +112,8 @@ class ModelClient:
                 message = f"model request failed after {made} attempts{same}: {failure.detail}"
             else:
                 message = f"model request failed: {failure.detail}"
-            raise ModelError(self._redact(message)) from None
+            error = ContextOverflowError if failure.overflow else ModelError
+            raise error(self._redact(message)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def request_body(
@@ -141,7 +151,10 @@ class ModelClient:
         """The decoded body of a 2xx reply, read with a cap (the SDK raises on other statuses)."""
         limit = self.settings.max_reply_bytes
         create = self._client.chat.completions.with_streaming_response.create
-        async with create(model=model, messages=[], extra_body=body) as response:
+        depth = {"X-RLM-Depth": str(REQUEST_DEPTH.get())}
+        async with create(
+            model=model, messages=[], extra_body=body, extra_headers=depth
+        ) as response:
             self._reached = True
             chunks: list[bytes] = []
             size = 0

@@ -1,4 +1,13 @@
-"""Context overflow: the endpoint's 400 when the conversation no longer fits its window.
+"""Context overflow: the endpoint's 400 when the conversation no longer fits its window,
+and automatic compaction, which makes room before (or after) it comes.
+
+Compaction is the ``summarize`` tool done by the orchestrator: the model is asked for a
+summary of the older turns of its live context, which are then dropped and replaced by it
+(the turn in progress stays, and the kernel keeps every variable). It runs when a request's
+prompt passed ``RLM_COMPACT_AT_TOKENS``, and once when the endpoint refuses a request as too
+long for its window, after which the request is sent again; ``RLM_MAX_COMPACTIONS`` bounds
+the attempts of one agent. It is logged as a ``summarize`` event with ``automatic: true``
+(so a resumed session drops the same turns) and counted in ``metrics.compactions``.
 
 Servers say it in different shapes; recognising them lets rlm say what to do instead of
 quoting a server's message. Seen in practice:
@@ -15,9 +24,23 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["overflow_detail"]
+from rlm.errors import ModelError
+
+if TYPE_CHECKING:
+    from rlm.agent.loop import Agent
+
+__all__ = ["COMPACT_PROMPT", "compact", "overflow_detail"]
+
+#: What the model is asked for when its context is compacted.
+COMPACT_PROMPT = (
+    "Your context is nearly full. The turns above (since the task and any earlier summary) "
+    "are about to be dropped from your context and replaced by the summary you write now. "
+    "Reply with that summary only, as plain text, without calling a tool: what you have "
+    "established and still need (facts, results, file names, the names of variables in your "
+    "kernel, decisions) and what is left to do. Your kernel keeps its state."
+)
 
 _MARKERS = ("context_length_exceeded", "exceed_context_size_error")
 _PATTERNS = (
@@ -64,3 +87,44 @@ def _sizes(error: dict[str, Any]) -> tuple[int, int] | None:
     if isinstance(prompt, int) and isinstance(window, int):
         return prompt, window
     return None
+
+
+async def compact(agent: Agent, reason: str) -> bool:
+    """Ask the model to summarize all turns of ``agent``'s live context but the last, and
+    drop them. Returns whether it did: there were no older turns, the attempts
+    (``RLM_MAX_COMPACTIONS``) are spent, or the summary request failed (a ``ModelError``
+    other than cancellation is logged, not raised: the caller goes on without it)."""
+    context = agent.context
+    droppable = len(context.turns) - 1
+    if droppable < 1 or agent.compaction_attempts >= agent.settings.max_compactions:
+        return False
+    agent.compaction_attempts += 1
+    kept = len(context.turns[-1].messages)
+    messages = context.messages()[:-kept]
+    messages.append({"role": "user", "content": COMPACT_PROMPT})
+    schemas = [tool.schema(agent.settings) for tool in agent.tools.values()]
+    try:
+        reply = await agent.host.complete(
+            messages, schemas, agent.settings.model, on_retry=agent._model_retry
+        )
+    except ModelError as exc:
+        agent.log_event("compaction_failed", reason=reason, error=str(exc))
+        return False
+    agent.add_usage(reply.usage)
+    content = reply.message.get("content")
+    summary = content.strip() if isinstance(content, str) else ""
+    if not summary:
+        agent.log_event("compaction_failed", reason=reason, error="the reply had no summary")
+        return False
+    note = context.summarize(droppable, summary)
+    agent.log.meta.metrics.compactions += 1
+    agent.log_event(
+        "summarize",
+        turns=note.turns,
+        summary=summary,
+        flush_repl_state=False,
+        automatic=True,
+        reason=reason,
+        usage=reply.usage.as_dict(),
+    )
+    return True

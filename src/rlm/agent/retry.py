@@ -78,6 +78,8 @@ class Failure:
     retry_after: float | None = None
     repeat_key: str | None = None
     """For a 500-class error: its body, to notice the same error coming back."""
+    overflow: bool = False
+    """The conversation does not fit the endpoint's context window."""
 
 
 def describe(exc: BaseException, *, reached: bool, settings: Settings) -> Failure:
@@ -140,7 +142,7 @@ def _status_failure(exc: openai.APIStatusError) -> Failure:
         )
     full = overflow_detail(status, _body(exc.response))
     if full is not None:  # the conversation does not fit: no retry can help
-        return Failure(False, f"HTTP {status}", full)
+        return Failure(False, f"HTTP {status}", full, overflow=True)
     text = _error_text(exc.response)
     detail = f"HTTP {status}: {text}" if text else f"HTTP {status}"
     retryable = status in (408, 429) or status >= 500

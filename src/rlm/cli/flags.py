@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic_settings import CliSettingsSource
 
-from rlm.config import Settings, env_name
+from rlm.config import Settings, env_name, flag_name
 
 __all__ = ["NOT_FLAGS", "add_settings_flags", "flag_values"]
 
@@ -68,6 +68,9 @@ def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
         return parser.add_argument(*names, **kwargs)
     if name in NOT_FLAGS:
         return None
+    # an aliased field (RLM_MODEL or OPENAI_MODEL) also gets options named after its
+    # environment variables; the flag is the field's own name only
+    names = tuple(n for n in names if n == flag_name(name)) or names
     kwargs["help"] = _help(name)
     kwargs["metavar"] = name.split("_")[-1].upper()
     return parser.add_argument(*names, **kwargs)
@@ -89,4 +92,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> CliSettingsSource[Set
 def flag_values(source: CliSettingsSource[Settings], args: argparse.Namespace) -> dict[str, Any]:
     """The settings given as flags, by field name, as raw text for ``load_settings``."""
     values = source(parsed_args=args)()
-    return {name: values[name] for name in Settings.model_fields if name in values}
+    given: dict[str, Any] = {}
+    for key, value in values.items():  # an aliased field comes back under its first alias
+        name = _field_of(key)
+        if name is not None:
+            given[name] = value
+    return given

@@ -105,6 +105,8 @@ class LiveView:
             row.llm_tokens += (event.prompt_tokens or 0) + (event.completion_tokens or 0)
         elif isinstance(event, ev.HostFunctionFinished):
             row.functions += 1
+        elif isinstance(event, ev.TurnFinished):  # waits for its next message (rlm.spawn)
+            row.tool = "idle"
         elif isinstance(event, ev.AgentFinished):
             row.status, row.elapsed, row.tool = event.status, event.elapsed, ""
         if self._live is not None:

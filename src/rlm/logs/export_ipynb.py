@@ -228,9 +228,15 @@ class _Builder:
 
     def event(self, record: dict[str, Any]) -> None:
         name = record.get("event")
-        if name == "summarize":
+        if name == "summarize" and not record.get("automatic"):
             return  # the summarize call's cell shows it
-        if name == "context_window":
+        if name == "summarize":  # an automatic compaction: nothing else shows its summary
+            turns = record.get("turns") or ["?", "?"]
+            text = (
+                f"*✂ compacted ({record.get('reason')}): turns {turns[0]}-{turns[-1]} left the "
+                f"model's context; the summary kept:*\n\n{record.get('summary') or ''}"
+            )
+        elif name == "context_window":
             text = (
                 f"*✂ context window: {record.get('dropped_turns')} oldest turn(s) left the "
                 f"model's context, {record.get('kept')} kept*"

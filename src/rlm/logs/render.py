@@ -103,6 +103,7 @@ def status_text(node: AgentNode, *, reason: bool = False) -> Text:
     stop = node.stop_reason
     if reason and status in (Status.ERROR, Status.CANCELLED) and stop and stop != status:
         label = f"{status}: {stop}"
+    label = node.spawned_state or label  # a child of rlm.spawn: idle or busy while it lives
     return Text(label, style=STATUS_STYLE.get(status, ""))
 
 
@@ -320,6 +321,11 @@ class _Show:
             text = f"✂ summarize: turns {turns[0]}-{turns[-1]} left the context"
             if record.get("flush_repl_state"):
                 text += " (kernel state flushed)"
+            if record.get("automatic"):  # compaction: no tool call shows the summary
+                text = f"✂ compacted ({record.get('reason')}): {text.removeprefix('✂ summarize: ')}"
+                self.print(text, style="bold magenta")
+                self.print(str(record.get("summary") or ""), indent=4)
+                return
             self.print(text, style="bold magenta")
         elif name == "context_window":
             self.print(

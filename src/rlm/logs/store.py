@@ -171,6 +171,17 @@ class AgentNode:
         return status
 
     @property
+    def spawned_state(self) -> str | None:
+        """``idle`` or ``busy`` for a running child of ``rlm.spawn`` (its parent's
+        ``children`` entry says which, between turns and during one), else None."""
+        if self.parent is None or self.status != Status.RUNNING:
+            return None
+        for entry in self.parent.meta.children:
+            if entry.name == self.name and entry.status in ("idle", "busy"):
+                return str(entry.status)
+        return None
+
+    @property
     def stop_reason(self) -> str | None:
         return str(self.meta.stop_reason) if self.meta.stop_reason else None
 

@@ -19,6 +19,7 @@ from rlm.config import Settings
 from rlm.control.inputs import Packed
 from rlm.errors import ConfigError
 from rlm.logs.writer import SessionLog, clean_text, new_session_id
+from rlm.runtime.metrics import attach
 from rlm.schema.meta import AgentMeta
 
 __all__ = ["initial_meta", "new_child", "new_root", "resume_root"]
@@ -59,7 +60,10 @@ def new_root(
     session_id = new_session_id()
     meta = initial_meta(session_id, settings, task, cwd=host.cwd, depth=0, parent=None)
     log = SessionLog(sessions / session_id, meta)
-    return Agent(host, settings, task, log=log, agent_id=session_id, inputs=inputs, context=context)
+    agent = Agent(
+        host, settings, task, log=log, agent_id=session_id, inputs=inputs, context=context
+    )
+    return attach(agent)
 
 
 def new_child(
@@ -75,7 +79,8 @@ def new_child(
         agent_id, settings, task, cwd=host.cwd, depth=parent.depth + 1, parent=parent.id
     )
     log = SessionLog(parent.log.path / name, meta)
-    return Agent(host, settings, task, log=log, agent_id=agent_id, parent=parent, inputs=inputs)
+    agent = Agent(host, settings, task, log=log, agent_id=agent_id, parent=parent, inputs=inputs)
+    return attach(agent)
 
 
 def resume_root(host: AgentHost, settings: Settings, folder: Path) -> Agent:
@@ -92,4 +97,5 @@ def resume_root(host: AgentHost, settings: Settings, folder: Path) -> Agent:
         usage_total=Usage(*meta.usage_total.pair()),
     )
     log.event("resumed")
-    return Agent(host, settings, meta.task or "", log=log, agent_id=folder.name, resumed=state)
+    agent = Agent(host, settings, meta.task or "", log=log, agent_id=folder.name, resumed=state)
+    return attach(agent)

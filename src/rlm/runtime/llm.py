@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rlm.agent import events as ev
-from rlm.agent.model import ModelClient
+from rlm.agent.model import REQUEST_DEPTH, ModelClient
 from rlm.agent.reply import ModelReply, Usage
 from rlm.config import Settings
 from rlm.control.channel import Request
@@ -100,6 +100,7 @@ class LlmCalls:
                 budget.check("rlm.llm call")  # also for calls queued while it was spent
                 self.in_flight += 1
                 self.peak = max(self.peak, self.in_flight)
+                REQUEST_DEPTH.set(agent.depth + 1)  # a sub-call: X-RLM-Depth one below
                 try:
                     reply = await model.complete(
                         messages, [], name, on_retry=on_retry, options=options

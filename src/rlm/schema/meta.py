@@ -28,6 +28,7 @@ Keys, in the order they are written::
     llm_usage    {prompt_tokens, completion_tokens} of those calls (also counted in usage)
     cost         dollars of this agent's own usage (RLM_PRICES; 0 for an unpriced model)
     cost_total   the same for this agent and every agent below it
+    metrics      flat numbers for trainers and evals (:class:`Metrics`; docs/sessions.md)
     settings     the agent's settings (without api_key, base_url, home)
     error        why it ended without an answer, or null
     ended_at     ISO time it ended, or null while it runs
@@ -54,7 +55,16 @@ from pydantic import (
 from rlm.safeio import read_regular
 from rlm.schema import Status, StopReason
 
-__all__ = ["MAX_META_BYTES", "AgentMeta", "ChildEntry", "MetaError", "Usage", "parse_time"]
+__all__ = [
+    "MAX_META_BYTES",
+    "METRIC_TOOLS",
+    "AgentMeta",
+    "ChildEntry",
+    "MetaError",
+    "Metrics",
+    "Usage",
+    "parse_time",
+]
 
 #: Largest ``meta.json`` read (a real one is a few KiB; a planted one must not fill memory).
 MAX_META_BYTES = 16 << 20
@@ -144,6 +154,91 @@ class ChildEntry(_Lenient):
         return self.id.rsplit("/", 1)[-1]
 
 
+#: The tools with their own ``tool_calls_<name>`` counter (rlm's built-in tools).
+METRIC_TOOLS = ("ipython", "summarize", "bash", "edit")
+
+
+class Metrics(_Lenient):
+    """``metrics`` of ``meta.json``: flat numbers a trainer reads as they are.
+
+    An RL harness (PrimeIntellect's ``verifiers`` reads ``.rlm/sessions/*/meta.json``, key
+    ``metrics``, and prefixes each key with ``rlm_``) takes every number here as a metric, so
+    the keys are flat, unprefixed, always present and stable; a new one may be added, none is
+    renamed. Counts are of this agent's own actions unless named ``tree_`` or ``sub_agents``
+    (this agent and everything below it). Reading is lenient: a value that is not a
+    non-negative number reads as 0."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    turns: int = 0
+    """Model turns (assistant replies)."""
+    tool_calls: int = 0
+    """Tool calls the model made, any tool (an unknown tool name included)."""
+    tool_errors: int = 0
+    """Tool calls that returned an error (bad arguments, unknown tool, a tool's own error)."""
+    tool_calls_ipython: int = 0
+    tool_calls_summarize: int = 0
+    tool_calls_bash: int = 0
+    tool_calls_edit: int = 0
+    ipython_cells: int = 0
+    """Cells run in the kernel (ipython calls whose arguments were valid)."""
+    ipython_cell_errors: int = 0
+    """Cells whose output holds an error (an exception, or the interrupt of a timed-out cell)."""
+    ipython_input_chars: int = 0
+    """Characters of code sent in cells, all together."""
+    mean_cell_chars: float = 0.0
+    """``ipython_input_chars / ipython_cells`` (0 without cells)."""
+    sub_agents: int = 0
+    """Agents started below this one (``rlm.run`` and ``rlm.spawn``, at any depth)."""
+    sub_agents_any: int = 0
+    """1 when ``sub_agents`` > 0, else 0."""
+    llm_calls: int = 0
+    """``rlm.llm`` / ``rlm.llm_batch`` model calls this agent's cells made."""
+    host_function_calls: int = 0
+    """Host-function calls this agent's cells made."""
+    summaries: int = 0
+    """``summarize`` calls of the model that dropped turns."""
+    compactions: int = 0
+    """Automatic compactions (``RLM_COMPACT_AT_TOKENS``, or a context-length error)."""
+    kernel_restarts: int = 0
+    """Kernel restarts (``flush_repl_state``, a kernel that died or was restarted)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens: int = 0
+    """Prompt plus completion tokens of this agent's own model calls (``rlm.llm`` included)."""
+    tree_prompt_tokens: int = 0
+    tree_completion_tokens: int = 0
+    tree_tokens: int = 0
+    """The same for this agent and every agent below it."""
+    cost: float = 0.0
+    tree_cost: float = 0.0
+    """Dollars of ``tokens`` / ``tree_tokens`` (``RLM_PRICES``; 0 for an unpriced model)."""
+    wall_time: float = 0.0
+    """Seconds the agent ran (summed over resumes)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return 0
+        return max(value, 0)
+
+    def count_tool(self, name: str, *, error: bool) -> None:
+        """One tool call of the model."""
+        self.tool_calls += 1
+        self.tool_errors += int(error)
+        if name in METRIC_TOOLS:
+            key = f"tool_calls_{name}"
+            setattr(self, key, getattr(self, key) + 1)
+
+    def count_cell(self, code: str, *, failed: bool) -> None:
+        """One cell run in the kernel."""
+        self.ipython_cells += 1
+        self.ipython_cell_errors += int(failed)
+        self.ipython_input_chars += len(code)
+        self.mean_cell_chars = round(self.ipython_input_chars / self.ipython_cells, 1)
+
+
 class AgentMeta(_Lenient):
     """The content of one agent's ``meta.json`` (see the module docstring for the keys)."""
 
@@ -168,6 +263,7 @@ class AgentMeta(_Lenient):
     llm_usage: Usage = Field(default_factory=Usage)
     cost: float = 0.0
     cost_total: float = 0.0
+    metrics: Metrics = Field(default_factory=Metrics)
     settings: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     ended_at: str | None = None
