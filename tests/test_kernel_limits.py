@@ -161,3 +161,12 @@ async def test_kernel_over_its_memory_cgroup_is_restarted_and_the_model_told_why
     died, after = _tools(model, "root")
     assert "the kernel died (exit code -9): memory limit 512M reached" in died, died
     assert "AFTER 2" in after, after
+
+
+def test_help_names_the_limits():
+    result = subprocess.run(
+        [sys.executable, "-m", "rlm", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "RLM_KERNEL_MEMORY (e.g. 4G)" in text and "RLM_KERNEL_PROCESSES (e.g. 256)" in text
