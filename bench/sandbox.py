@@ -6,6 +6,7 @@ overhead" section of ``docs/performance.md``; the full run includes it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ def measure(bench: Bench, quick: bool, log: Callable[[str], None]) -> dict[str, 
     """Spawn latency and fan-out per variant (see the module docstring)."""
     spawns = 8 if quick else 20
     rounds = 1 if quick else 3
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"load": [os.getloadavg()[0]]}
     for r in range(rounds):
         for mode in ("fork", "pool"):
             variants = (
@@ -45,6 +46,7 @@ def measure(bench: Bench, quick: bool, log: Callable[[str], None]) -> dict[str, 
                 log(f"sandbox {name}: fan-out {n}, round {r + 1}/{rounds}")
                 wall = bench.fan_out(n, extra=VARIANTS[name])["wall"]
                 results.setdefault(("fan", n, name), Stat()).add(wall)
+    results["load"].append(os.getloadavg()[0])
     return results
 
 
@@ -58,7 +60,9 @@ def render(results: dict[str, Any], command: str) -> list[str]:
         "Landlock sandbox (and, as root, the capability drop); `workspace + limits` adds "
         "`RLM_KERNEL_MEMORY=4G RLM_KERNEL_PROCESSES=256` (the kernel's own cgroups where "
         "writable, else setrlimit). Spawn latency is to the child's first cell having run, as "
-        "above; the variants ran interleaved, round by round.",
+        "above; the variants ran interleaved, round by round. The machine is shared: its "
+        "1-minute load average was {:.1f} at the start and {:.1f} at the end, so the spread "
+        "is wide and only the ratios of this run mean much.".format(*results["load"]),
     ]
     lines += table("figure", "off", "workspace", "workspace + limits", "workspace / off (p50)")
     for mode, label in (("fork", "fork spawn"), ("pool", "pool spawn (fork, 2 warm)")):
