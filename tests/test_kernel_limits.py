@@ -17,7 +17,7 @@ import pytest
 from rlm.config import load_settings
 from rlm.errors import ConfigError
 from rlm.runtime.orchestrator import Orchestrator
-from rlm.sandbox import limits, policy
+from rlm.sandbox import bwrap, limits, policy
 from scripted_model import ScriptedModel, ipython, reply
 
 MEMORY_BOMB = r"""
@@ -78,14 +78,17 @@ def test_cli_refuses_a_bad_limit_with_exit_2(rlm_env):
     assert len(lines) == 1 and "RLM_KERNEL_MEMORY: expected a size such as 4G" in lines[0], lines
 
 
-@pytest.mark.parametrize("sandbox", ["off", "workspace"])
+@pytest.mark.parametrize("sandbox", ["off", "workspace", "strict"])
 async def test_allocation_bomb_is_a_memory_error_in_that_kernel_only(
     model, rlm_env, monkeypatch, sandbox
 ):
-    """Root kernel (cold start) and a sub-agent's kernel (forked): each gets a MemoryError
-    for a 20 GiB allocation under a 1G limit and keeps its variables."""
+    """Root kernel (cold start) and a sub-agent's kernel (forked; cold in bubblewrap for
+    ``strict``): each gets a MemoryError for a 20 GiB allocation under a 1G limit and keeps
+    its variables."""
     if sandbox == "workspace" and policy.abi_version() < 1:
         pytest.skip("no Landlock in this kernel")
+    if sandbox == "strict" and bwrap.unusable() is not None:
+        pytest.skip(f"{bwrap.unusable()}")
     monkeypatch.setenv("RLM_KERNEL_MEMORY", "1G")
     monkeypatch.setenv("RLM_SANDBOX", sandbox)
     monkeypatch.setenv("RLM_MAX_DEPTH", "1")
@@ -103,7 +106,7 @@ async def test_allocation_bomb_is_a_memory_error_in_that_kernel_only(
     )  # fmt: skip
     async with Orchestrator(load_settings()) as orchestrator:
         assert await orchestrator.run("root: bomb") == "done"
-        assert orchestrator.launcher.forking
+        assert orchestrator.launcher.forking is (sandbox != "strict")
     for agent in ("root", "child: bomb"):
         tools = _tools(model, agent)
         assert "BOMB MemoryError" in tools[0], tools[0]
