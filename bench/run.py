@@ -18,6 +18,8 @@ Scenarios (every one in the same run, so ratios compare like with like):
   its final model request so memory is read while all n kernels are alive and idle: total PSS
   of the CLI's process tree and USS of each child's kernel (``/proc/<pid>/smaps_rollup``).
 * CLI: ``python -m rlm -q TASK`` from ``Popen`` to the first model request.
+* sandbox overhead (``bench/sandbox.py``; ``--only-sandbox`` runs it alone): fork and pool
+  spawn latency and fan-out of 10 and 50 with ``RLM_SANDBOX=off`` and ``workspace``.
 * sub-model calls: one cell awaits ``rlm.llm_batch`` of 1,000 prompts (``RLM_MAX_DEPTH=1``,
   default ``RLM_LLM_CONCURRENCY``); wall time is measured in the cell (``--only-llm`` runs
   this scenario alone and prints its table).
@@ -237,10 +239,13 @@ class Bench:
 
     # -- scenarios ---------------------------------------------------------------------------
 
-    def spawn_latency(self, mode: str, n: int) -> tuple[Stat, float, Stat]:
+    def spawn_latency(
+        self, mode: str, n: int, extra: dict[str, Any] | None = None
+    ) -> tuple[Stat, float, Stat]:
         """Sequential spawns, each child running one cell. Returns the latencies to the
         child's first cell having run (after the first spawn), the first spawn's, and the
-        latencies to the child's first model request (which does not wait for its kernel)."""
+        latencies to the child's first model request (which does not wait for its kernel).
+        ``extra``: more settings (``sandbox="workspace"``)."""
         ran: list[float] = []
         requested: list[float] = []
 
@@ -260,6 +265,7 @@ class Bench:
             settings["kernel_start"] = "cold"
         elif mode == "pool":
             settings["kernel_pool"] = 2
+        settings.update(extra or {})
         cell = (
             "import time\n"
             f"for i in range({n + 1}):\n"
@@ -283,8 +289,11 @@ class Bench:
             self.cli(model, "rounds bench", {"max_turns": k + 10})
         return Stat([b - a for a, b in itertools.pairwise(arrivals)])
 
-    def fan_out(self, n: int, mode: str = "fork", hold: bool = False) -> dict[str, Any]:
-        """n children at once, one tool call each; with ``hold``, memory while all are idle."""
+    def fan_out(
+        self, n: int, mode: str = "fork", hold: bool = False, extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """n children at once, one tool call each; with ``hold``, memory while all are idle;
+        ``extra``: more settings (``sandbox="workspace"``)."""
         result: dict[str, Any] = {}
         finals: list[int] = []
         lock = threading.Lock()
@@ -322,6 +331,7 @@ class Bench:
             "max_depth": 1,
             "max_concurrency": n,
             "kernel_start": "cold" if mode == "cold" else "fork",
+            **(extra or {}),
         }
         with ScriptedModel() as model:
             model.script(*[child] * (2 * n), match="child ")
@@ -379,7 +389,9 @@ class Bench:
     def import_time(self) -> float:
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-c", "import rlm.cli.main, rlm.runtime.orchestrator"], check=True, cwd=ROOT
+            [sys.executable, "-c", "import rlm.cli.main, rlm.runtime.orchestrator"],
+            check=True,
+            cwd=ROOT,
         )
         return time.perf_counter() - started
 
@@ -474,6 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-llm", action="store_true", help="only the sub-model call scenario, printed"
     )
+    parser.add_argument(
+        "--only-sandbox",
+        action="store_true",
+        help="only the sandbox overhead scenarios; rewrites only that section of the report",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     bench = Bench(quick)
@@ -482,6 +499,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     began = time.perf_counter()
     log = lambda text: print(f"[{time.perf_counter() - began:6.1f} s] {text}", file=sys.stderr)  # noqa: E731
+    from . import sandbox
+
+    if args.only_sandbox:
+        command = "uv run python -m bench --only-sandbox" + (" --quick" if quick else "")
+        section = sandbox.render(sandbox.measure(bench, quick, log), command)
+        log(f"done in {time.perf_counter() - began:.0f} s")
+        print("\n".join(section))
+        if not args.no_write:
+            old = args.out.read_text() if args.out.exists() else ""
+            args.out.write_text(sandbox.splice(old, section))
+            log(f"wrote the sandbox section of {args.out}")
+        return 0
 
     # As install.sh does (uv tool install --compile-bytecode): with PYTHONDONTWRITEBYTECODE set,
     # as on CI machines, every start would otherwise compile its imports from source.
@@ -528,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
 
     log("sub-model calls: rlm.llm_batch of 1,000 prompts")
     results["llm"] = llm_scenario(bench, quick)
+    results["sandbox"] = sandbox.measure(bench, quick, log)
 
     cli = Stat()
     cli_depth = Stat()
@@ -544,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"done in {elapsed:.0f} s")
 
     report = render(info, results, elapsed, quick, fan_sizes, cold_sizes)
+    command = "uv run python -m bench" + (" --quick" if quick else "")
+    report = sandbox.splice(report, sandbox.render(results["sandbox"], command))
     print(report)
     if not args.no_write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -667,7 +699,9 @@ def render(
     lines.append(row("`python -m rlm -q TASK` (defaults: depth 0)", spread(cli, ms)))
     lines.append(row("same with `RLM_MAX_DEPTH=1` (zygote starts too)", spread(cli_depth, ms)))
     lines.append(row("of which: bare `python -c pass`", spread(startup, ms)))
-    lines.append(row("`python -c 'import rlm.cli.main, rlm.runtime.orchestrator'`", spread(imports, ms)))
+    lines.append(
+        row("`python -c 'import rlm.cli.main, rlm.runtime.orchestrator'`", spread(imports, ms))
+    )
 
     spawn_fork = r["spawn_fork"][0].median
     spawn_pool = r["spawn_pool"][0].median

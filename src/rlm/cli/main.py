@@ -65,7 +65,8 @@ def build_parser() -> _Parser:
         "unless -q): off (default; cells run with your full access), workspace (Landlock: "
         "writes only in the working directory; RLM_NETWORK=off denies TCP), strict "
         "(bubblewrap: read-only system, private /tmp, own PID and network namespace; falls "
-        "back to workspace with a warning where bwrap cannot run). See docs/security.md. "
+        "back to workspace with a warning where bwrap cannot run). Per-kernel limits: "
+        "RLM_KERNEL_MEMORY (e.g. 4G) and RLM_KERNEL_PROCESSES (e.g. 256). See docs/security.md. "
         "Exit codes: 0 answer, 1 no answer (see stderr), 2 bad usage or "
         "configuration, 130/143 interrupted.",
     )

@@ -38,6 +38,7 @@ from rlm.errors import KernelDiedError, KernelError
 from rlm.kernels.memory import MAX_MESSAGE_BYTES, DropCounter, raise_oom_score
 from rlm.kernels.output import MEMORY_CEILING, OutputCollector
 from rlm.sandbox.escapees import KERNEL_CODE, kill_descendants
+from rlm.sandbox.limits import death_cause
 from rlm.sandbox.policy import kernel_prefix
 from rlm.truncation import truncate
 
@@ -549,10 +550,13 @@ class Kernel:
 
     async def _on_death(self, collector: OutputCollector) -> ExecResult:
         self._running = None
-        code = None
+        code = cause = None
         if self._km is not None and self._km.provisioner is not None:
             code = await self._km.provisioner.poll()
+            pid = getattr(self._km.provisioner, "pid", None)
+            cause = await asyncio.to_thread(death_cause, pid, self.env)  # RLM_KERNEL_MEMORY
         await self.restart()
         how = f" (exit code {code})" if code is not None else ""
+        how += f": {cause}" if cause else ""
         note = f"the kernel died{how}; it was restarted and all variables and imports are lost"
         return ExecResult(collector.text(), "died", [note], outputs=collector.outputs())

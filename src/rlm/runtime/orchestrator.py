@@ -42,6 +42,7 @@ from rlm.runtime.observer import Observer
 from rlm.runtime.pending import PendingRequests
 from rlm.runtime.spawned import MESSAGES as SPAWN_MESSAGES
 from rlm.runtime.spawned import Spawned
+from rlm.sandbox import limits
 from rlm.sandbox.harden import harden_orchestrator
 from rlm.sandbox.policy import resolve_mode, sandbox_env
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
@@ -144,6 +145,8 @@ class Orchestrator:
             )
             self.run_dir = Path(tempfile.mkdtemp(prefix="rlm-"))  # mkdtemp makes it 0700
             stack.callback(shutil.rmtree, self.run_dir, ignore_errors=True)
+            if limits.limits_env():  # RLM_KERNEL_*: the kernels' cgroups, once they are gone
+                stack.callback(limits.sweep)
             self._base_env.update(
                 sandbox_env(
                     self.sandbox,

@@ -1,6 +1,7 @@
 """``python -m rlm.sandbox.launch (-m MODULE | --exec COMMAND) ARGS...``: become the reaper
 of this process's orphans (:mod:`rlm.sandbox.escapees`) and apply the sandbox
-policy of this process's environment (:func:`rlm.sandbox.landlock.apply_from_env`), then run
+policy of this process's environment (:func:`rlm.sandbox.landlock.apply_from_env`; also the
+kernel limits of :mod:`rlm.sandbox.limits` and, as root, :mod:`rlm.sandbox.caps`), then run
 ``MODULE`` as ``__main__`` (a cold-started kernel: ``-m ipykernel_launcher``) or exec
 ``COMMAND`` (a bash tool command). The policy is applied before any thread starts, so it
 covers the whole process. If it cannot be applied, nothing runs (exit status 126)."""
@@ -11,6 +12,7 @@ import os
 import runpy
 import sys
 
+from rlm.sandbox import caps, limits
 from rlm.sandbox.escapees import become_subreaper
 from rlm.sandbox.landlock import apply_from_env
 
@@ -38,7 +40,9 @@ def main(argv: list[str]) -> None:
     if os.environ.get("RLM_SANDBOX") == "strict":
         _raise_oom_score()
     try:
+        limits.apply_from_env(os.environ)  # first: cgroupfs is not writable under Landlock
         apply_from_env(os.environ)
+        caps.drop_from_env(os.environ)  # last: a root process gives up its capabilities
     except OSError as exc:
         sys.stderr.write(f"rlm: cannot apply the sandbox: {exc}\n")
         raise SystemExit(126) from None

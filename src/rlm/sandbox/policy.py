@@ -13,6 +13,7 @@ from pathlib import Path
 from rlm.errors import ConfigError
 from rlm.sandbox import bwrap
 from rlm.sandbox.landlock import abi_version
+from rlm.sandbox.limits import LIMIT_VARS, limits_env, resolve_limits
 
 __all__ = [
     "LAUNCH", "command_policy", "describe", "kernel_prefix", "resolve_mode", "sandbox_env",
@@ -51,6 +52,7 @@ def resolve_mode(environ: Mapping[str, str] | None = None) -> str:
     network = source.get("RLM_NETWORK", "on").strip().lower() or "on"
     if network not in ("on", "off"):
         raise ConfigError(f"RLM_NETWORK: expected 'on' or 'off' (got {network!r})")
+    resolve_limits(source)  # RLM_KERNEL_MEMORY, RLM_KERNEL_PROCESSES: checked here too
     if mode == "strict":
         reason = bwrap.unusable()
         if reason is None:
@@ -87,16 +89,18 @@ def describe(mode: str) -> str:
 def sandbox_env(
     mode: str, *, cwd: Path, run_dir: Path, hidden: Sequence[Path] = ()
 ) -> dict[str, str]:
-    """Variables added to every kernel's environment for ``mode`` (none for ``off``): the
-    policy, and a private temp dir inside the run directory. ``hidden`` (other runs' session
-    logs) is emptied for ``strict`` kernels; ``strict`` has no network whatever
-    ``RLM_NETWORK`` says (its own network namespace)."""
+    """Variables added to every kernel's environment for ``mode``: the kernel limits
+    (:mod:`rlm.sandbox.limits`, any mode), and when confined the policy and a private temp
+    dir inside the run directory. ``hidden`` (other runs' session logs) is emptied for
+    ``strict`` kernels; ``strict`` has no network whatever ``RLM_NETWORK`` says (its own
+    network namespace)."""
     if mode not in CONFINED:
-        return {}
+        return limits_env()
     tmp = run_dir / "tmp"
     tmp.mkdir(mode=0o700, exist_ok=True)
     network = os.environ.get("RLM_NETWORK", "on").strip().lower() or "on"
     env = {
+        **limits_env(),
         "RLM_SANDBOX": mode,
         "RLM_SANDBOX_WRITABLE": os.pathsep.join([str(cwd), str(run_dir)]),
         "RLM_NETWORK": "off" if mode == "strict" else network,
@@ -121,10 +125,11 @@ def wrap_command(argv: list[str], env: Mapping[str, str]) -> list[str]:
 
 def kernel_prefix(env: Mapping[str, str]) -> list[str]:
     """What goes before ``-m ipykernel_launcher`` in a kernelspec for ``env``: the
-    interpreter, with ``-m rlm.sandbox.launch`` when a sandbox is on, under bwrap for
-    ``strict``."""
+    interpreter, with ``-m rlm.sandbox.launch`` when a sandbox or a kernel limit is on, under
+    bwrap for ``strict``."""
     if env.get("RLM_SANDBOX") not in CONFINED:
-        return [sys.executable]
+        limited = any(env.get(name) for name in LIMIT_VARS)  # RLM_KERNEL_*: launch applies them
+        return [sys.executable, "-m", LAUNCH] if limited else [sys.executable]
     return [*bwrap.command_prefix(env), sys.executable, "-m", LAUNCH]
 
 

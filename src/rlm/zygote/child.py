@@ -14,6 +14,7 @@ import sys
 import traceback
 from typing import Any, NoReturn
 
+from rlm.sandbox import caps, limits
 from rlm.sandbox.escapees import become_subreaper
 from rlm.sandbox.landlock import apply_from_env
 from rlm.zygote._linux import set_parent_death_signal
@@ -72,8 +73,11 @@ def become_kernel(
         argv = [str(a) for a in request["argv"]]
         if argv[1:3] == ["-m", "rlm.sandbox.launch"]:
             argv = [argv[0], *argv[3:]]  # the sandbox is applied here instead:
-        # still single-threaded, before the kernel reads its connection file.
+        # still single-threaded, before the kernel reads its connection file. Limits first
+        # (cgroupfs is not writable under Landlock), capabilities last.
+        limits.apply_from_env(env)
         apply_from_env(env)
+        caps.drop_from_env(env)
         if len(argv) < 3 or argv[1:3] != ["-m", "ipykernel_launcher"]:
             raise ValueError(f"not an ipykernel_launcher command: {argv[:3]}")
         import ipykernel_launcher
