@@ -209,6 +209,18 @@ class Settings(BaseSettings):
     """How cells reach the orchestrator (``rlm.run``, ``rlm.llm``...): auto uses the
     kernel's own channels where its ipykernel has subshells (7+), else the ipc socket."""
 
+    kernel_gateway: Annotated[tuple[str, ...], NoDecode] = ()
+    """Kernel gateway URLs, comma separated: every kernel of the run starts there, round-robin."""
+
+    kernel_gateway_token: SecretStr | None = None
+    """Token of the kernel gateways (sent as an ``Authorization`` header). Never reaches a kernel."""
+
+    kernel_gateway_token_file: Path | None = None
+    """File holding the kernel gateway token (used when the token itself is not set)."""
+
+    kernel_spec: str | None = None
+    """Kernelspec: the gateway's (with a gateway), else a local one, e.g. a gateway provisioner's."""
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -269,6 +281,44 @@ class Settings(BaseSettings):
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
         return value
+
+    @field_validator("kernel_gateway", mode="before")
+    @classmethod
+    def _split_gateways(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("kernel_gateway")
+    @classmethod
+    def _check_gateways(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")) or len(url.split("//", 1)[1]) == 0:
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+            if "@" in url.split("//", 1)[1].split("/", 1)[0]:
+                raise ValueError("put the token in RLM_KERNEL_GATEWAY_TOKEN, not in the URL")
+        return value
+
+    @field_validator("kernel_gateway_token_file")
+    @classmethod
+    def _check_token_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                value.expanduser().read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
+        return value
+
+    @property
+    def gateway_token(self) -> str | None:
+        """The kernel gateway token as plain text: the setting, else the token file's."""
+        if self.kernel_gateway_token is not None:
+            return self.kernel_gateway_token.get_secret_value()
+        if self.kernel_gateway_token_file is not None:
+            path = self.kernel_gateway_token_file.expanduser()
+            return path.read_text(encoding="utf-8").strip() or None
+        return None
 
     @field_validator("tools", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlm.kernels.fork_client import Zygote
+from rlm.kernels.gateway import GatewayKernel, Gateways
 from rlm.kernels.kernel import Kernel
 from rlm.kernels.memory import MAX_MESSAGE_BYTES
 from rlm.zygote import PROVISIONER_NAME, fork_supported, preload_modules
@@ -156,8 +157,11 @@ class KernelLauncher:
         pool_size: int = 0,
         preload: list[str] | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        gateways: Gateways | None = None,
     ) -> None:
         self.run_dir = run_dir
+        #: Remote kernels (``RLM_KERNEL_GATEWAY``): every kernel starts there, no zygote or pool.
+        self.gateways = gateways
         #: Every kernel's message size limit, pooled ones included (set before they connect).
         self.max_message_bytes = max_message_bytes
         self.cwd = cwd
@@ -166,11 +170,12 @@ class KernelLauncher:
             mode = "cold"  # each strict kernel is its own bwrap sandbox (rlm.sandbox.bwrap)
         self.mode = mode
         self.zygote: Zygote | None = None
-        if mode == "fork":
+        if mode == "fork" and gateways is None:
             self.zygote = Zygote(
                 run_dir, env=env, preload=preload_modules(env) if preload is None else preload
             )
-        self.pool = KernelPool(pool_size, self._pool_kernel) if pool_size > 0 else None
+        pooled = pool_size > 0 and gateways is None
+        self.pool = KernelPool(pool_size, self._pool_kernel) if pooled else None
 
     @property
     def forking(self) -> bool:
@@ -257,13 +262,17 @@ class KernelLauncher:
         max_depth: int = 0,
         cwd: Path | None = None,
         **kw: Any,
-    ) -> Kernel:
+    ) -> Kernel | GatewayKernel:
         """A started kernel for an agent at ``depth``, with ``env``, ``cwd`` and ``bootstrap``.
 
         A sub-agent (``depth > 0``) activates the warm pool; once active, every start takes
         from it when it can. ``kw`` are further :class:`~rlm.kernels.kernel.Kernel` attributes
         (``output_limit``, ``interrupt_grace``).
         """
+        if self.gateways is not None:
+            remote = self.gateways.new_kernel(name, env=env, bootstrap=bootstrap, **kw)
+            await remote.start()
+            return remote
         cwd = cwd or self.cwd
         if depth > 0 or max_depth > depth:
             await self.start_zygote()

@@ -31,6 +31,7 @@ from rlm.control.inputs import Packed, Spilled, pack_inputs, select_inputs, spil
 from rlm.control.kernel_channel import KernelControl
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.kernels.environment import check_kernel_env, kernel_environment
+from rlm.kernels.gateway import GatewayKernel, Gateways
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
@@ -170,12 +171,25 @@ class Orchestrator:
                 mode=self.settings.kernel_start,
                 pool_size=self.settings.kernel_pool,
                 max_message_bytes=self.settings.max_message_bytes,
+                gateways=self._gateways(),
             )
             stack.push_async_callback(self.launcher.close)
             if self.settings.max_depth > 0:
                 await self.launcher.start_zygote()  # imports in the background
             self._resources = stack.pop_all()
         return self
+
+    def _gateways(self) -> Gateways | None:
+        """``RLM_KERNEL_GATEWAY``'s gateways, or None for local kernels."""
+        settings = self.settings
+        if not settings.kernel_gateway:
+            return None
+        return Gateways(
+            settings.kernel_gateway,
+            settings.gateway_token,
+            spec_name=settings.kernel_spec,
+            max_message_bytes=settings.max_message_bytes,
+        )
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._resources.aclose()
@@ -237,7 +251,7 @@ class Orchestrator:
         self.agents.pop(agent.id, None)
         self.control.unregister(agent.id)
 
-    async def start_kernel(self, agent: Agent) -> Kernel:
+    async def start_kernel(self, agent: Agent) -> Kernel | GatewayKernel:
         """Start ``agent``'s kernel.
 
         The control secret is not in the kernel's environment (any same-uid process can read
@@ -269,6 +283,8 @@ class Orchestrator:
         )
         # its cells' requests on the kernel's own channels (unused where it has no subshell)
         kernel.control = KernelControl(self.dispatcher, agent.id, kernel)
+        if isinstance(kernel, GatewayKernel):  # the session log says where it runs
+            agent.log.update(kernel=kernel.location)
         return kernel
 
     # -- agents ----------------------------------------------------------------------------
