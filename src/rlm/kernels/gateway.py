@@ -39,6 +39,9 @@ __all__ = ["GatewayKernel", "Gateways", "remote_env"]
 #: Seconds a silent cell waits before asking the gateway whether its kernel still exists.
 LIVENESS_EVERY = 2.0
 
+#: Seconds a cancelled start still waits for the gateway's answer (to delete the kernel).
+CANCEL_GRACE = 30.0
+
 #: Environment variables that describe the orchestrator's machine, not the kernel's.
 _LOCAL_ONLY = ("RLM_SANDBOX", "RLM_NETWORK", "RLM_KERNEL_GATEWAY", "RLM_KERNEL_ENV")
 
@@ -120,10 +123,25 @@ class GatewayKernel:
 
     async def start(self, timeout: float = 60.0) -> None:
         try:
-            self.kernel_id = await self.client.start_kernel(self.spec_name, {})
+            await self._create()
             await self._connect(timeout)
         except BaseException:
             await self.shutdown()
+            raise
+
+    async def _create(self) -> None:
+        """A new kernel on the gateway. Cancelled while the gateway starts it, the start is
+        still waited for (bounded), so its id is known and :meth:`shutdown` deletes it:
+        otherwise the kernel would live on, unowned, on the gateway."""
+        post = asyncio.ensure_future(self.client.start_kernel(self.spec_name, {}))
+        try:
+            self.kernel_id = await asyncio.shield(post)
+        except asyncio.CancelledError:
+            await asyncio.wait([post], timeout=CANCEL_GRACE)
+            if post.done() and not post.cancelled() and post.exception() is None:
+                self.kernel_id = post.result()
+            else:
+                post.cancel()
             raise
 
     async def _connect(self, timeout: float) -> None:
@@ -238,7 +256,7 @@ class GatewayKernel:
             raise KernelError("kernel is not running")
         self._close_socket()
         if await self.client.kernel_state(self.kernel_id) is None:
-            self.kernel_id = await self.client.start_kernel(self.spec_name, {})
+            await self._create()
         else:
             try:
                 await self.client.restart(self.kernel_id)
@@ -417,6 +435,11 @@ class Gateways:
         self.spec_name = spec_name
         self.max_message_bytes = max_message_bytes
         self._next = itertools.count()
+
+    async def check(self) -> None:
+        """Every gateway answers, takes the token and has the kernelspec (a bad token is
+        one line before the run starts, not an agent error after its first turn)."""
+        await asyncio.gather(*(client.check(self.spec_name) for client in self.clients))
 
     def new_kernel(self, name: str, **kw: Any) -> GatewayKernel:
         """A kernel object (not started) on the next gateway in turn."""

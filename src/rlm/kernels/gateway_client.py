@@ -147,6 +147,20 @@ class GatewayClient:
         detail = f": {reason[:300]}" if reason else ""
         return KernelError(f"kernel gateway {self.shown}: HTTP {code}{detail}")
 
+    async def check(self, spec_name: str | None) -> None:
+        """Before the run: the gateway answers, takes the token and has ``spec_name``;
+        each failure is a one-line :class:`ConfigError`."""
+        try:
+            specs = await self._request("GET", "/api/kernelspecs")
+        except KernelError as exc:
+            raise ConfigError(str(exc)) from None
+        names = specs.get("kernelspecs") if isinstance(specs, dict) else None
+        if spec_name and isinstance(names, dict) and spec_name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ConfigError(
+                f"RLM_KERNEL_SPEC: {self.shown} has no kernelspec {spec_name!r} (it has: {known})"
+            )
+
     async def start_kernel(self, spec_name: str | None, env: dict[str, str]) -> str:
         """Start a kernel; its id. ``env`` reaches the kernel only for names the gateway
         allows (``KERNEL_*`` and its configured list), so rlm's own variables are set by

@@ -164,6 +164,9 @@ class Orchestrator:
             stack.push_async_callback(self.control.close)
             stack.push_async_callback(self.dispatcher.close)
             await self.control.start()
+            gateways = self._gateways()
+            if gateways is not None:
+                await gateways.check()
             self.launcher = KernelLauncher(
                 self.run_dir,
                 cwd=self._cwd,
@@ -171,7 +174,7 @@ class Orchestrator:
                 mode=self.settings.kernel_start,
                 pool_size=self.settings.kernel_pool,
                 max_message_bytes=self.settings.max_message_bytes,
-                gateways=self._gateways(),
+                gateways=gateways,
             )
             stack.push_async_callback(self.launcher.close)
             if self.settings.max_depth > 0:
