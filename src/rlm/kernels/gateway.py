@@ -34,7 +34,7 @@ from rlm.kernels.kernel import ExecResult
 from rlm.kernels.memory import MAX_MESSAGE_BYTES
 from rlm.kernels.output import OutputCollector
 
-__all__ = ["GatewayKernel", "Gateways", "remote_env"]
+__all__ = ["GatewayKernel", "Gateways", "env_code", "remote_env"]
 
 #: Seconds a silent cell waits before asking the gateway whether its kernel still exists.
 LIVENESS_EVERY = 2.0
@@ -56,7 +56,8 @@ def remote_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _env_code(env: dict[str, str]) -> str:
+def env_code(env: dict[str, str]) -> str:
+    """Bootstrap code that sets :func:`remote_env`'s variables in the kernel."""
     return f"__import__('os').environ.update({remote_env(env)!r})\n"
 
 
@@ -175,7 +176,7 @@ class GatewayKernel:
         """rlm's variables, then ``self.bootstrap`` and its expressions (after every start and
         restart: a restarted kernel has lost both)."""
         result = await self._run(
-            _env_code(self.env) + self.bootstrap,
+            env_code(self.env) + self.bootstrap,
             timeout,
             store_history=False,
             user_expressions=self.bootstrap_expressions,

@@ -114,8 +114,12 @@ class Kernel:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         spec_name: str = "rlm",
         provisioner: dict[str, Any] | None = None,
+        installed_spec: bool = False,
     ) -> None:
         self.run_dir = run_dir
+        #: ``spec_name`` is an installed kernelspec (``RLM_KERNEL_SPEC``, e.g. a gateway
+        #: provisioner's) rather than rlm's own: see :meth:`_installed_manager`.
+        self.installed_spec = installed_spec
         self.name = name
         self.cwd = cwd
         self.env = env
@@ -148,7 +152,7 @@ class Kernel:
     async def start(self, timeout: float = 60.0) -> None:
         spec_name = self.spec_name
         spec_dir = self.run_dir / "kernels" / spec_name
-        if not (spec_dir / "kernel.json").exists():
+        if not self.installed_spec and not (spec_dir / "kernel.json").exists():
             spec_dir.parent.mkdir(mode=0o700, exist_ok=True)
             spec_dir.mkdir(mode=0o700, exist_ok=True)
             # RLM_SANDBOX: the kernel confines itself before it starts a thread (strict: in
@@ -167,7 +171,7 @@ class Kernel:
                 handle.write(json.dumps(spec))
         ksm = KernelSpecManager(kernel_dirs=[str(self.run_dir / "kernels")])
         ksm.ensure_native_kernel = False
-        self._km = AsyncKernelManager(
+        self._km = self._installed_manager() if self.installed_spec else AsyncKernelManager(
             context=_zmq_context(self.max_message_bytes),
             kernel_name=spec_name,
             kernel_spec_manager=ksm,
@@ -178,17 +182,28 @@ class Kernel:
         try:
             # The kernel's own stdio is not the user's terminal: stdout carries the answer
             # alone, and what cells print reaches the model over IOPub anyway.
+            # (An installed spec's provisioner sets its own.)
+            quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
             await self._km.start_kernel(
                 env=self.env,
                 cwd=str(self.cwd),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                **({} if self.installed_spec else {**quiet, "stderr": subprocess.DEVNULL}),
             )
             await self._connect(timeout)
         except BaseException:
             await self.shutdown()
             raise
+
+    def _installed_manager(self) -> AsyncKernelManager:
+        """A manager of the installed kernelspec ``spec_name``, whose provisioner may start
+        the kernel on another host: its traffic leaves this machine, so it is Curve-encrypted
+        (jupyter_client >= 8.9); a spec or provisioner that cannot encrypt fails to start."""
+        return AsyncKernelManager(
+            context=_zmq_context(self.max_message_bytes),
+            kernel_name=self.spec_name,
+            transport_encryption="required",
+            connection_file=str(self.run_dir / f"{self.name}.json"),
+        )
 
     async def _connect(self, timeout: float) -> None:
         assert self._km is not None
@@ -356,6 +371,25 @@ class Kernel:
             path = f"{info['ip']}-{info[key]}"
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
+
+    @property
+    def remote(self) -> bool:
+        """True when a provisioner may run the kernel elsewhere: the file tools go through it."""
+        return self.installed_spec
+
+    @property
+    def location(self) -> dict[str, Any] | None:
+        """Where an installed kernelspec's kernel runs, for the session log (None: here)."""
+        if not self.installed_spec or self._km is None:
+            return None
+        return {"kernel_spec": self.spec_name, "ip": self._km.get_connection_info().get("ip")}
+
+    async def run_hidden(self, code: str, expressions: dict[str, str], timeout: float) -> ExecResult:
+        """Run ``code`` out of the history; ``expressions`` are evaluated after it."""
+        async with self._lock:
+            if self._km is None:
+                raise KernelError("kernel is not running")
+            return await self._run(code, timeout, store_history=False, user_expressions=expressions)
 
     @property
     def running_cell(self) -> str | None:

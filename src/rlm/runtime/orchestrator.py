@@ -175,6 +175,7 @@ class Orchestrator:
                 pool_size=self.settings.kernel_pool,
                 max_message_bytes=self.settings.max_message_bytes,
                 gateways=gateways,
+                kernel_spec=self.settings.kernel_spec,
             )
             stack.push_async_callback(self.launcher.close)
             if self.settings.max_depth > 0:
@@ -286,7 +287,7 @@ class Orchestrator:
         )
         # its cells' requests on the kernel's own channels (unused where it has no subshell)
         kernel.control = KernelControl(self.dispatcher, agent.id, kernel)
-        if isinstance(kernel, GatewayKernel):  # the session log says where it runs
+        if kernel.location is not None:  # the session log says where it runs
             agent.log.update(kernel=kernel.location)
         return kernel
 
