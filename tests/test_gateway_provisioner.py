@@ -36,7 +36,7 @@ def spec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f"--prefix={prefix}",
             f"--kernel-name={SPEC}",
             "--remote-hosts=localhost",
-        ],  # fmt: skip
+        ],
         check=True,
         capture_output=True,
         timeout=60,
