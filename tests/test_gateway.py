@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 
 import rlm
-from conftest import read_meta, sessions
+from conftest import read_log, read_meta, sessions
 from helpers import run_cli
 from scripted_model import call, ipython, reply
+from test_skills_in_kernel import fake_install
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -261,3 +262,20 @@ def test_a_bad_token_or_kernelspec_is_one_clear_line_before_the_run(model, remot
         f"rlm: RLM_KERNEL_SPEC: {remote.url} has no kernelspec 'nope' (it has: python3)"
     )
     assert model.requests == [] and sessions(rlm_env) == []
+
+
+async def test_a_skill_missing_where_the_kernel_runs_is_reported(
+    model, remote, rlm_env, tmp_path, monkeypatch
+):
+    # installed for the orchestrator only: the gateway's kernels do not see this folder
+    site = tmp_path / "site"
+    fake_install(site, "shout", "async def run(text: str) -> str:\n    return text.upper()\n")
+    monkeypatch.syspath_prepend(str(site))
+    model.script(reply("done"))
+    assert await rlm.run("remote task") == "done"
+    assert "shout" not in model.requests[0]["messages"][0]["content"]  # not offered
+    events = read_log(sessions(rlm_env)[0])
+    (warning,) = [e for e in events if e.get("event") == "warning"]
+    assert warning["message"].startswith(f"skill shout is not usable in the kernel at {remote.url}")
+    assert "skills must be installed where the kernel runs" in warning["message"]
+    assert "No module named 'shout'" in warning["message"]

@@ -289,7 +289,21 @@ class Orchestrator:
         kernel.control = KernelControl(self.dispatcher, agent.id, kernel)
         if kernel.location is not None:  # the session log says where it runs
             agent.log.update(kernel=kernel.location)
+            self._warn_missing_skills(agent, kernel)
         return kernel
+
+    def _warn_missing_skills(self, agent: Agent, kernel: Kernel | GatewayKernel) -> None:
+        """Skills are found here but imported where the kernel runs: say once, plainly, which
+        of them that machine lacks (the log's ``skill_failed`` has the whole error)."""
+        _, failed = self.skills_report(kernel)
+        where = " ".join(str(value) for value in (kernel.location or {}).values())
+        for name, error in failed.items():
+            reason = (error.strip().splitlines() or [""])[-1][:300]
+            agent.warn_once(
+                f"remote-skill:{name}",
+                f"skill {name} is not usable in the kernel at {where}: skills must be installed "
+                f"where the kernel runs ({reason})",
+            )
 
     # -- agents ----------------------------------------------------------------------------
 
