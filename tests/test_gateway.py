@@ -85,6 +85,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                 f"--port={port}",
                 f"--KernelGatewayApp.auth_token={token}",
                 "--JupyterWebsocketPersonality.list_kernels=True",
+                # kernels nobody is connected to (their rlm was killed) go after 3 s
+                "--MappingKernelManager.cull_idle_timeout=3",
+                "--MappingKernelManager.cull_interval=1",
+                "--MappingKernelManager.cull_busy=True",
             ],
             cwd=cwd,
             env=env,
@@ -152,6 +156,34 @@ async def test_a_timeout_interrupts_the_remote_cell_and_keeps_its_state(model, r
     assert "timed out after 1.5 s: execution interrupted, kernel state kept" in first
     assert second == "7"
     assert time.monotonic() - started < 30
+
+
+async def test_a_remote_cell_that_ignores_the_interrupt_gets_a_restarted_kernel(
+    model, remote, monkeypatch
+):
+    monkeypatch.setenv("RLM_EXEC_TIMEOUT", "1")
+    stubborn = (
+        "z = 1\nimport time\nwhile True:\n    try:\n        time.sleep(30)\n"
+        "    except KeyboardInterrupt:\n        pass"
+    )
+    model.script(
+        reply(None, ipython(stubborn)),
+        reply(None, ipython("print('z' in globals())")),
+        reply("done"),
+    )
+    assert await rlm.run("remote task") == "done"
+    first, second = tool_results(model.requests)
+    assert "did not stop when interrupted: the kernel was restarted" in first
+    assert second == "False"
+    assert len(remote.kernels()) == 0
+
+
+async def test_the_output_cap_applies_in_a_remote_kernel(model, remote, monkeypatch):
+    monkeypatch.setenv("RLM_MAX_OUTPUT", "2000")
+    model.script(reply(None, ipython("print('x' * 3_000_000)")), reply("done"))
+    assert await rlm.run("remote task") == "done"
+    (result,) = tool_results(model.requests)
+    assert len(result) < 3000 and "truncated" in result
 
 
 async def test_a_dead_remote_kernel_is_restarted_and_the_model_is_told(model, remote):
@@ -279,3 +311,30 @@ async def test_a_skill_missing_where_the_kernel_runs_is_reported(
     assert warning["message"].startswith(f"skill shout is not usable in the kernel at {remote.url}")
     assert "skills must be installed where the kernel runs" in warning["message"]
     assert "No module named 'shout'" in warning["message"]
+
+
+def test_kernels_of_a_killed_rlm_are_culled_by_the_gateway(model, remote, rlm_env):
+    marker = remote.cwd / "busy"
+    code = f"open({str(marker)!r}, 'w').close()\nimport time\ntime.sleep(60)"
+    model.script(reply(None, ipython(code)), reply("never"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rlm", "remote task"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():  # the cell runs on the gateway
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        assert len(remote.kernels()) == 1
+        proc.kill()  # kill -9: nothing is left to delete the kernel
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while remote.kernels():  # the gateway's culling removes it
+            assert time.monotonic() < deadline, remote.kernels()
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+        proc.wait()
+        marker.unlink(missing_ok=True)
