@@ -98,8 +98,4 @@ def gateway_scenario(quick: bool, fan_out: int = 50) -> list[str]:
     for name, figures in results.items():
         spawn: Stat = figures["spawn"]
         lines.append(row(name, spread(spawn, ms), secs(figures["fan"])))
-    lines.append("")
-    lines.append(
-        f"Median spawn through the gateway: {ms(results['loopback gateway']['spawn'].median)}."
-    )
     return lines
