@@ -242,42 +242,52 @@ async def test_bash_and_edit_run_where_the_kernel_runs(model, remote, rlm_env):
 async def test_a_depth_two_tree_runs_every_kernel_on_the_gateway(
     model, remote, rlm_env, monkeypatch
 ):
+    """Sub-agents, rlm.llm, a host function and inputs reach the orchestrator over the
+    kernels' own channels through the gateway's websocket (a gateway kernel has no control
+    socket address: nothing else could carry them)."""
     monkeypatch.setenv("RLM_MAX_DEPTH", "2")
     # two URLs for the same gateway: kernels alternate between them
-    monkeypatch.setenv(
-        "RLM_KERNEL_GATEWAY", f"{remote.url},{remote.url.replace('127.0.0.1', 'localhost')}"
+    other = remote.url.replace("127.0.0.1", "localhost")
+    monkeypatch.setenv("RLM_KERNEL_GATEWAY", f"{remote.url},{other}")
+    calls: list[str] = []
+
+    def record(label: str) -> str:
+        calls.append(label)
+        return f"recorded {label}"
+
+    root_cell = (
+        "import asyncio, os\n"
+        "a, b = await asyncio.gather(\n"
+        "    rlm.run('child: one', inputs={'blob': b'x' * 300_000}), rlm.run('child: two'))\n"
+        "print(a, b, await rlm.llm('chunk: hi'), await record('root'),\n"
+        "      'RLM_CONTROL_ADDR' in os.environ)"
     )
-    model.script(
-        reply(
-            None,
-            ipython(
-                "import asyncio\n"
-                "a, b = await asyncio.gather(rlm.run('child: one'), rlm.run('child: two'))\n"
-                "print(a, b)"
-            ),
-        ),
-        reply("root done"),
-        match="root",
-    )
-    for name in ("one", "two"):
+    model.script(reply(None, ipython(root_cell)), reply("root done"), match="root")
+    # one child blocks its cell's thread in asyncio.run: the reply comes on the subshell
+    children = {
+        "one": "print(len(blob), asyncio.run(rlm.run('grandchild: one')))",
+        "two": "print(await rlm.run('grandchild: two'))",
+    }
+    for name, cell in children.items():
         model.script(
-            reply(None, ipython(f"print(await rlm.run('grandchild: {name}'))")),
+            reply(None, ipython("import asyncio\n" + cell)),
             reply(f"child {name} done"),
             match=f"child: {name}",
         )
         model.script(reply(f"leaf {name}"), match=f"grandchild: {name}")
-    assert await rlm.run("root task") == "root done"
-    assert tool_results(model.requests_for("root")) == ["child one done child two done"]
-    assert sorted(tool_results(model.requests_for("child: one"))) == ["leaf one"]
+    model.script(reply("HI"), match="chunk: hi")
+    assert await rlm.run("root task", functions=[record]) == "root done"
+    assert tool_results(model.requests_for("root")) == [
+        "child one done child two done HI recorded root False"
+    ]
+    assert tool_results(model.requests_for("child: one")) == ["300000 leaf one"]
+    assert tool_results(model.requests_for("child: two")) == ["leaf two"]
+    assert calls == ["root"]
     (root,) = sessions(rlm_env)
     metas = [read_meta(p.parent) for p in root.rglob("meta.json")]
     places = [m["kernel"] for m in metas if m.get("kernel")]
-    # root and both children ran a kernel there (the leaves never ran a cell)
-    assert len(places) >= 3
-    assert {p["gateway"] for p in places} == {
-        remote.url,
-        remote.url.replace("127.0.0.1", "localhost"),
-    }
+    assert len(places) >= 3  # root and both children (a leaf's kernel may start too)
+    assert {p["gateway"] for p in places} == {remote.url, other}
     assert remote.kernels() == []
 
 

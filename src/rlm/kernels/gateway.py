@@ -30,11 +30,14 @@ from typing import Any
 
 from rlm.errors import KernelDiedError, KernelError
 from rlm.kernels.gateway_client import GatewayClient, GatewaySocket
-from rlm.kernels.kernel import ExecResult
+from rlm.kernels.kernel import CONTROL_REQUEST, ControlSink, ExecResult
 from rlm.kernels.memory import MAX_MESSAGE_BYTES
 from rlm.kernels.output import OutputCollector
 
 __all__ = ["GatewayKernel", "Gateways", "env_code", "remote_env"]
+
+#: The shell message type of a control reply (see :mod:`rlm.control.kernel_channel`).
+CONTROL_REPLY = "rlm_reply"
 
 #: Seconds a silent cell waits before asking the gateway whether its kernel still exists.
 LIVENESS_EVERY = 2.0
@@ -43,7 +46,15 @@ LIVENESS_EVERY = 2.0
 CANCEL_GRACE = 30.0
 
 #: Environment variables that describe the orchestrator's machine, not the kernel's.
-_LOCAL_ONLY = ("RLM_SANDBOX", "RLM_NETWORK", "RLM_KERNEL_GATEWAY", "RLM_KERNEL_ENV")
+#: (The control socket's address too: a remote kernel reaches the orchestrator over its own
+#: channels, see :mod:`rlm.control.kernel_channel`.)
+_LOCAL_ONLY = (
+    "RLM_SANDBOX",
+    "RLM_NETWORK",
+    "RLM_KERNEL_GATEWAY",
+    "RLM_KERNEL_ENV",
+    "RLM_CONTROL_ADDR",
+)
 
 
 def remote_env(env: dict[str, str]) -> dict[str, str]:
@@ -99,6 +110,12 @@ class GatewayKernel:
         self.bootstrap_output = ""
         self.bootstrap_values: dict[str, Any] = {}
         self.kernel_id: str | None = None
+        #: The kernel's ``kernel_info`` reply content (its features: subshells).
+        self.kernel_info: dict[str, Any] = {}
+        #: The subshell control replies go to (None: this kernel uses the ipc socket).
+        self.subshell_id: str | None = None
+        #: Receives this kernel's IOPub control requests (None: they are dropped).
+        self.control: ControlSink | None = None
         self._socket: GatewaySocket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._shell: asyncio.Queue[dict[str, Any] | _Closed] = asyncio.Queue()
@@ -152,19 +169,25 @@ class GatewayKernel:
         self._socket = await self.client.connect(self.kernel_id)
         self._reader = asyncio.ensure_future(self._read(self._socket, self._shell, self._iopub))
         await self._wait_ready(timeout)
+        await self._create_subshell(timeout)
         await self.run_bootstrap(timeout)
 
-    @staticmethod
     async def _read(
+        self,
         socket: GatewaySocket,
         shell: asyncio.Queue[dict[str, Any] | _Closed],
         iopub: asyncio.Queue[dict[str, Any] | _Closed],
     ) -> None:
-        """Sort the websocket's messages into the shell and IOPub queues, until it ends."""
+        """Sort the websocket's messages into the shell and IOPub queues, until it ends. A
+        cell's control request (IOPub ``rlm_request``) goes to :attr:`control` as it
+        arrives, whatever is being read: the gateway checked the kernel's signature."""
         try:
             while (msg := await socket.receive()) is not None:
                 channel = msg.get("channel")
-                if channel == "shell":
+                if channel == "iopub" and msg["header"].get("msg_type") == CONTROL_REQUEST:
+                    if self.control is not None:
+                        self.control.on_request(msg)
+                elif channel in ("shell", "control"):
                     shell.put_nowait(msg)
                 elif channel == "iopub":
                     iopub.put_nowait(msg)
@@ -192,12 +215,51 @@ class GatewayKernel:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             msg_id = self._send("kernel_info_request", {})
-            if await self._await_reply(msg_id, min(deadline, loop.time() + 2.0)) is None:
+            reply = await self._await_reply(msg_id, min(deadline, loop.time() + 2.0))
+            if reply is None:
                 continue
+            self.kernel_info = reply.get("content") or {}
             if await self._await_idle(msg_id, 1.0):
                 return
         raise KernelError(
             f"gateway kernel {self.kernel_id} did not become ready within {timeout:.0f} s"
+        )
+
+    @property
+    def wants_subshell(self) -> bool:
+        """Whether control goes over this kernel's channels (ipykernel 7 has subshells;
+        ``RLM_CONTROL_TRANSPORT=ipc`` opts out), as for a local kernel."""
+        features = self.kernel_info.get("supported_features") or []
+        transport = self.env.get("RLM_CONTROL_TRANSPORT", "auto")
+        return transport != "ipc" and "kernel subshells" in features
+
+    async def _create_subshell(self, timeout: float) -> None:
+        """A subshell for control replies (``create_subshell_request`` on the control
+        channel, through the websocket); after every start and restart."""
+        self.subshell_id = None
+        if not self.wants_subshell or self._socket is None:
+            return
+        msg_id = self._socket.send("control", "create_subshell_request", {})
+        reply = await self._await_reply(msg_id, asyncio.get_running_loop().time() + timeout)
+        subshell = (reply or {}).get("content", {}).get("subshell_id")
+        if not isinstance(subshell, str):
+            raise KernelError(f"gateway kernel {self.kernel_id} gave no control subshell")
+        self.subshell_id = subshell
+
+    def send_rlm_reply(
+        self, parent: dict[str, Any], content: dict[str, Any], buffers: list[bytes]
+    ) -> None:
+        """Answer a control request on the shell channel, to this kernel's subshell, through
+        the websocket (dropped when the kernel is gone or restarted meanwhile)."""
+        if self._socket is None or self.subshell_id is None:
+            return
+        self._socket.send(
+            "shell",
+            CONTROL_REPLY,
+            content,
+            parent=parent,
+            header={"subshell_id": self.subshell_id},
+            buffers=buffers,
         )
 
     def _send(self, msg_type: str, content: dict[str, Any]) -> str:

@@ -16,7 +16,9 @@ is not in the gateway's access log nor in rlm's session log, which records :attr
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import struct
 import uuid
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,13 +53,24 @@ class GatewaySocket:
         self._connection = connection
         self._session = Session(key=b"", username="rlm")
 
-    def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
-        """Send a request; returns its msg_id (the parent id of its replies)."""
-        msg = self._session.msg(msg_type, content)
+    def send(
+        self,
+        channel: str,
+        msg_type: str,
+        content: dict[str, Any],
+        *,
+        parent: dict[str, Any] | None = None,
+        header: dict[str, Any] | None = None,
+        buffers: list[bytes] | None = None,
+    ) -> str:
+        """Send a message (``header`` adds header fields, e.g. a ``subshell_id``); returns
+        its msg_id (the parent id of its replies). With buffers it goes as a binary frame."""
+        msg = self._session.msg(msg_type, content, parent=parent)
+        msg["header"].update(header or {})
         msg["channel"] = channel
-        msg["buffers"] = []
-        text = json.dumps(msg, default=json_default)
-        future = self._connection.write_message(text)
+        msg["buffers"] = list(buffers or [])
+        data: str | bytes = _pack(msg) if msg["buffers"] else json.dumps(msg, default=json_default)
+        future = self._connection.write_message(data, binary=isinstance(data, bytes))
         future.add_done_callback(_ignore_closed)
         return str(msg["header"]["msg_id"])
 
@@ -68,11 +81,9 @@ class GatewaySocket:
             data = await self._connection.read_message()
             if data is None:
                 return None
-            if isinstance(data, bytes):
-                continue  # binary frames carry buffers of the v1 protocol, not requested
             try:
-                msg = json.loads(data)
-            except ValueError:
+                msg = _unpack(data) if isinstance(data, bytes) else json.loads(data)
+            except (ValueError, struct.error, UnicodeDecodeError):
                 continue
             if isinstance(msg, dict) and isinstance(msg.get("header"), dict):
                 msg.setdefault("parent_header", {})
@@ -81,6 +92,28 @@ class GatewaySocket:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _pack(msg: dict[str, Any]) -> bytes:
+    """A message with buffers as one binary frame, as jupyter_server reads it: the number
+    of parts and their offsets (32-bit, network order), the JSON, then the buffers."""
+    head = {key: value for key, value in msg.items() if key != "buffers"}
+    parts = [json.dumps(head, default=json_default).encode(), *msg["buffers"]]
+    offsets = [4 * (len(parts) + 1)]
+    for part in parts[:-1]:
+        offsets.append(offsets[-1] + len(part))
+    return struct.pack(f"!{len(parts) + 1}I", len(parts), *offsets) + b"".join(parts)
+
+
+def _unpack(data: bytes) -> Any:
+    """The inverse of :func:`_pack`: a kernel message whose buffers came in a binary frame."""
+    count = struct.unpack("!I", data[:4])[0]
+    offsets = [*struct.unpack(f"!{count}I", data[4 : 4 * (count + 1)]), len(data)]
+    parts = [data[start:stop] for start, stop in itertools.pairwise(offsets)]
+    msg = json.loads(parts[0].decode())
+    if isinstance(msg, dict):
+        msg["buffers"] = parts[1:]
+    return msg
 
 
 def _ignore_closed(future: Any) -> None:
