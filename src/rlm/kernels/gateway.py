@@ -9,8 +9,9 @@ gateway's Kubernetes or Docker kernelspecs are usable. Its image needs rlm (and 
 What differs from a local kernel, and why:
 
 - The gateway passes a client's environment variables only by name (``KERNEL_*`` and a
-  configured list), so rlm's own variables (the agent id, depth, output cap, control address)
-  are set by the bootstrap, before ``rlm.inkernel.setup()``. Nothing else of the
+  configured list), so rlm's own variables (the agent id, depth, output cap, control transport)
+  are set by the bootstrap, before ``rlm.inkernel.setup()``; its requests (``rlm.run``...)
+  travel over the kernel's own channels, through the websocket. Nothing else of the
   orchestrator's environment reaches the kernel: the remote machine keeps its own ``PATH``
   and ``HOME``, and credentials stay with the orchestrator.
 - The working directory is the kernel's (the gateway's), not the orchestrator's.
@@ -59,7 +60,7 @@ _LOCAL_ONLY = (
 
 def remote_env(env: dict[str, str]) -> dict[str, str]:
     """What of a kernel environment a remote kernel gets: rlm's own variables (the agent's
-    id, depth, output cap, control address), not the orchestrator's machine's."""
+    id, depth, output cap, control transport), not the orchestrator's machine's."""
     return {
         key: value
         for key, value in env.items()
