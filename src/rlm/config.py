@@ -43,6 +43,9 @@ BUILTIN_TOOLS: tuple[str, ...] = ("ipython", "summarize", "bash", "edit")
 #: The project settings file, read from the working directory.
 PROJECT_FILE = "rlm.toml"
 
+#: Settings whose bad value is never quoted back (a gateway URL may hold a password).
+_SECRET_VALUES = frozenset({"api_key", "kernel_gateway", "kernel_gateway_token"})
+
 #: Keys a project file may not hold: it is meant to be committed next to the code.
 _NOT_IN_PROJECT_FILE = frozenset({"api_key", "RLM_API_KEY", "OPENAI_API_KEY"})
 
@@ -296,7 +299,7 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")) or len(url.split("//", 1)[1]) == 0:
                 raise ValueError(f"{url!r} is not an http:// or https:// URL")
             if "@" in url.split("//", 1)[1].split("/", 1)[0]:
-                raise ValueError("put the token in RLM_KERNEL_GATEWAY_TOKEN, not in the URL")
+                raise ValueError("must not hold a user or password: set the gateway token")
         return value
 
     @field_validator("kernel_gateway_token_file")
@@ -390,7 +393,7 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
             name = _file_naming(field) or field
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
-        secret = field == "api_key"
+        secret = field in _SECRET_VALUES
         shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return "; ".join(lines)
@@ -442,6 +445,6 @@ def derive_settings(base: Settings, **overrides: Any) -> Settings:
             if error["type"] == "extra_forbidden":
                 problems.append(f"{name}: not a setting")
                 continue
-            shown = "" if name == "api_key" else f" (got {error.get('input')!r})"
+            shown = "" if name in _SECRET_VALUES else f" (got {error.get('input')!r})"
             problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}{shown}")
         raise ConfigError("; ".join(problems)) from None
