@@ -505,6 +505,11 @@ class Gateways:
         one line before the run starts, not an agent error after its first turn)."""
         await asyncio.gather(*(client.check(self.spec_name) for client in self.clients))
 
+    def close(self) -> None:
+        """Close the HTTP clients (after every kernel is shut down)."""
+        for client in self.clients:
+            client.close()
+
     def new_kernel(self, name: str, **kw: Any) -> GatewayKernel:
         """A kernel object (not started) on the next gateway in turn."""
         client = self.clients[next(self._next) % len(self.clients)]

@@ -32,6 +32,9 @@ from rlm.errors import ConfigError, KernelError
 
 __all__ = ["GatewayClient", "GatewaySocket", "redact_url"]
 
+#: REST requests in flight at once per gateway (kernel starts of a fan-out run side by side).
+MAX_REQUESTS = 1024
+
 #: Seconds one REST request may take (a restart waits for the new kernel's first reply).
 REQUEST_TIMEOUT = 120.0
 
@@ -131,6 +134,20 @@ class GatewayClient:
         self.shown = redact_url(url)
         self._token = token
         self._max_message_bytes = max_message_bytes
+        self._http: AsyncHTTPClient | None = None
+
+    def _client(self) -> AsyncHTTPClient:
+        """This gateway's own HTTP client. tornado's shared one runs 10 requests at once
+        and fails the others with HTTP 599 after waiting ``connect_timeout`` in its queue:
+        a fan-out of 50 sub-agents starts 50 kernels at once, each start a slow request."""
+        if self._http is None:
+            self._http = AsyncHTTPClient(force_instance=True, max_clients=MAX_REQUESTS)
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -152,7 +169,7 @@ class GatewayClient:
             follow_redirects=False,
         )
         try:
-            response = await AsyncHTTPClient().fetch(request)
+            response = await self._client().fetch(request)
         except HTTPClientError as exc:
             if exc.code == allow:
                 return None

@@ -200,6 +200,8 @@ class KernelLauncher:
             zygote.disable(f"cannot start the zygote: {exc}")
 
     async def close(self) -> None:
+        if self.gateways is not None:
+            self.gateways.close()
         if self.pool is not None:
             await self.pool.close()
         if self.zygote is not None:
