@@ -491,8 +491,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the sandbox overhead scenarios; rewrites only that section of the report",
     )
+    parser.add_argument(
+        "--only-gateway",
+        action="store_true",
+        help="only kernels through a loopback Kernel Gateway vs local fork start, printed",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    if args.only_gateway:
+        from bench.gateway import gateway_scenario
+
+        print("\n".join(gateway_scenario(quick)))
+        return 0
     bench = Bench(quick)
     if args.only_llm:
         print("\n".join(render_llm(llm_scenario(bench, quick))))

@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 import rlm
 from rlm.config import BUILTIN_TOOLS, Settings, env_name, flag_name, load_settings
+from rlm.errors import ConfigError
 
 #: Settings that take any text, so they have no invalid values to test.
 FREE_TEXT = {"model", "base_url", "api_key", "append_to_system_prompt", "home", "mcp_config"}
+FREE_TEXT |= {"kernel_gateway_token", "kernel_spec"}
 
 #: A few invalid raw values (as they arrive from the environment or a flag) per setting.
 BAD_VALUES: dict[str, list[str]] = {
@@ -46,6 +48,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "mcp_start_timeout": ["abc", "0", "-1"],
     "compact_at_tokens": ["abc", "-1", "1.5"],
     "max_compactions": ["abc", "-1"],
+    "kernel_gateway": ["ftp://box", "box:8888", "http://user:secret@box:8888"],
+    "kernel_gateway_token_file": ["missing-token", "."],
 }
 
 #: (env value, expected, override value, expected) per setting, all valid and non-default.
@@ -84,6 +88,15 @@ GOOD_VALUES: dict[str, tuple[str, Any, str, Any]] = {
     "mcp_start_timeout": ("10", 10.0, "2.5", 2.5),
     "compact_at_tokens": ("1000", 1000, "2000", 2000),
     "max_compactions": ("0", 0, "3", 3),
+    "kernel_gateway": (
+        "http://a:1",
+        ("http://a:1",),
+        "https://b,https://c",
+        ("https://b", "https://c"),
+    ),
+    "kernel_gateway_token": ("tok-env", SecretStr("tok-env"), "tok-flag", SecretStr("tok-flag")),
+    "kernel_gateway_token_file": ("env.md", Path("env.md"), "flag.md", Path("flag.md")),
+    "kernel_spec": ("spec-env", "spec-env", "spec-flag", "spec-flag"),
 }
 
 
@@ -134,6 +147,17 @@ def test_each_setting_reads_its_env_var_and_an_override_wins(field, monkeypatch)
     monkeypatch.setenv(env_name(field), env_value)
     assert getattr(load_settings(), field) == env_expected
     assert getattr(load_settings(**{field: flag_value}), field) == flag_expected
+
+
+def test_the_gateway_token_is_the_setting_else_the_token_file(clean_env, monkeypatch):
+    (clean_env / "token").write_text("from-file\n")
+    monkeypatch.setenv("RLM_KERNEL_GATEWAY_TOKEN_FILE", "token")
+    assert load_settings().gateway_token == "from-file"
+    monkeypatch.setenv("RLM_KERNEL_GATEWAY_TOKEN", "from-env")
+    assert load_settings().gateway_token == "from-env"
+    with pytest.raises(ConfigError, match="must not hold a user or password") as caught:
+        load_settings(kernel_gateway="http://user:from-url@box")
+    assert "from-url" not in str(caught.value)  # never quoted back
 
 
 def test_none_overrides_are_ignored(monkeypatch):

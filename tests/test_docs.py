@@ -24,7 +24,7 @@ CONFIGURATION = ROOT / "docs" / "configuration.md"
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 #: Settings that are never CLI flags (mirrors ``rlm.cli.flags.NOT_FLAGS``).
-NOT_FLAGS = {"api_key"}
+NOT_FLAGS = {"api_key", "kernel_gateway_token"}
 
 #: Settings also read from a second environment variable when theirs is unset.
 FALLBACKS = {
@@ -49,7 +49,7 @@ def _markdown(text: str) -> str:
 def render_default(name: str, default: Any) -> str:
     if name in PLATFORM_DEFAULTS:
         return PLATFORM_DEFAULTS[name]
-    if default is None:
+    if default is None or default == ():
         return "unset"
     if isinstance(default, tuple):
         default = ",".join(default)

@@ -43,6 +43,9 @@ BUILTIN_TOOLS: tuple[str, ...] = ("ipython", "summarize", "bash", "edit")
 #: The project settings file, read from the working directory.
 PROJECT_FILE = "rlm.toml"
 
+#: Settings whose bad value is never quoted back (a gateway URL may hold a password).
+_SECRET_VALUES = frozenset({"api_key", "kernel_gateway", "kernel_gateway_token"})
+
 #: Keys a project file may not hold: it is meant to be committed next to the code.
 _NOT_IN_PROJECT_FILE = frozenset({"api_key", "RLM_API_KEY", "OPENAI_API_KEY"})
 
@@ -209,6 +212,18 @@ class Settings(BaseSettings):
     """How cells reach the orchestrator (``rlm.run``, ``rlm.llm``...): auto uses the
     kernel's own channels where its ipykernel has subshells (7+), else the ipc socket."""
 
+    kernel_gateway: Annotated[tuple[str, ...], NoDecode] = ()
+    """Kernel gateway URLs, comma separated: every kernel of the run starts there, round-robin."""
+
+    kernel_gateway_token: SecretStr | None = None
+    """Token of the kernel gateways (sent as an ``Authorization`` header). Never reaches a kernel."""
+
+    kernel_gateway_token_file: Path | None = None
+    """File holding the kernel gateway token (used when the token itself is not set)."""
+
+    kernel_spec: str | None = None
+    """Kernelspec: the gateway's (with a gateway), else a local one, e.g. a gateway provisioner's."""
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -269,6 +284,44 @@ class Settings(BaseSettings):
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
         return value
+
+    @field_validator("kernel_gateway", mode="before")
+    @classmethod
+    def _split_gateways(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("kernel_gateway")
+    @classmethod
+    def _check_gateways(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")) or len(url.split("//", 1)[1]) == 0:
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+            if "@" in url.split("//", 1)[1].split("/", 1)[0]:
+                raise ValueError("must not hold a user or password: set the gateway token")
+        return value
+
+    @field_validator("kernel_gateway_token_file")
+    @classmethod
+    def _check_token_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                value.expanduser().read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
+        return value
+
+    @property
+    def gateway_token(self) -> str | None:
+        """The kernel gateway token as plain text: the setting, else the token file's."""
+        if self.kernel_gateway_token is not None:
+            return self.kernel_gateway_token.get_secret_value()
+        if self.kernel_gateway_token_file is not None:
+            path = self.kernel_gateway_token_file.expanduser()
+            return path.read_text(encoding="utf-8").strip() or None
+        return None
 
     @field_validator("tools", mode="before")
     @classmethod
@@ -340,7 +393,7 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
             name = _file_naming(field) or field
         message = error["msg"].removeprefix("Value error, ")
         value = error.get("input")
-        secret = field == "api_key"
+        secret = field in _SECRET_VALUES
         shown = "" if isinstance(value, dict) or secret else f" (got {value!r})"
         lines.append(f"{name}: {message}{shown}")
     return "; ".join(lines)
@@ -392,6 +445,6 @@ def derive_settings(base: Settings, **overrides: Any) -> Settings:
             if error["type"] == "extra_forbidden":
                 problems.append(f"{name}: not a setting")
                 continue
-            shown = "" if name == "api_key" else f" (got {error.get('input')!r})"
+            shown = "" if name in _SECRET_VALUES else f" (got {error.get('input')!r})"
             problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}{shown}")
         raise ConfigError("; ".join(problems)) from None

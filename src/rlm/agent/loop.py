@@ -236,7 +236,7 @@ class Agent:
         try:
             if self.inputs[0] or (self.host.has_skills and "ipython" in self.settings.tools):
                 await self.start_kernel()
-            elif "ipython" in self.settings.tools:
+            elif "ipython" in self.settings.tools or _files_follow_kernel(self.settings):
                 self._kernel_start = asyncio.ensure_future(self.start_kernel())
             if self.context.head:  # resumed: the head was rebuilt from the log
                 return
@@ -626,3 +626,9 @@ def _preview_args(raw: str) -> str:
                 lines = args[key].strip().splitlines()
                 return lines[0][:80] if lines else ""
     return raw[:80]
+
+
+def _files_follow_kernel(settings: Settings) -> bool:
+    """With a remote kernel (``RLM_KERNEL_GATEWAY``) ``bash`` and ``edit`` run through it,
+    so it starts even without the ipython tool."""
+    return bool(settings.kernel_gateway) and not {"bash", "edit"}.isdisjoint(settings.tools)

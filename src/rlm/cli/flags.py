@@ -32,7 +32,7 @@ from rlm.config import Settings, env_name, flag_name
 __all__ = ["NOT_FLAGS", "add_settings_flags", "flag_values"]
 
 #: Settings that are never CLI flags (secrets belong in the environment, not in ``ps``).
-NOT_FLAGS = frozenset({"api_key"})
+NOT_FLAGS = frozenset({"api_key", "kernel_gateway_token"})
 
 #: ``None`` is never read from a flag: a command-line argument cannot hold a NUL byte, so
 #: ``--base-url null`` stays the text "null" instead of silently meaning "unset".

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,10 @@ __all__ = ["MEMORY_CEILING", "ExecResult", "Kernel", "OutputCollector", "truncat
 
 #: How long to poll between liveness checks while waiting for kernel messages.
 _POLL = 0.5
+#: Seconds without a heartbeat reply after which a provisioner's kernel counts as dead.
+_HEARTBEAT = 3.0
+#: Seconds a provisioner's kernel has to exit after a shutdown request before it is killed.
+_STOP_GRACE = 5.0
 
 
 class ControlSink(Protocol):
@@ -114,8 +119,12 @@ class Kernel:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         spec_name: str = "rlm",
         provisioner: dict[str, Any] | None = None,
+        installed_spec: bool = False,
     ) -> None:
         self.run_dir = run_dir
+        #: ``spec_name`` is an installed kernelspec (``RLM_KERNEL_SPEC``, e.g. a gateway
+        #: provisioner's) rather than rlm's own: see :meth:`_installed_manager`.
+        self.installed_spec = installed_spec
         self.name = name
         self.cwd = cwd
         self.env = env
@@ -148,7 +157,7 @@ class Kernel:
     async def start(self, timeout: float = 60.0) -> None:
         spec_name = self.spec_name
         spec_dir = self.run_dir / "kernels" / spec_name
-        if not (spec_dir / "kernel.json").exists():
+        if not self.installed_spec and not (spec_dir / "kernel.json").exists():
             spec_dir.parent.mkdir(mode=0o700, exist_ok=True)
             spec_dir.mkdir(mode=0o700, exist_ok=True)
             # RLM_SANDBOX: the kernel confines itself before it starts a thread (strict: in
@@ -167,7 +176,7 @@ class Kernel:
                 handle.write(json.dumps(spec))
         ksm = KernelSpecManager(kernel_dirs=[str(self.run_dir / "kernels")])
         ksm.ensure_native_kernel = False
-        self._km = AsyncKernelManager(
+        self._km = self._installed_manager() if self.installed_spec else AsyncKernelManager(
             context=_zmq_context(self.max_message_bytes),
             kernel_name=spec_name,
             kernel_spec_manager=ksm,
@@ -178,17 +187,28 @@ class Kernel:
         try:
             # The kernel's own stdio is not the user's terminal: stdout carries the answer
             # alone, and what cells print reaches the model over IOPub anyway.
+            # (An installed spec's provisioner sets its own.)
+            quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL}
             await self._km.start_kernel(
                 env=self.env,
                 cwd=str(self.cwd),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                **({} if self.installed_spec else {**quiet, "stderr": subprocess.DEVNULL}),
             )
             await self._connect(timeout)
         except BaseException:
             await self.shutdown()
             raise
+
+    def _installed_manager(self) -> AsyncKernelManager:
+        """A manager of the installed kernelspec ``spec_name``, whose provisioner may start
+        the kernel on another host: its traffic leaves this machine, so it is Curve-encrypted
+        (jupyter_client >= 8.9); a spec or provisioner that cannot encrypt fails to start."""
+        return AsyncKernelManager(
+            context=_zmq_context(self.max_message_bytes),
+            kernel_name=self.spec_name,
+            transport_encryption="required",
+            connection_file=str(self.run_dir / f"{self.name}.json"),
+        )
 
     async def _connect(self, timeout: float) -> None:
         assert self._km is not None
@@ -197,7 +217,12 @@ class Kernel:
         client = self._km.client(context=_zmq_context(self.max_message_bytes))
         # Only shell and IOPub are used: liveness comes from the provisioner, interrupts are
         # signals, input is refused. No heartbeat thread, stdin or control socket per kernel.
-        client.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
+        # A provisioner's kernel may run on another host, where no local process tells that
+        # it died: the heartbeat does (see ``is_alive``).
+        beat = self.installed_spec
+        client.start_channels(shell=True, iopub=True, stdin=False, hb=beat, control=False)
+        if beat:
+            client.hb_channel.time_to_dead = _HEARTBEAT
         self._client = client
         self._drops = DropCounter(client.iopub_channel.socket)
         await self._wait_ready(timeout)
@@ -352,10 +377,31 @@ class Kernel:
         """The kernel binds its ipc sockets with the user's umask; make them owner-only."""
         assert self._km is not None
         info = self._km.get_connection_info()
+        if info.get("transport") != "ipc":  # tcp: ports, not files (an installed spec)
+            return
         for key in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
             path = f"{info['ip']}-{info[key]}"
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
+
+    @property
+    def remote(self) -> bool:
+        """True when a provisioner may run the kernel elsewhere: the file tools go through it."""
+        return self.installed_spec
+
+    @property
+    def location(self) -> dict[str, Any] | None:
+        """Where an installed kernelspec's kernel runs, for the session log (None: here)."""
+        if not self.installed_spec or self._km is None:
+            return None
+        return {"kernel_spec": self.spec_name, "ip": self._km.get_connection_info().get("ip")}
+
+    async def run_hidden(self, code: str, expressions: dict[str, str], timeout: float) -> ExecResult:
+        """Run ``code`` out of the history; ``expressions`` are evaluated after it."""
+        async with self._lock:
+            if self._km is None:
+                raise KernelError("kernel is not running")
+            return await self._run(code, timeout, store_history=False, user_expressions=expressions)
 
     @property
     def running_cell(self) -> str | None:
@@ -363,6 +409,9 @@ class Kernel:
         return self._running
 
     async def is_alive(self) -> bool:
+        beating = self._client.hb_channel._beating if self.installed_spec and self._client else None
+        if beating is False:  # a provisioner's kernel missed a heartbeat (None: none yet)
+            return False
         return self._km is not None and await self._km.is_alive()
 
     @property
@@ -380,8 +429,12 @@ class Kernel:
         """A fresh interpreter on the same connection; every variable is lost."""
         if self._km is None:
             raise KernelError("kernel is not running")
-        await asyncio.to_thread(kill_descendants, self.pid)  # also what left its group
-        await self._km.restart_kernel(now=True)
+        if self.installed_spec:
+            await self._stop_installed(self._km)
+            await self._km.start_kernel(env=self.env, cwd=str(self.cwd))
+        else:
+            await asyncio.to_thread(kill_descendants, self.pid)  # also what left its group
+            await self._km.restart_kernel(now=True)
         await self._connect(timeout)
 
     def _stop_channels(self) -> None:
@@ -396,7 +449,9 @@ class Kernel:
         """Stop the kernel and its whole process group. Safe to call twice."""
         self._stop_channels()
         km, self._km = self._km, None
-        if km is not None and km.has_kernel:
+        if km is not None and km.has_kernel and self.installed_spec:
+            await self._stop_installed(km)
+        elif km is not None and km.has_kernel:
             # What the cells started, even outside the kernel's process group (a setsid or
             # double-forked process: the kernel is their subreaper). rlm.sandbox.escapees
             pid = getattr(km.provisioner, "process", None)
@@ -405,6 +460,30 @@ class Kernel:
                 await km.shutdown_kernel(now=True)
             except Exception:  # the process may already be gone
                 await km.cleanup_resources()
+
+    @staticmethod
+    async def _stop_installed(km: AsyncKernelManager) -> None:
+        """Stop a provisioner's kernel. Started on this host, its process group (the kernel
+        and its launcher's listener) is killed. On another host it is asked to exit (a
+        shutdown request on its control channel), and killed through the provisioner only
+        if it has not exited after ``_STOP_GRACE`` seconds: gateway_provisioners sends
+        signals through that listener, which can time out and leave the kernel running."""
+        local = getattr(km.provisioner, "local_proc", None)
+        try:
+            if local is not None:
+                _kill_group(local.pid)
+                await asyncio.to_thread(local.wait, _STOP_GRACE)
+            else:
+                loop = asyncio.get_running_loop()
+                await km.request_shutdown()
+                deadline = loop.time() + _STOP_GRACE
+                while await km.is_alive() and loop.time() < deadline:
+                    await asyncio.sleep(0.1)  # polling the provisioner: it has no exit event
+                if await km.is_alive():
+                    await km.shutdown_kernel(now=True)
+        except Exception:  # the kernel or its host may already be gone
+            pass
+        await km.cleanup_resources()
 
     # -- execution -------------------------------------------------------------------------
 
@@ -560,3 +639,12 @@ class Kernel:
         how += f": {cause}" if cause else ""
         note = f"the kernel died{how}; it was restarted and all variables and imports are lost"
         return ExecResult(collector.text(), "died", [note], outputs=collector.outputs())
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL ``pid``'s process group if it leads one, else ``pid`` alone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rlm.kernels.fork_client import Zygote
+from rlm.kernels.gateway import GatewayKernel, Gateways, env_code
 from rlm.kernels.kernel import Kernel
 from rlm.kernels.memory import MAX_MESSAGE_BYTES
 from rlm.zygote import PROVISIONER_NAME, fork_supported, preload_modules
@@ -156,8 +157,15 @@ class KernelLauncher:
         pool_size: int = 0,
         preload: list[str] | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        gateways: Gateways | None = None,
+        kernel_spec: str | None = None,
     ) -> None:
         self.run_dir = run_dir
+        #: Remote kernels (``RLM_KERNEL_GATEWAY``): every kernel starts there, no zygote or pool.
+        self.gateways = gateways
+        #: An installed kernelspec (``RLM_KERNEL_SPEC``, e.g. a gateway provisioner's) for
+        #: every kernel: started by its provisioner, Curve-encrypted; no zygote or pool.
+        self.kernel_spec = kernel_spec if gateways is None else None
         #: Every kernel's message size limit, pooled ones included (set before they connect).
         self.max_message_bytes = max_message_bytes
         self.cwd = cwd
@@ -166,11 +174,12 @@ class KernelLauncher:
             mode = "cold"  # each strict kernel is its own bwrap sandbox (rlm.sandbox.bwrap)
         self.mode = mode
         self.zygote: Zygote | None = None
-        if mode == "fork":
+        if mode == "fork" and gateways is None and kernel_spec is None:
             self.zygote = Zygote(
                 run_dir, env=env, preload=preload_modules(env) if preload is None else preload
             )
-        self.pool = KernelPool(pool_size, self._pool_kernel) if pool_size > 0 else None
+        pooled = pool_size > 0 and gateways is None and kernel_spec is None
+        self.pool = KernelPool(pool_size, self._pool_kernel) if pooled else None
 
     @property
     def forking(self) -> bool:
@@ -191,6 +200,8 @@ class KernelLauncher:
             zygote.disable(f"cannot start the zygote: {exc}")
 
     async def close(self) -> None:
+        if self.gateways is not None:
+            self.gateways.close()
         if self.pool is not None:
             await self.pool.close()
         if self.zygote is not None:
@@ -257,14 +268,33 @@ class KernelLauncher:
         max_depth: int = 0,
         cwd: Path | None = None,
         **kw: Any,
-    ) -> Kernel:
+    ) -> Kernel | GatewayKernel:
         """A started kernel for an agent at ``depth``, with ``env``, ``cwd`` and ``bootstrap``.
 
         A sub-agent (``depth > 0``) activates the warm pool; once active, every start takes
         from it when it can. ``kw`` are further :class:`~rlm.kernels.kernel.Kernel` attributes
         (``output_limit``, ``interrupt_grace``).
         """
+        if self.gateways is not None:
+            remote = self.gateways.new_kernel(name, env=env, bootstrap=bootstrap, **kw)
+            await remote.start()
+            return remote
         cwd = cwd or self.cwd
+        if self.kernel_spec is not None:
+            # a provisioner on another host may pass no variable through: the bootstrap sets
+            # rlm's own, as for a gateway kernel
+            installed = Kernel(
+                self.run_dir,
+                name,
+                cwd=cwd,
+                env=env,
+                bootstrap=env_code(env) + bootstrap,
+                spec_name=self.kernel_spec,
+                installed_spec=True,
+                **{"max_message_bytes": self.max_message_bytes, **kw},
+            )
+            await installed.start()
+            return installed
         if depth > 0 or max_depth > depth:
             await self.start_zygote()
         if self.pool is not None and depth > 0:

@@ -43,7 +43,7 @@ def initial_meta(
         task=clean_text(task)[:MAX_INLINE_TASK],
         cwd=str(cwd),
         pid=os.getpid(),
-        settings=settings.model_dump(mode="json", exclude={"api_key", "base_url", "home"}),
+        settings=settings.model_dump(mode="json", exclude={"api_key", "base_url", "home", "kernel_gateway_token"}),
     )
 
 

@@ -31,6 +31,7 @@ from rlm.control.inputs import Packed, Spilled, pack_inputs, select_inputs, spil
 from rlm.control.kernel_channel import KernelControl
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.kernels.environment import check_kernel_env, kernel_environment
+from rlm.kernels.gateway import GatewayKernel, Gateways
 from rlm.kernels.kernel import MEMORY_CEILING, Kernel
 from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
@@ -163,6 +164,9 @@ class Orchestrator:
             stack.push_async_callback(self.control.close)
             stack.push_async_callback(self.dispatcher.close)
             await self.control.start()
+            gateways = self._gateways()
+            if gateways is not None:
+                await gateways.check()
             self.launcher = KernelLauncher(
                 self.run_dir,
                 cwd=self._cwd,
@@ -170,12 +174,26 @@ class Orchestrator:
                 mode=self.settings.kernel_start,
                 pool_size=self.settings.kernel_pool,
                 max_message_bytes=self.settings.max_message_bytes,
+                gateways=gateways,
+                kernel_spec=self.settings.kernel_spec,
             )
             stack.push_async_callback(self.launcher.close)
             if self.settings.max_depth > 0:
                 await self.launcher.start_zygote()  # imports in the background
             self._resources = stack.pop_all()
         return self
+
+    def _gateways(self) -> Gateways | None:
+        """``RLM_KERNEL_GATEWAY``'s gateways, or None for local kernels."""
+        settings = self.settings
+        if not settings.kernel_gateway:
+            return None
+        return Gateways(
+            settings.kernel_gateway,
+            settings.gateway_token,
+            spec_name=settings.kernel_spec,
+            max_message_bytes=settings.max_message_bytes,
+        )
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._resources.aclose()
@@ -237,7 +255,7 @@ class Orchestrator:
         self.agents.pop(agent.id, None)
         self.control.unregister(agent.id)
 
-    async def start_kernel(self, agent: Agent) -> Kernel:
+    async def start_kernel(self, agent: Agent) -> Kernel | GatewayKernel:
         """Start ``agent``'s kernel.
 
         The control secret is not in the kernel's environment (any same-uid process can read
@@ -269,7 +287,23 @@ class Orchestrator:
         )
         # its cells' requests on the kernel's own channels (unused where it has no subshell)
         kernel.control = KernelControl(self.dispatcher, agent.id, kernel)
+        if kernel.location is not None:  # the session log says where it runs
+            agent.log.update(kernel=kernel.location)
+            self._warn_missing_skills(agent, kernel)
         return kernel
+
+    def _warn_missing_skills(self, agent: Agent, kernel: Kernel | GatewayKernel) -> None:
+        """Skills are found here but imported where the kernel runs: say once, plainly, which
+        of them that machine lacks (the log's ``skill_failed`` has the whole error)."""
+        _, failed = self.skills_report(kernel)
+        where = " ".join(str(value) for value in (kernel.location or {}).values())
+        for name, error in failed.items():
+            reason = (error.strip().splitlines() or [""])[-1][:300]
+            agent.warn_once(
+                f"remote-skill:{name}",
+                f"skill {name} is not usable in the kernel at {where}: skills must be installed "
+                f"where the kernel runs ({reason})",
+            )
 
     # -- agents ----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ Keys, in the order they are written::
     cost_total   the same for this agent and every agent below it
     metrics      flat numbers for trainers and evals (:class:`Metrics`; docs/sessions.md)
     settings     the agent's settings (without api_key, base_url, home)
+    kernel       where its kernel ran: {gateway, kernel_id} on a kernel gateway, null locally
     error        why it ended without an answer, or null
     ended_at     ISO time it ended, or null while it runs
     resumed_at   ISO time it was last resumed, or null
@@ -265,6 +266,7 @@ class AgentMeta(_Lenient):
     cost_total: float = 0.0
     metrics: Metrics = Field(default_factory=Metrics)
     settings: dict[str, Any] = Field(default_factory=dict)
+    kernel: dict[str, Any] | None = None
     error: str | None = None
     ended_at: str | None = None
     resumed_at: str | None = None

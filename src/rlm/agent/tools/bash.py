@@ -21,9 +21,11 @@ import contextlib
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from rlm.agent.tools import remote
 from rlm.agent.tools.base import Tool, ToolContext
 from rlm.errors import ToolError
 from rlm.kernels.environment import kernel_environment
@@ -117,39 +119,64 @@ class BashTool(Tool):
     caps_own_output = True  # the exit code line must survive the cap
 
     async def run(self, args: BashArgs, ctx: ToolContext) -> str:
-        """Run ``args.command`` and return its output and exit code (or a timeout note)."""
+        """Run ``args.command`` and return its output and exit code (or a timeout note).
+
+        With a remote kernel (``RLM_KERNEL_GATEWAY``) the command runs where the kernel runs,
+        in its working directory, through the kernel (see :mod:`rlm.agent.tools.remote`)."""
         limit = float(ctx.settings.exec_timeout)
         if args.timeout is not None:
             limit = min(limit, float(args.timeout))
         keep = ctx.settings.max_output if ctx.settings.max_output > 0 else DEFAULT_KEEP
-        capture = _Capture(keep)
+        kernel = remote.kernel_of(ctx, self.name)
+        if kernel is not None:
+            call = {"command": args.command, "limit": limit, "keep": keep}
+            return await remote.call(kernel, self.name, call, limit + remote.SLACK)
+        # The agent's kernel's sandbox (RLM_SANDBOX) applies to its bash commands too.
+        policy = command_policy(getattr(ctx.kernel, "env", None), ctx.cwd)
+        env = {**kernel_environment(), **policy}
+        return await run_command(args.command, cwd=ctx.cwd, env=env, limit=limit, keep=keep)
 
-        transport, protocol = await _spawn(args.command, ctx, capture)
-        try:
-            done, _ = await asyncio.wait([protocol.exited], timeout=limit)
-            timed_out = not done
-            if not timed_out:
-                # bash is gone; give background children a moment to finish writing.
-                await asyncio.wait([protocol.closed], timeout=EXIT_GRACE)
-            _kill_group(transport.get_pid())
-            await asyncio.wait([protocol.exited, protocol.closed], timeout=KILL_GRACE)
-        except BaseException:
-            # Cancelled (or anything unexpected): never leave the command running.
-            await _terminate(transport, protocol)
-            raise
-        finally:
-            transport.close()
 
-        output = capture.text()
-        if output and not output.endswith("\n"):
-            output += "\n"
-        if timed_out:
-            return f"{output}[timed out after {limit:g} s; the process group was killed]"
-        return f"{output}[exit code: {transport.get_returncode()}]"
+async def run_command(
+    command: str, *, cwd: Path, env: dict[str, str], limit: float, keep: int
+) -> str:
+    """``bash -c command`` in ``cwd`` with ``env``: its output and exit code, or a timeout
+    note; the process group is killed when it returns, times out or is cancelled."""
+    capture = _Capture(keep)
+    transport, protocol = await _spawn(command, cwd, env, capture)
+    try:
+        done, _ = await asyncio.wait([protocol.exited], timeout=limit)
+        timed_out = not done
+        if not timed_out:
+            # bash is gone; give background children a moment to finish writing.
+            await asyncio.wait([protocol.closed], timeout=EXIT_GRACE)
+        _kill_group(transport.get_pid())
+        await asyncio.wait([protocol.exited, protocol.closed], timeout=KILL_GRACE)
+    except BaseException:
+        # Cancelled (or anything unexpected): never leave the command running.
+        await _terminate(transport, protocol)
+        raise
+    finally:
+        transport.close()
+
+    output = capture.text()
+    if output and not output.endswith("\n"):
+        output += "\n"
+    if timed_out:
+        return f"{output}[timed out after {limit:g} s; the process group was killed]"
+    return f"{output}[exit code: {transport.get_returncode()}]"
+
+
+async def run_here(command: str, limit: float, keep: int) -> str:
+    """:func:`run_command` in this process's working directory and environment (without
+    credentials): what a remote kernel runs for the ``bash`` tool."""
+    return await run_command(
+        command, cwd=Path.cwd(), env=kernel_environment(), limit=limit, keep=keep
+    )
 
 
 async def _spawn(
-    command: str, ctx: ToolContext, capture: _Capture
+    command: str, cwd: Path, env: dict[str, str], capture: _Capture
 ) -> tuple[asyncio.SubprocessTransport, _BashProtocol]:
     """Start ``bash -c command`` as the leader of a new session, reading into ``capture``.
 
@@ -158,14 +185,11 @@ async def _spawn(
     and orphan its children. So on cancellation we let the start finish and kill the group.
     """
     loop = asyncio.get_running_loop()
-    # The agent's kernel's sandbox (RLM_SANDBOX) applies to its bash commands too.
-    policy = command_policy(getattr(ctx.kernel, "env", None), ctx.cwd)
-    env = {**kernel_environment(), **policy}
     start = asyncio.ensure_future(
         loop.subprocess_exec(
             lambda: _BashProtocol(capture),
             *wrap_command(["bash", "-c", command], env),
-            cwd=ctx.cwd,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -176,7 +200,7 @@ async def _spawn(
     try:
         transport, protocol = await asyncio.shield(start)
     except OSError as exc:
-        raise ToolError(f"could not start bash in {ctx.cwd}: {exc}") from None
+        raise ToolError(f"could not start bash in {cwd}: {exc}") from None
     except asyncio.CancelledError:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait([start], timeout=KILL_GRACE)

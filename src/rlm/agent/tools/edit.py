@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from rlm.agent.tools import remote
 from rlm.agent.tools.base import Tool, ToolContext
 from rlm.errors import ToolError
 from rlm.safeio import format_size, read_regular
@@ -75,6 +76,9 @@ class EditTool(Tool):
         must not freeze the event loop, which also serves signals, sub-agents and the
         control channel."""
         timeout = ctx.settings.exec_timeout
+        kernel = remote.kernel_of(ctx, self.name)
+        if kernel is not None:  # RLM_KERNEL_GATEWAY: the file is where the kernel runs
+            return await remote.call(kernel, self.name, args.model_dump(), timeout)
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._edit, args, ctx.cwd), timeout)
         except asyncio.TimeoutError:
@@ -136,6 +140,13 @@ class EditTool(Tool):
         # A replacement ending in a newline ends on the line before the next one.
         last = first + max(0, new.count("\n") - new.endswith("\n"))
         return f"Edited {args.path} (lines {first}-{last}):\n{_snippet(updated, first, last)}"
+
+
+def edit_here(path: str, old_str: str, new_str: str) -> str:
+    """The edit in this process's working directory: what a remote kernel runs for the
+    ``edit`` tool."""
+    args = EditArgs(path=path, old_str=old_str, new_str=new_str)
+    return EditTool()._edit(args, Path.cwd())
 
 
 def _count(text: str, needle: str) -> int:
