@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_meta, sessions
+from helpers import run_cli
 from rlm.logs.procs import pid_alive
 from scripted_model import delay, fault, ipython, reply
 
@@ -221,3 +222,18 @@ def test_sigterm_at_the_prompt_ends_rlm(model, rlm_env, terminal):
     assert not pid_alive(kernel)
     meta = read_meta(sessions(rlm_env)[0])
     assert meta["status"] != "running"
+
+
+def test_plain_progress_shows_tool_output_and_ends_with_the_summary(model, rlm_env):
+    """Off a terminal: one line per step, a tool's output preview, the summary line last."""
+    prices = '{"scripted": {"prompt": 1000, "completion": 2000}}'
+    model.script(reply(None, ipython("print(6 * 7)")), reply("done"))
+    result = run_cli("compute it", env={"RLM_PRICES": prices})
+    assert result.returncode == 0 and result.stdout == "done\n", result.stderr
+    lines = result.stderr.splitlines()
+    assert any(line.endswith("turn 1: → 42") for line in lines), lines
+    (folder,) = sessions(rlm_env)
+    summary = re.fullmatch(
+        r"rlm: 2 turns · [\d,]+ tokens · \$(\d+\.\d{4}) · \d+\.\d s · session (\S+)", lines[-1]
+    )
+    assert summary and float(summary.group(1)) > 0 and summary.group(2) == str(folder), lines

@@ -54,7 +54,7 @@ class StreamAssembler:
 
     def __init__(self, on_delta: OnDelta | None = None) -> None:
         self._on_delta = on_delta
-        self._pending = b""
+        self._pending: list[bytes] = []  # the start of a line whose end has not come yet
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._calls: dict[int, _Call] = {}
@@ -68,16 +68,21 @@ class StreamAssembler:
         """The stream said ``data: [DONE]``."""
 
     def feed(self, data: bytes) -> None:
-        lines = (self._pending + data).split(b"\n")
-        self._pending = lines.pop()
+        if b"\n" not in data:  # kept in pieces: a long line is joined once, not per chunk
+            self._pending.append(data)
+            return
+        first, *lines, rest = data.split(b"\n")
+        self._line(b"".join([*self._pending, first]).rstrip(b"\r"))
+        self._pending = [rest] if rest else []
         for line in lines:
             self._line(line.rstrip(b"\r"))
 
     def body(self) -> bytes:
         """The completion as one JSON body (what ``stream=False`` would have returned)."""
-        if self._pending.strip():
-            self._line(self._pending.rstrip(b"\r"))
-            self._pending = b""
+        rest = b"".join(self._pending)
+        self._pending = []
+        if rest.strip():
+            self._line(rest.rstrip(b"\r"))
         message: dict[str, Any] = {
             "role": "assistant",
             "content": "".join(self._content) if self._content or not self._calls else None,
