@@ -237,3 +237,41 @@ def test_plain_progress_shows_tool_output_and_ends_with_the_summary(model, rlm_e
         r"rlm: 2 turns · [\d,]+ tokens · \$(\d+\.\d{4}) · \d+\.\d s · session (\S+)", lines[-1]
     )
     assert summary and float(summary.group(1)) > 0 and summary.group(2) == str(folder), lines
+
+
+def test_each_message_of_a_session_is_a_fresh_run_of_the_same_root():
+    """In-process, as interactive mode drives the view: the second message's row has its
+    task, its own counts and no children of the first; one without an answer is not ✓."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from rlm.agent import events as ev
+    from rlm.cli.live import LiveView
+
+    out = StringIO()
+    view = LiveView(Console(file=out, width=100, color_system=None, force_terminal=False))
+
+    def response(tool_calls: int) -> ev.ModelResponse:
+        return ev.ModelResponse(
+            agent_id="s", depth=0, turn=1, prompt_tokens=10, completion_tokens=5,
+            latency=0.1, tool_calls=tool_calls, cost=0.5,
+        )  # fmt: skip
+
+    view.start("first message")
+    view(ev.AgentStarted(agent_id="s", depth=0, parent_id=None, session_path="/p/s", task=""))
+    view(ev.AgentStarted(agent_id="s/sub-1", depth=1, parent_id="s", session_path="/p", task="c"))
+    view(response(0))
+    view.stop()
+    first = out.getvalue().splitlines()
+    assert first[0].startswith("✓ s ") and first[0].endswith("— first message")
+    assert first[1].startswith("  ● sub-1 ")
+    assert first[-1].startswith("rlm: 1 turn · 15 tokens · $0.5000 · ") and first[-1].endswith(
+        " · session /p/s"
+    )
+    view.start("second message")
+    view(response(1))  # a tool call, then the message ends without an answer (cancelled)
+    view.stop()
+    second = out.getvalue().splitlines()[len(first) :]
+    assert second[0].startswith("⊘ s ") and "turn 1 · 15 tok · $0.5000" in second[0]
+    assert second[0].endswith("— second message") and "sub-1" not in "".join(second)

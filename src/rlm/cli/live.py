@@ -79,6 +79,8 @@ class _Row:
     text: str = ""
     reasoning: str = ""
     tools: list[_Tool] = field(default_factory=list)
+    answered: bool = False
+    """The last reply had no tool calls (an answer)."""
     retry: ev.ModelRetry | None = None
     retry_until: float = 0.0
     children: list[str] = field(default_factory=list)
@@ -110,6 +112,7 @@ class LiveView:
                 row.status, row.elapsed, row.started = Status.RUNNING, None, self._started
                 row.turns = row.tokens = row.llm_calls = row.llm_tokens = row.functions = 0
                 row.cost, row.text, row.reasoning, row.activity = 0.0, "", "", ""
+                row.answered = False
                 row.tools, row.children, row.retry = [], [], None
                 if task is not None:
                     row.task = task
@@ -132,15 +135,17 @@ class LiveView:
                 if row.elapsed is None:
                     row.elapsed = now - row.started
                     row.activity, row.retry = "", None
-                if row.depth == 0 and row.status == Status.RUNNING:
-                    row.status = Status.DONE
+                if row.depth == 0 and row.status == Status.RUNNING:  # a message ended
+                    row.status = Status.DONE if row.answered else Status.CANCELLED
         if self._live is not None:
             self._live.refresh()
             self._live.stop()
             self._live = None
+            if not self.console.is_terminal:  # Live ends its last frame with a newline only there
+                self.console.line()
         line = self.summary()
         if line:
-            self.console.print(Text(line, style="dim"), soft_wrap=True)
+            self.console.print(Text(safe(line), style="dim"), soft_wrap=True)
 
     def summary(self) -> str | None:
         """``rlm: 2 turns · 1,234 tokens · $0.0042 · 3.1 s · session <path>`` of the roots."""
@@ -197,8 +202,8 @@ class LiveView:
         elif isinstance(event, ev.ModelResponse):
             row.tokens += (event.prompt_tokens or 0) + (event.completion_tokens or 0)
             row.cost += event.cost
-            row.turns += 1
-            row.activity = ""
+            row.turn, row.turns = event.turn, row.turns + 1
+            row.activity, row.answered = "", event.tool_calls == 0
         elif isinstance(event, ev.ModelRetry):
             row.retry, row.retry_until = event, time.monotonic() + event.wait
             row.text = row.reasoning = ""  # the stream starts again
