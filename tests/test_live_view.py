@@ -116,11 +116,14 @@ WORDS = "alpha beta gamma delta epsilon zeta eta theta"
 
 
 def test_streamed_text_shows_before_the_reply_ends_and_the_clock_ticks(model, rlm_env, terminal):
+    """Text shows as it streams, reasoning dimmed; the clock moves while nothing happens;
+    rows are cut to the terminal's width; the run ends with the summary line."""
     prices = '{"scripted": {"prompt": 1000, "completion": 2000}}'
     model.script(
         delay(1.5, reply(WORDS, reasoning="pondering quietly", chunk_delay=0.35, usage=(10, 5)))
     )
-    term = terminal("a task for the slow model", env={"RLM_TOOLS": "", "RLM_PRICES": prices})
+    task = "a task for the slow model " + "word " * 30 + "ENDMARK"  # longer than a row
+    term = terminal(task, cols=100, env={"RLM_TOOLS": "", "RLM_PRICES": prices})
     # nothing happens for 1.5 s: the clock must move anyway
     term.wait_for(lambda t: len(set(clocks(t))) >= 3, "a ticking clock while thinking")
     seen = clocks(term.text)
@@ -129,7 +132,10 @@ def test_streamed_text_shows_before_the_reply_ends_and_the_clock_ticks(model, rl
     assert re.search(r"\x1b\[[0-9;]*\b2\b[0-9;]*m[^\x1b]*pondering", term.raw)
     term.see("alpha beta gamma")
     assert "theta" not in term.text  # the reply is still being written
-    assert "— a task for the slow model" in term.text  # the root row shows its task
+    # the root row shows its task, cut at the terminal's width (not wrapped onto a next line)
+    rows = [line for line in re.split(r"[\r\n]", term.text) if "— a task for the slow" in line]
+    assert rows and all(len(row) <= 100 and row.endswith("…") for row in rows)
+    assert "ENDMARK" not in term.text
     assert term.exit_code() == 0
     text = term.text
     assert WORDS in text.split("alpha beta gamma", 1)[1]  # the answer, after the view
@@ -165,16 +171,6 @@ def test_tool_calls_retries_and_sub_agents_show_in_the_tree(model, rlm_env, term
     term.wait_for(lambda t: re.search(r"ipython r = await [^\n]* → 42 child says", t), "output")
     assert term.exit_code() == 0
     assert "root done" in term.text
-
-
-def test_long_rows_are_cut_to_the_terminal_width(model, rlm_env, terminal):
-    task = "long task " + "word " * 60 + "ENDMARK"
-    model.script(delay(1.0, reply("short answer")))
-    term = terminal(task, cols=80, env={"RLM_TOOLS": ""})
-    assert term.exit_code() == 0
-    header = [line for line in re.split(r"[\r\n]", term.text) if "— long task" in line]
-    assert header and all(len(line) <= 80 and line.endswith("…") for line in header)
-    assert "ENDMARK" not in term.text
 
 
 def test_interactive_draws_every_message_with_its_own_clock(model, rlm_env, terminal):
