@@ -61,7 +61,7 @@ class Terminal:
             with contextlib.suppress(OSError):
                 self.raw += os.read(self.fd, 65536).decode(errors="replace")
 
-    def wait_for(self, done: Callable[[str], object], what: str, timeout: float = 60) -> object:
+    def wait_for(self, done: Callable[[str], object], what: str, timeout: float = 120) -> object:
         """Read until ``done(text)`` is truthy (returned), or fail naming ``what``."""
         deadline = time.monotonic() + timeout
         while not (found := done(self.text)):
@@ -70,13 +70,13 @@ class Terminal:
             self.read(min(0.2, max(deadline - time.monotonic(), 0.01)))
         return found
 
-    def see(self, needle: str, timeout: float = 60) -> None:
+    def see(self, needle: str, timeout: float = 120) -> None:
         self.wait_for(lambda text: needle in text, repr(needle), timeout)
 
     def send(self, line: str) -> None:
         os.write(self.fd, line.encode() + b"\r")
 
-    def exit_code(self, timeout: float = 30) -> int:
+    def exit_code(self, timeout: float = 60) -> int:
         """Wait (reading, so rlm never blocks on a full terminal) for rlm's exit code."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
