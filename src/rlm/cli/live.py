@@ -81,6 +81,8 @@ class _Row:
     tools: list[_Tool] = field(default_factory=list)
     answered: bool = False
     """The last reply had no tool calls (an answer)."""
+    message_status: str | None = None
+    """How its last message ended (``TurnFinished``): a session root's mark when it ends."""
     retry: ev.ModelRetry | None = None
     retry_until: float = 0.0
     children: list[str] = field(default_factory=list)
@@ -112,7 +114,7 @@ class LiveView:
                 row.status, row.elapsed, row.started = Status.RUNNING, None, self._started
                 row.turns = row.tokens = row.llm_calls = row.llm_tokens = row.functions = 0
                 row.cost, row.text, row.reasoning, row.activity = 0.0, "", "", ""
-                row.answered = False
+                row.answered, row.message_status = False, None
                 row.tools, row.children, row.retry = [], [], None
                 if task is not None:
                     row.task = task
@@ -136,7 +138,9 @@ class LiveView:
                     row.elapsed = now - row.started
                     row.activity, row.retry = "", None
                 if row.depth == 0 and row.status == Status.RUNNING:  # a message ended
-                    row.status = Status.DONE if row.answered else Status.CANCELLED
+                    row.status = row.message_status or (
+                        Status.DONE if row.answered else Status.CANCELLED
+                    )
         if self._live is not None:
             self._live.refresh()
             self._live.stop()
@@ -221,7 +225,8 @@ class LiveView:
         elif isinstance(event, ev.HostFunctionFinished):
             row.functions += 1
         elif isinstance(event, ev.TurnFinished):  # waits for its next message (rlm.spawn)
-            row.tool = "idle"
+            row.activity, row.text, row.reasoning, row.tools = "idle", "", "", []
+            row.message_status = event.status
         elif isinstance(event, ev.AgentFinished):
             row.status, row.elapsed, row.activity, row.retry = event.status, event.elapsed, "", None
 
@@ -270,7 +275,8 @@ class LiveView:
             )
         elif running and row.activity:
             line.append(f" · {row.activity}", style="cyan")
-        line.append(f" — {_one_line(row.task, 200)}", style="dim")  # last: cut first
+        if row.task.strip():  # last: a narrow terminal cuts it first
+            line.append(f" — {_one_line(row.task, 200)}", style="dim")
         out.append(line)
         if running:
             self._details(row, out, pad + "  ", width)
