@@ -6,7 +6,17 @@
 # Safe to re-run: rlm and the skills are rebuilt from their folders every time (new code is
 # picked up), skills added since the last run are added and removed ones are dropped.
 #
+# Usage: ./install.sh [--with PKG[,PKG...]]...
+#
+# --with numpy,pandas  also install these packages into the environment, which is the one the
+#                      agent's kernel runs in (any requirement uv takes: names, versions, paths
+#                      to wheels). `%pip install X` in a cell works too, but a re-run of this
+#                      script rebuilds the environment and drops what was pip-installed: list
+#                      what should stay here or in RLM_KERNEL_PACKAGES.
+#
 # Environment:
+#   RLM_KERNEL_PACKAGES  comma-separated packages installed as with --with (put it in your
+#                        shell profile so every re-run keeps them)
 #   RLM_SKILLS_DIR   folder of skill packages, one subfolder per skill (default /task/rlm-skills)
 #   UV_TOOL_DIR      where uv keeps tool environments (uv's own variable)
 #   UV_TOOL_BIN_DIR  where executables are linked (uv's own variable; default ~/.local/bin)
@@ -30,6 +40,44 @@ die() {
     printf 'install.sh: error: %s\n' "$*" >&2
     exit 1
 }
+usage_error() {
+    printf 'install.sh: error: %s (usage: ./install.sh [--with PKG[,PKG...]])\n' "$*" >&2
+    exit 2
+}
+
+# --- arguments ------------------------------------------------------------------------------------
+kernel_packages=()
+# add_packages "a, b,c": append each non-empty comma-separated item to kernel_packages.
+add_packages() {
+    local item
+    local -a items
+    IFS=',' read -r -a items <<<"$1"
+    for item in "${items[@]}"; do
+        item="${item#"${item%%[![:space:]]*}"}"
+        item="${item%"${item##*[![:space:]]}"}"
+        [[ -z "$item" ]] || kernel_packages+=("$item")
+    done
+}
+add_packages "${RLM_KERNEL_PACKAGES:-}"
+while (($#)); do
+    case "$1" in
+    --with)
+        (($# >= 2)) && [[ -n "$2" ]] || usage_error "--with needs a comma-separated list of packages"
+        add_packages "$2"
+        shift 2
+        ;;
+    --with=*)
+        [[ -n "${1#--with=}" ]] || usage_error "--with needs a comma-separated list of packages"
+        add_packages "${1#--with=}"
+        shift
+        ;;
+    -h | --help)
+        sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+        exit 0
+        ;;
+    *) usage_error "unknown argument: $1" ;;
+    esac
+done
 
 # --- uv ---------------------------------------------------------------------------------------
 UV=(uv)
@@ -111,9 +159,13 @@ for i in "${!skills[@]}"; do
     args+=(--with-executables-from "rlm-skill-${skills[$i]} @ $url")
     args+=(--reinstall-package "rlm-skill-${skills[$i]}")
 done
+for package in "${kernel_packages[@]}"; do
+    args+=(--with "$package")
+done
 args+=("$ROOT")
 
 log "installing rlm from $ROOT${skills[*]:+ with skills: ${skills[*]}}"
+((${#kernel_packages[@]} == 0)) || log "with packages for the kernel: ${kernel_packages[*]}"
 "${UV[@]}" "${args[@]}"
 
 bin_dir="$("${UV[@]}" tool dir --bin)"

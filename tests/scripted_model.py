@@ -24,6 +24,7 @@ import contextlib
 import gzip as gzip_module
 import itertools
 import json
+import re
 import socket
 import sys
 import threading
@@ -98,12 +99,18 @@ class Reply:
     and token accounting code sees realistic, request-dependent values without every test
     having to spell them out. ``finish_reason=None`` means "tool_calls" when there are tool
     calls, else "stop"; override it (e.g. "length") to test truncation handling.
+
+    ``reasoning`` is sent as ``reasoning_content`` (as llama.cpp and vLLM do). ``chunk_delay``
+    makes a slow model: a streamed reply comes one word per chunk, this many seconds apart
+    (a plain reply waits as long as the stream would take).
     """
 
     content: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     usage: tuple[int, int] | None = None
     finish_reason: str | None = None
+    reasoning: str | None = None
+    chunk_delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -189,14 +196,17 @@ def reply(
     *tool_calls: ToolCall,
     usage: tuple[int, int] | None = None,
     finish_reason: str | None = None,
+    reasoning: str | None = None,
+    chunk_delay: float = 0.0,
 ) -> Reply:
-    """An assistant message; ``usage`` is ``(prompt_tokens, completion_tokens)`` or derived."""
+    """An assistant message; ``usage`` is ``(prompt_tokens, completion_tokens)`` or derived;
+    ``reasoning`` and ``chunk_delay`` as in :class:`Reply`."""
     for tc in tool_calls:
         if not isinstance(tc, ToolCall):
             raise TypeError(
                 f"reply() tool calls must be ToolCall (use call()/ipython()), got {tc!r}"
             )
-    return Reply(content, tuple(tool_calls), usage, finish_reason)
+    return Reply(content, tuple(tool_calls), usage, finish_reason, reasoning, chunk_delay)
 
 
 def call(name: str, arguments: dict | str, id: str | None = None) -> ToolCall:
@@ -470,6 +480,9 @@ class ScriptedModel:
     def __init__(self, personality: Personality | None = None) -> None:
         #: How a real server treats requests (see ``personalities``); None: no rules.
         self.personality = personality
+        #: Answer every ``stream: true`` request with a 400 naming streaming (a server that
+        #: cannot stream), consuming no step.
+        self.refuse_streaming = False
         self._lock = threading.Lock()
         self._queues: dict[str | None, deque[StepLike]] = {}
         self._served: list[tuple[str | None, dict]] = []
@@ -598,6 +611,9 @@ class ScriptedModel:
             self.requests.append(body)
             self.headers.append({k.lower(): v for k, v in h.headers.items()})
         refusal = self.personality.refuse(body) if self.personality else None
+        if refusal is None and self.refuse_streaming and body.get("stream"):
+            error = {"message": "stream is not supported", "type": "invalid_request_error"}
+            refusal = 400, {"error": error}
         if refusal is not None:  # the server's own rules come before the script
             self._send_json(h, *refusal)
             return
@@ -636,6 +652,9 @@ class ScriptedModel:
             if stream:
                 self._send_stream(h, body, step)
             else:
+                if step.chunk_delay:
+                    words = _words(step.content or "") + _words(step.reasoning or "")
+                    self._closing.wait(step.chunk_delay * (len(words) + 2))
                 self._send_json(h, 200, self._completion(body, step))
         elif isinstance(step, Fault):
             data = step.body.encode() if isinstance(step.body, str) else step.body
@@ -716,6 +735,8 @@ class ScriptedModel:
 
     def _completion(self, body: dict, step: Reply) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": step.content, "refusal": None}
+        if step.reasoning is not None:
+            message["reasoning_content"] = step.reasoning
         calls = self._resolve_calls(step)
         if calls:
             message["tool_calls"] = calls
@@ -749,7 +770,12 @@ class ScriptedModel:
             return c
 
         out = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        out += [chunk({"content": piece}) for piece in _pieces(step.content or "", 3)]
+        if step.chunk_delay:  # a slow model: a word at a time
+            out += [chunk({"reasoning_content": word}) for word in _words(step.reasoning or "")]
+            out += [chunk({"content": word}) for word in _words(step.content or "")]
+        else:
+            out += [chunk({"reasoning_content": p}) for p in _pieces(step.reasoning or "", 3)]
+            out += [chunk({"content": piece}) for piece in _pieces(step.content or "", 3)]
         for index, tc in enumerate(self._resolve_calls(step)):
             fn = tc["function"]
             out.append(
@@ -825,7 +851,21 @@ class ScriptedModel:
             raise _ClientGone from exc
 
     def _send_stream(self, h: _Handler, body: dict, step: Reply) -> None:
-        self._send_sse(h, [*(_sse(c) for c in self._chunks(body, step)), "data: [DONE]\n\n"])
+        events = [*(_sse(c) for c in self._chunks(body, step)), "data: [DONE]\n\n"]
+        if not step.chunk_delay:
+            self._send_sse(h, events)
+            return
+        try:  # a slow model: each chunk on the wire on its own, then a pause
+            self._start_sse(h)
+            for event in events:
+                self._write_chunk(h, event)
+                h.wfile.flush()
+                if self._closing.wait(step.chunk_delay):
+                    break
+            h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+        except OSError as exc:
+            raise _ClientGone from exc
 
     def _trickle(self, h: _Handler, step: Trickle) -> None:
         h.close_connection = True
@@ -861,6 +901,11 @@ class ScriptedModel:
             except OSError as exc:
                 raise _ClientGone from exc
         # Returning with close_connection set makes socketserver shut the socket down now.
+
+
+def _words(text: str) -> list[str]:
+    """``text`` in pieces of one word each, spaces kept (joined they give ``text`` back)."""
+    return re.findall(r"\s*\S+\s*", text) if text.strip() else ([text] if text else [])
 
 
 def _sse(obj: Any) -> str:

@@ -84,6 +84,7 @@ class FakeHost:
         model: str,
         *,
         on_retry: Any = None,
+        on_delta: Any = None,
     ) -> ModelReply:
         self.requests.append(json.loads(json.dumps(messages)))
         if self.block is not None:

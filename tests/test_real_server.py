@@ -12,6 +12,7 @@ server binary cannot run.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import socket
 import subprocess
@@ -177,6 +178,18 @@ def test_plain_answer(env):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() and meta["status"] == "done", result.stderr
     assert meta["stop_reason"] == "answer" and meta["answer"].strip() == result.stdout.strip()
+
+
+def test_replies_stream_from_the_real_server(env):
+    """llama-server streams: the text reaches ``--events`` in pieces that make the reply,
+    and the reply logged (usage included, from the stream's last chunk) is the same."""
+    result = rlm({**env, "RLM_TOOLS": "", "RLM_MAX_TURNS": "1"}, "--events", "Count to five.")
+    events = [json.loads(x) for x in result.stderr.splitlines() if x.startswith("{")]
+    pieces = [e["text"] for e in events if e["event"] == "ModelDelta" and e["turn"] == 1]
+    assert len(pieces) > 1, result.stderr[-2000:]
+    _, log = check_log(the_session(env))
+    first = next(x for x in log if x.get("role") == "assistant")
+    assert "".join(pieces) == first["content"] and first["usage"]["completion_tokens"] > 0
 
 
 def test_tool_calling_with_few_shot_context(env):

@@ -17,7 +17,15 @@ from scripted_model import ipython, reply
 KEYS = {
     "AgentStarted": ["parent_id", "session_path", "task"],
     "ModelRequest": ["turn", "messages"],
-    "ModelResponse": ["turn", "prompt_tokens", "completion_tokens", "latency", "tool_calls"],
+    "ModelDelta": ["turn", "part", "text"],
+    "ModelResponse": [
+        "turn",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency",
+        "tool_calls",
+        "cost",
+    ],
     "ToolStarted": ["turn", "name", "preview"],
     "ToolFinished": ["turn", "name", "duration", "preview", "error"],
     "ChildSpawned": ["child_id", "task"],

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlm.agent.stream import DeltaKind
 from rlm.schema import Status, StopReason
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "HostFunctionFinished",
     "KernelRestarted",
     "LlmCallFinished",
+    "ModelDelta",
     "ModelRequest",
     "ModelResponse",
     "ModelRetry",
@@ -87,6 +89,18 @@ class ModelRequest(Event):
     """How many messages the request carries."""
 
 
+class ModelDelta(Event):
+    """A piece of the reply as the model writes it (streamed). Put together, the ``text``
+    pieces of one ``part`` make that part of the reply; a retried request streams again from
+    the start (a :class:`ModelRetry` comes first)."""
+
+    turn: int
+    part: DeltaKind
+    """``text`` (the reply), ``reasoning`` (``reasoning_content``, thinking aloud) or
+    ``tool_call`` (a tool call's arguments as they are written)."""
+    text: str
+
+
 class ModelResponse(Event):
     turn: int
     prompt_tokens: int | None
@@ -96,6 +110,8 @@ class ModelResponse(Event):
     tool_calls: int
     content: str = Field("", exclude=True)
     """The reply's text, for in-process observers (``rlm --acp``); not in ``--events``."""
+    cost: float = 0.0
+    """Dollars of this call, priced with ``RLM_PRICES`` (0 when the model has no price)."""
 
 
 class ModelRetry(Event):
@@ -180,6 +196,8 @@ class HostFunctionFinished(Event):
 EVENT_TYPES: tuple[type[Event], ...] = (
     AgentStarted,
     ModelRequest,
+    ModelDelta,
+    ModelRetry,
     ModelResponse,
     ToolStarted,
     ToolFinished,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from rlm.agent.context import LiveContext
     from rlm.agent.events import Event
-    from rlm.agent.model import ModelReply, OnRetry
+    from rlm.agent.model import ModelReply, OnDelta, OnRetry
     from rlm.kernels.kernel import ExecResult
 
 __all__ = ["AgentHost", "KernelHandle", "ToolHost"]
@@ -72,9 +72,11 @@ class AgentHost(Protocol):
         model: str,
         *,
         on_retry: OnRetry | None = None,
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         """One model request with the host's credentials, retries and limits;
-        ``on_retry(attempt, attempts, wait, reason)`` hears of each retry before its wait."""
+        ``on_retry(attempt, attempts, wait, reason)`` hears of each retry before its wait,
+        ``on_delta(kind, text)`` of each piece of streamed text."""
         ...
 
     async def start_kernel(self, agent: Any) -> KernelHandle:

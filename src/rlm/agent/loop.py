@@ -10,6 +10,7 @@ constructors in :mod:`rlm.runtime.agents` (root, child, resumed).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from rlm.agent import events as ev
 from rlm.agent.context import LiveContext, parse_arguments, sanitize_tool_calls
 from rlm.agent.host import AgentHost, KernelHandle
-from rlm.agent.model import REQUEST_DEPTH, ModelReply, Usage
+from rlm.agent.model import REQUEST_DEPTH, DeltaKind, ModelReply, Usage
 from rlm.agent.overflow import compact
 from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
 from rlm.agent.textcalls import find_text_calls
@@ -108,7 +109,9 @@ class Agent:
         self.kernel: KernelHandle | None = None
         #: A kernel start still running beside the first model request (see ``open``).
         self._kernel_start: asyncio.Task[None] | None = None
-        self.context = resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
+        self.context = (
+            resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
+        )
         self.resumed = resumed is not None
         self.usage = resumed.usage if resumed else Usage()
         self.usage_total = resumed.usage_total if resumed else Usage()
@@ -158,10 +161,13 @@ class Agent:
         self.log.event("model_retry", attempt=attempt, attempts=attempts, wait=wait, reason=reason)
         self.emit(ev.ModelRetry, attempt=attempt, attempts=attempts, wait=wait, reason=reason)
 
-    def add_usage(self, usage: Usage, model: str | None = None) -> None:
+    def _model_delta(self, turn: int, part: DeltaKind, text: str) -> None:
+        self.emit(ev.ModelDelta, turn=turn, part=part, text=text)
+
+    def add_usage(self, usage: Usage, model: str | None = None) -> float:
         """Count one model call (``model``: the one it used, default this agent's) in this
         agent's usage and cost, and in the totals of every agent above it. The host prices it
-        and counts it against the run's cost budget."""
+        and counts it against the run's cost budget; returns its dollars."""
         cost = self.host.charge(model or self.settings.model, usage)
         self.usage = self.usage + usage
         self.log.update(cost=self.log.meta.cost + cost)
@@ -174,6 +180,7 @@ class Agent:
                 cost_total=node.log.meta.cost_total + cost,
             )
             node = node.parent
+        return cost
 
     def child_changed(self, entry: dict[str, Any]) -> None:
         """A child started or ended: keep the ``children`` list of meta.json current."""
@@ -337,9 +344,7 @@ class Agent:
         infos, blobs = await asyncio.to_thread(pack_inputs, {name: text})
         self.inputs = ([*self.inputs[0], *infos], [*self.inputs[1], *blobs])
         await self.kernel.execute(f"await rlm.inkernel.load_inputs([{name!r}])", 60)
-        await asyncio.to_thread(
-            (self.log.path / f"{name}.txt").write_text, text, encoding="utf-8"
-        )
+        await asyncio.to_thread((self.log.path / f"{name}.txt").write_text, text, encoding="utf-8")
         return (
             text[:_TASK_PREVIEW]
             + f"\n\n[This message is {len(text):,} characters long. Only its beginning is shown; "
@@ -432,7 +437,11 @@ class Agent:
             self.emit(ev.ModelRequest, turn=turn, messages=len(messages))
             try:
                 reply = await self.host.complete(
-                    messages, schemas, self.settings.model, on_retry=self._model_retry
+                    messages,
+                    schemas,
+                    self.settings.model,
+                    on_retry=self._model_retry,
+                    on_delta=functools.partial(self._model_delta, turn),
                 )
             except ContextOverflowError:
                 # compact and send the request again; compaction leaves one turn in
@@ -510,7 +519,7 @@ class Agent:
         record.update({key: value for key, value in extras.items() if value is not None})
         self.log.append(record)
         self.log.meta.turns = turn
-        self.add_usage(reply.usage)
+        cost = self.add_usage(reply.usage)
         if self.settings.max_tokens and reply.usage.completion_tokens is None:
             self.warn_once("no_usage", _NO_USAGE_WARNING)
         calls = len(message.get("tool_calls") or [])
@@ -522,6 +531,7 @@ class Agent:
             latency=reply.latency,
             tool_calls=calls,
             content=message.get("content") or "",
+            cost=cost,
         )
 
     def _count_run(self, name: str, args: Any, log_extra: dict[str, Any]) -> None:

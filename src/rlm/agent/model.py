@@ -7,11 +7,19 @@ then trickles bytes cannot hold a run forever) and its decoded body by
 ``RLM_MAX_REPLY_BYTES`` (a gzip bomb is refused, not inflated). The body is read raw and
 validated by :mod:`rlm.agent.reply`; failures end as one-line :class:`ModelError` messages
 with every trace of the API key redacted (:mod:`rlm.agent.redact`).
+
+Requests stream (``stream=True`` with usage included), so the caller's ``on_delta`` sees the
+text as it is written; the chunks are assembled (:mod:`rlm.agent.stream`) into the body a
+plain request would have got and validated the same way, under the same deadline and size
+cap. An endpoint that answers a streamed request with plain JSON is read as such; one that
+refuses streaming (a 4xx naming ``stream``) is asked again without it, at once, and is not
+asked to stream again for the rest of the run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -32,10 +40,16 @@ from rlm.agent.retry import (
     RetryPolicy,
     describe,
 )
+from rlm.agent.stream import DeltaKind, OnDelta, StreamAssembler
 from rlm.config import Settings
 from rlm.errors import ContextOverflowError, ModelError
 
-__all__ = ["REQUEST_DEPTH", "ModelClient", "ModelReply", "OnRetry", "Usage"]
+__all__ = ["REQUEST_DEPTH", "DeltaKind", "ModelClient", "ModelReply", "OnDelta", "OnRetry", "Usage"]
+
+log = logging.getLogger("rlm.agent.model")
+
+#: Statuses with which an endpoint refuses a streamed request it would answer plainly.
+_STREAM_REFUSALS = frozenset({400, 404, 405, 415, 422, 501})
 
 #: What one attempt may raise; anything else is a bug in rlm and propagates as such.
 _ATTEMPT_ERRORS = (
@@ -71,6 +85,8 @@ class ModelClient:
         # Whether the endpoint has ever answered this run: a refused connection before that
         # is a wrong RLM_BASE_URL (fail fast), after that an outage (retry).
         self._reached = False
+        # Cleared for the rest of the run when the endpoint refuses a streamed request.
+        self.streaming = True
 
     async def close(self) -> None:
         await self._client.close()
@@ -82,12 +98,14 @@ class ModelClient:
         model: str,
         on_retry: OnRetry | None = None,
         options: dict[str, Any] | None = None,
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         """One assistant turn, retried through outages; raises ``ModelError`` when it gives up.
 
         ``on_retry(attempt, attempts, wait, reason)`` is called before each retry's wait;
         ``options`` are body fields set per request (``max_tokens``, ``response_format``:
-        what ``rlm.llm`` lets a cell choose).
+        what ``rlm.llm`` lets a cell choose); ``on_delta(kind, text)`` hears each piece of
+        streamed text (a retried attempt streams its text again from the start).
         """
         policy = RetryPolicy(self.settings, self._classify, on_retry)
         retrying = AsyncRetrying(
@@ -103,7 +121,7 @@ class ModelClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(model, body)
+                    return await self._attempt(model, body, on_delta)
         except _ATTEMPT_ERRORS as exc:
             failure = self._classify(exc)
             made = retrying.statistics.get("attempt_number", 1)
@@ -139,16 +157,31 @@ class ModelClient:
             self._reached = True
         return describe(exc, reached=self._reached, settings=self.settings)
 
-    async def _attempt(self, model: str, body: dict[str, Any]) -> ModelReply:
+    async def _attempt(
+        self, model: str, body: dict[str, Any], on_delta: OnDelta | None
+    ) -> ModelReply:
         started = time.perf_counter()
         try:
-            data = await asyncio.wait_for(self._fetch(model, body), self.settings.model_timeout)
+            if self.streaming:
+                try:
+                    data = await asyncio.wait_for(
+                        self._fetch(model, _streamed(body), on_delta), self.settings.model_timeout
+                    )
+                    return parse_reply(data, time.perf_counter() - started)
+                except openai.APIStatusError as exc:
+                    if not _refuses_streaming(exc):
+                        raise
+                    self.streaming = False
+                    log.info("the endpoint refused a streamed request (HTTP %s)", exc.status_code)
+            left = self.settings.model_timeout - (time.perf_counter() - started)
+            data = await asyncio.wait_for(self._fetch(model, body, None), max(left, 0.001))
         except asyncio.TimeoutError:
             raise AttemptTimeout() from None
         return parse_reply(data, time.perf_counter() - started)
 
-    async def _fetch(self, model: str, body: dict[str, Any]) -> bytes:
-        """The decoded body of a 2xx reply, read with a cap (the SDK raises on other statuses)."""
+    async def _fetch(self, model: str, body: dict[str, Any], on_delta: OnDelta | None) -> bytes:
+        """The decoded body of a 2xx reply, read with a cap (the SDK raises on other statuses);
+        a streamed one (``text/event-stream``) assembled into the body of a plain reply."""
         limit = self.settings.max_reply_bytes
         create = self._client.chat.completions.with_streaming_response.create
         depth = {"X-RLM-Depth": str(REQUEST_DEPTH.get())}
@@ -156,6 +189,8 @@ class ModelClient:
             model=model, messages=[], extra_body=body, extra_headers=depth
         ) as response:
             self._reached = True
+            kind = response.http_response.headers.get("content-type", "")
+            stream = StreamAssembler(on_delta) if "text/event-stream" in kind.lower() else None
             chunks: list[bytes] = []
             size = 0
             try:
@@ -165,8 +200,11 @@ class ModelClient:
                         raise ReplyTooLarge(
                             f"the reply is larger than {limit} bytes (RLM_MAX_REPLY_BYTES)"
                         )
-                    chunks.append(chunk)
-            except ReplyTooLarge:
+                    if stream is not None:
+                        stream.feed(chunk)
+                    else:
+                        chunks.append(chunk)
+            except (ReplyTooLarge, MalformedReply):
                 raise
             except Exception as exc:  # the HTTP library's transport and decoding errors
                 if "Decod" in type(exc).__name__:
@@ -174,7 +212,7 @@ class ModelClient:
                 raise BodyReadError(
                     f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 ) from None
-        return b"".join(chunks)
+        return stream.body() if stream is not None else b"".join(chunks)
 
 
 #: Raw bytes of an error body read at most. The SDK reads error bodies whole, decompressed,
@@ -208,6 +246,22 @@ def _capped_stream(response: Any, limit: int) -> Any:
             await inner.aclose()
 
     return Capped()
+
+
+def _streamed(body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def _refuses_streaming(exc: openai.APIStatusError) -> bool:
+    """A 4xx (or 501) whose error names streaming: the endpoint cannot stream, the request
+    is fine otherwise. Other refusals are the request's own fault and fail as they are."""
+    if exc.status_code not in _STREAM_REFUSALS:
+        return False
+    try:
+        text = exc.response.text
+    except Exception:  # an unread or undecodable body
+        text = ""
+    return "stream" in f"{exc.message} {text[:2000]}".lower()
 
 
 def _wire_message(message: dict[str, Any]) -> dict[str, Any]:

@@ -99,7 +99,7 @@ def run_interactive(
     make_session: Callable[[], Session],
     *,
     show: Callable[[str], None],
-    before_turn: Callable[[], None] = lambda: None,
+    before_turn: Callable[[str], None] = lambda text: None,
     after_turn: Callable[[], None] = lambda: None,
 ) -> int:
     tty = sys.stdin.isatty()
@@ -151,12 +151,12 @@ def run_interactive(
                 loop.run_until_complete(session.reset())
                 print(f"new session {session.id}", file=sys.stderr)
                 continue
-            before_turn()
+            # a single line is trimmed; a multi-line message keeps its indentation
+            text = message if "\n" in message else command
+            before_turn(text)
             code = 1  # until the turn gives an answer
             try:
                 try:
-                    # a single line is trimmed; a multi-line message keeps its indentation
-                    text = message if "\n" in message else command
                     result, quit_code, interrupted_at = _turn(loop, session, text)
                 finally:
                     after_turn()

@@ -241,7 +241,7 @@ async def _run_task(args: argparse.Namespace, settings: Settings, task: str, out
     on_event, live = _observers(args)
     make_session = _session_factory(args, settings, on_event)
     if live is not None:
-        live.start()
+        live.start(task)
     try:
         async with make_session() as session:
             out.session = str(session.path)
@@ -372,7 +372,7 @@ def _interactive(args: argparse.Namespace, settings: Settings) -> int:
     return run_interactive(
         make_session,
         show=show,
-        before_turn=live.start if live else (lambda: None),
+        before_turn=live.start if live else (lambda text: None),
         after_turn=live.stop if live else (lambda: None),
     )
 

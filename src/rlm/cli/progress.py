@@ -1,4 +1,9 @@
-"""Progress on stderr: one calm line per step, so stdout carries only the answer."""
+"""Progress on stderr: one calm line per step, so stdout carries only the answer.
+
+Each tool call is a line with its input, then one with the start of its output; the root's
+end is the run's summary line (turns, tokens, cost if priced, time, session folder), the
+same line the live view prints.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import TextIO
 from rlm.agent import events as ev
 from rlm.terminal import NAME_LIMIT, safe
 
-__all__ = ["LineProgress", "retry_line"]
+__all__ = ["LineProgress", "retry_line", "summary_line"]
 
 
 class LineProgress:
@@ -16,11 +21,27 @@ class LineProgress:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
+        self._cost = 0.0
+        self._tokens = 0
+        self._session = ""
 
     def __call__(self, event: ev.Event) -> None:
         line = self.describe(event)
+        if isinstance(event, ev.AgentStarted) and event.parent_id is None:
+            self._session, self._cost, self._tokens = event.session_path, 0.0, 0
+        elif isinstance(event, ev.ModelResponse):
+            self._cost += event.cost
+            self._tokens += (event.prompt_tokens or 0) + (event.completion_tokens or 0)
+        elif isinstance(event, ev.LlmCallFinished):
+            self._tokens += (event.prompt_tokens or 0) + (event.completion_tokens or 0)
+        elif isinstance(event, ev.AgentFinished) and event.depth == 0:
+            summary = summary_line(
+                event.turns, self._tokens, self._cost, event.elapsed, self._session
+            )
+            line = f"{line}\n{summary}"
         if line:  # names, tasks and endpoint errors come from others: never raw to a terminal
-            print("  " * event.depth + safe(line), file=self.stream, flush=True)
+            for part in line.split("\n"):
+                print("  " * event.depth + safe(part), file=self.stream, flush=True)
 
     @staticmethod
     def describe(event: ev.Event) -> str | None:
@@ -32,6 +53,9 @@ class LineProgress:
         if isinstance(event, ev.ToolStarted):
             tool = safe(event.name, NAME_LIMIT)
             return f"[{name}] turn {event.turn}: {tool} {_short(event.preview)}"
+        if isinstance(event, ev.ToolFinished):
+            mark = "error" if event.error else "→"
+            return f"[{name}] turn {event.turn}: {mark} {_short(event.preview)}"
         if isinstance(event, ev.ModelRetry):
             return _prefix(event) + retry_line(event)
         if isinstance(event, ev.EndpointWarning):
@@ -54,6 +78,18 @@ def retry_line(event: ev.ModelRetry) -> str:
     return (
         f"model endpoint: {event.reason}, retrying in {wait} s ({event.attempt}/{event.attempts})"
     )
+
+
+def summary_line(turns: int, tokens: int, cost: float, seconds: float, session: str) -> str:
+    """``rlm: 2 turns · 1,234 tokens · $0.0042 · 3.1 s · session <path>`` (no cost when
+    nothing was priced). Tokens and cost are the whole tree's, turns the root's."""
+    parts = [f"{turns} turn{'' if turns == 1 else 's'}", f"{tokens:,} tokens"]
+    if cost:
+        parts.append(f"${cost:.4f}")
+    parts.append(f"{seconds:.1f} s")
+    if session:
+        parts.append(f"session {session}")
+    return "rlm: " + " · ".join(parts)
 
 
 def _prefix(event: ev.Event) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import sys
 from collections.abc import Mapping
 
 from rlm.errors import ConfigError
@@ -117,4 +118,14 @@ def kernel_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
             continue
         else:
             env[key] = value
+    env["PATH"] = _python_first(env.get("PATH", ""))
     return env
+
+
+def _python_first(path: str) -> str:
+    """``path`` with the folder of rlm's Python first: kernels run in that Python, so
+    ``!pip install X`` and ``!python`` in a cell (and the bash tool) mean the kernel's own
+    environment, not whatever pip is first on the user's PATH (a uv tool environment's
+    folder is never on it)."""
+    folder = os.path.dirname(sys.executable)
+    return os.pathsep.join([folder, *(p for p in path.split(os.pathsep) if p and p != folder)])

@@ -23,7 +23,7 @@ from typing import Any
 from rlm.agent import events as ev
 from rlm.agent.host import KernelHandle
 from rlm.agent.loop import Agent
-from rlm.agent.model import ModelClient, ModelReply, OnRetry
+from rlm.agent.model import ModelClient, ModelReply, OnDelta, OnRetry
 from rlm.config import Settings, derive_settings
 from rlm.control.channel import ControlServer
 from rlm.control.dispatch import Dispatcher, Request
@@ -228,9 +228,12 @@ class Orchestrator:
         model: str,
         *,
         on_retry: OnRetry | None = None,
+        on_delta: OnDelta | None = None,
     ) -> ModelReply:
         self.budget.check()
-        return await self.model.complete(messages, tools, model, on_retry=on_retry)
+        return await self.model.complete(
+            messages, tools, model, on_retry=on_retry, on_delta=on_delta
+        )
 
     def charge(self, model: str, usage: Any) -> float:
         return self.budget.charge(model, usage)
