@@ -496,6 +496,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only kernels through a loopback Kernel Gateway vs local fork start, printed",
     )
+    parser.add_argument(
+        "--peers",
+        default="",
+        help="comma-separated peers to measure beside rlm (openrlm, rlms); see bench/peers.py",
+    )
+    parser.add_argument(
+        "--peers-cache",
+        type=Path,
+        default=Path.home() / ".cache" / "rlm-bench" / "peers",
+        help="where the peers' virtual environments are created",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     if args.only_gateway:
@@ -504,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(gateway_scenario(quick)))
         return 0
     bench = Bench(quick)
+    if args.peers:
+        from .peers import main_peers
+
+        return main_peers(args, bench.scratch)
     if args.only_llm:
         print("\n".join(render_llm(llm_scenario(bench, quick))))
         return 0
@@ -589,7 +604,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if not args.no_write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+        from .peers import keep_section
+
+        old = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(keep_section(old, report))
         log(f"wrote {args.out}")
     return 0
 
