@@ -41,6 +41,7 @@ from scripted_model import ScriptedModel, call, reply, wait
 from .run import MIB, Stat, descendants, smaps
 
 SHIMS = Path(__file__).resolve().parent / "peer_shims"
+REPL_OUTPUT = "REPL output:"
 
 
 class FingerprintModel(ScriptedModel):
@@ -66,9 +67,31 @@ class Subject:
     fan_out: Callable[[int], str]
     """Code that runs n children ``child {i}`` at once and awaits them all."""
     notes: str = ""
+    text_code: bool = False
+    """Code goes in a fenced ```repl block of the reply's text and its output comes back in a
+    user message (rlms), instead of a tool call and a tool message."""
 
     def cell(self, code: str) -> Any:
+        if self.text_code:
+            return reply(f"```repl\n{code}\n```")
         return reply(None, call(self.tool, {"code": code}))
+
+    def final(self, text: str) -> Any:
+        if self.text_code:  # rlms: an answer is set in the REPL, not written in the reply
+            return self.cell(f"answer['content'] = {text!r}\nanswer['ready'] = True")
+        return reply(text)
+
+    def outputs(self, body: dict[str, Any]) -> list[str]:
+        """The outputs of the cells run so far, oldest first."""
+        found = []
+        for m in body.get("messages", []):
+            content = m.get("content")
+            text = content if isinstance(content, str) else str(content)
+            if self.text_code and m.get("role") == "user" and text.startswith(REPL_OUTPUT):
+                found.append(text[len(REPL_OUTPUT) :].strip())
+            elif not self.text_code and m.get("role") == "tool":
+                found.append(text)
+        return found
 
 
 def _base_env(scratch: Path) -> dict[str, str]:
@@ -167,7 +190,32 @@ def openrlm_subject(cache: Path, scratch: Path) -> Subject:
     )
 
 
-PEERS: dict[str, Callable[[Path, Path], Subject]] = {"openrlm": openrlm_subject}
+def rlms_subject(cache: Path, scratch: Path) -> Subject:
+    python = _pyenv("3.12") or Path(sys.executable)
+    py = ensure_venv(cache, "rlms", "rlms==0.1.3", python)
+
+    def env(base_url: str, work: Path) -> dict[str, str]:
+        e = _base_env(scratch)
+        e.update(BENCH_BASE_URL=base_url)
+        return e
+
+    return Subject(
+        name="rlms",
+        argv=[str(py), str(SHIMS / "rlms_cli.py")],
+        env=env,
+        tool="repl",
+        spawn=lambda task: f"rlm_query(f{task!r})",
+        fan_out=lambda n: f"rlm_query_batched([f'child {{i}}' for i in range({n})])",
+        text_code=True,
+        notes="in-process `local` environment: every agent's code runs as a thread of one "
+        "process (`exec`), no cell timeout or isolation between agents",
+    )
+
+
+PEERS: dict[str, Callable[[Path, Path], Subject]] = {
+    "openrlm": openrlm_subject,
+    "rlms": rlms_subject,
+}
 
 
 def load_peers(
@@ -189,15 +237,6 @@ def load_peers(
 
 
 # -- scenarios -------------------------------------------------------------------------------
-
-
-def _tools(body: dict[str, Any]) -> list[str]:
-    out = []
-    for m in body.get("messages", []):
-        if m.get("role") == "tool":
-            c = m.get("content")
-            out.append(c if isinstance(c, str) else str(c))
-    return out
 
 
 def _task(body: dict[str, Any]) -> str:
@@ -256,7 +295,7 @@ class Runner:
 
         def step(body: dict[str, Any]) -> Any:
             arrivals.append(time.time())
-            return subject.cell("pass") if len(arrivals) <= k else reply("done")
+            return subject.cell("pass") if len(arrivals) <= k else subject.final("done")
 
         with FingerprintModel() as model:
             model.script(*[step] * (k + 1), match="rounds bench")
@@ -273,18 +312,18 @@ class Runner:
         def child(body: dict[str, Any]) -> Any:
             found = re.search(r"t0=([0-9.]+)", _task(body))
             assert found is not None
-            tools = _tools(body)
+            tools = subject.outputs(body)
             if not tools:
                 return subject.cell("import time\nprint(repr(time.time()))")
             ran.append(float(tools[-1].split()[0]) - float(found.group(1)))
-            return reply("done")
+            return subject.final("done")
 
         cell = f"import time\nfor i in range({n + 1}):\n" + "\n".join(
             "    " + line for line in subject.spawn("child {i} t0={time.time()!r}").splitlines()
         )
         with FingerprintModel() as model:
             model.script(*[child] * (2 * (n + 1)), match="child ")
-            model.script(subject.cell(cell), reply("done"), match="spawn bench")
+            model.script(subject.cell(cell), subject.final("done"), match="spawn bench")
             self.run(subject, model, "spawn bench")
         self.add(subject, "spawn_first", ran[0])
         self.add(subject, "spawn_later", Stat(ran[1:]).median)
@@ -297,27 +336,29 @@ class Runner:
         pid: list[int] = []
 
         def child(body: dict[str, Any]) -> Any:
-            tools = _tools(body)
+            tools = subject.outputs(body)
             if not tools:
                 return subject.cell("import os\nx = 1\nprint(os.getpid())")
             with lock:
                 finals.append(int(tools[-1].split()[0]))
                 last = len(finals) == n
             if not hold:
-                return reply("done")
+                return subject.final("done")
             if last:
                 tree = descendants(pid[0])
                 result["pss"] = sum(smaps(p)["pss"] for p in tree)
-                result["uss"] = Stat([smaps(p)["uss"] for p in set(finals)]).median
+                # Children that are threads of one process (rlms) have no USS of their own.
+                kernels = set(finals) - {pid[0]}
+                result["uss"] = Stat([smaps(p)["uss"] for p in kernels]).median
                 release.set()
-                return reply("done")
-            return wait(release, then=reply("done"), timeout=300)
+                return subject.final("done")
+            return wait(release, then=subject.final("done"), timeout=300)
 
         def root_final(body: dict[str, Any]) -> Any:
-            found = re.search(r"wall=([0-9.]+)", " ".join(_tools(body)))
-            assert found is not None, _tools(body)
+            found = re.search(r"wall=([0-9.]+)", " ".join(subject.outputs(body)))
+            assert found is not None, subject.outputs(body)
             result["wall"] = float(found.group(1))
-            return reply("done")
+            return subject.final("done")
 
         cell = (
             "import asyncio, time\n"
