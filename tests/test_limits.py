@@ -1,0 +1,75 @@
+"""The open-files limit: a run raises its soft ``RLIMIT_NOFILE`` to the hard limit at start.
+
+Each kernel holds a few descriptors in the orchestrator, so the common soft limit of 1,024
+ends a tree near 300 kernels; the hard limit needs no privilege to reach. Checked on a real
+``rlm`` process started with a low soft limit: its ``/proc/<pid>/limits`` is read while it
+waits on the (scripted) model.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripted_model import ScriptedModel, reply
+
+LOW = 256
+
+
+def _expected(hard: int) -> int:
+    if hard != resource.RLIM_INFINITY:
+        return hard
+    return int(Path("/proc/sys/fs/nr_open").read_text())
+
+
+def _soft_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError(f"no open-files line in /proc/{pid}/limits")
+
+
+def test_run_raises_soft_open_files_limit_to_hard(tmp_path: Path) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= LOW:
+        pytest.skip(f"hard open-files limit {hard} leaves nothing to raise")
+    seen: list[int] = []
+    pid: list[int] = []
+
+    def first(body: dict[str, Any]) -> Any:
+        seen.append(_soft_limit(pid[0]))
+        return reply("done")
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (LOW, hard))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
+    with ScriptedModel() as model:
+        model.script(first)
+        env.update(
+            RLM_BASE_URL=model.base_url,
+            RLM_API_KEY="sk-test",
+            RLM_MODEL="scripted",
+            RLM_HOME=str(tmp_path / "home"),
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rlm", "-q", "limits"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=low_limit,
+        )
+        pid.append(proc.pid)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert not model.errors, model.errors
+    assert out.strip() == "done"
+    assert seen == [_expected(hard)]
