@@ -507,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         default=Path.home() / ".cache" / "rlm-bench" / "peers",
         help="where the peers' virtual environments are created",
     )
+    parser.add_argument(
+        "--only-thousand",
+        action="store_true",
+        help="only N simultaneous idle sub-agents (--children), printed; see bench/thousand.py",
+    )
+    parser.add_argument("--children", type=int, default=1000, help="N of --only-thousand")
     args = parser.parse_args(argv)
     quick = args.quick
     if args.only_gateway:
@@ -515,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(gateway_scenario(quick)))
         return 0
     bench = Bench(quick)
+    if args.only_thousand:
+        from .thousand import main_thousand
+
+        print("\n".join(main_thousand(bench, args.children)))
+        return 0
     if args.peers:
         from .peers import main_peers
 
