@@ -457,7 +457,13 @@ def render(results: dict[str, dict[str, Stat]], subjects: list[Subject]) -> list
 
 # -- entry point -----------------------------------------------------------------------------
 
-BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
+#: Sections of docs/performance.md that other modes than the plain benchmark write; each
+#: mode replaces only its own, and the plain run carries them over.
+SECTIONS = ("peers", "thousand")
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
 def cold_kernel_start() -> float:
@@ -483,25 +489,28 @@ def cold_kernel_start() -> float:
     return float(out.stdout.split()[-1])
 
 
-def write_section(path: Path, section: list[str]) -> None:
-    """Replace the peers section of ``path`` (or append it), leaving the rest as it is."""
+def write_section(path: Path, name: str, section: list[str]) -> None:
+    """Replace section ``name`` of ``path`` (or append it), leaving the rest as it is."""
+    begin, end = _markers(name)
     text = path.read_text() if path.exists() else ""
-    block = "\n".join([BEGIN, *section, "", END])
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = "\n".join([begin, *section, "", end])
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
 
 
 def keep_section(old: str, new: str) -> str:
-    """``new`` with the peers section of ``old`` carried over (the plain benchmark does not
-    re-measure the peers, so it must not drop their table)."""
-    if BEGIN not in old or END not in old:
-        return new
-    block = BEGIN + old.split(BEGIN, 1)[1].split(END, 1)[0] + END
-    return new.rstrip("\n") + "\n\n" + block + "\n"
+    """``new`` with the sections of ``old`` that only other modes write carried over (the
+    plain benchmark does not re-measure them, so it must not drop their tables)."""
+    for name in SECTIONS:
+        begin, end = _markers(name)
+        if begin in old and end in old:
+            block = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
+            new = new.rstrip("\n") + "\n\n" + block + "\n"
+    return new
 
 
 def main_peers(args: Any, scratch: Path) -> int:
@@ -528,7 +537,7 @@ def main_peers(args: Any, scratch: Path) -> int:
     section += ["", *UNFAIR]
     print("\n".join(section))
     if not args.no_write:
-        write_section(args.out, section)
+        write_section(args.out, "peers", section)
         log(f"wrote the peers section of {args.out}")
     return 0
 

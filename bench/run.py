@@ -522,9 +522,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     bench = Bench(quick)
     if args.only_thousand:
+        from .peers import write_section
         from .thousand import main_thousand
 
-        print("\n".join(main_thousand(bench, args.children)))
+        section = main_thousand(bench, args.children)
+        print("\n".join(section))
+        if not args.no_write:
+            write_section(args.out, "thousand", section)
         return 0
     if args.peers:
         from .peers import main_peers
