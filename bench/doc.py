@@ -7,6 +7,10 @@ This file is written by `uv run python -m bench` (about 5 minutes; `--quick` for
 `--no-write` to only print). The benchmark drives the real `rlm` CLI against the scripted model
 of `tests/scripted_model.py` at zero latency, so every figure is rlm's own cost: kernels,
 control channel, agent loop, session logs. Method details are in `bench/run.py`.
+Two sections at the end are written by other modes and kept by the plain run:
+`--peers openrlm,rlms` (rlm beside its peers, each in its own virtual environment under
+`~/.cache/rlm-bench/peers`, same scripted model, interleaved; `bench/peers.py`) and
+`--only-thousand --children N` (N simultaneous idle sub-agents; `bench/thousand.py`).
 
 ## Results
 """
