@@ -76,8 +76,8 @@ turn it off, or more for long sequential chains of sub-agents.
   latency the scripted server's own request handling counts too. Two costs found by profiling
   were removed: the SDK's request transform, which walked every message of every request
   against its TypedDicts (the "transform alone" rows: it made round 100 cost 4-5× round 1;
-  rlm now sends its JSON-ready messages as `extra_body`, keeping the SDK's retries, errors and
-  response parsing), and rewriting `meta.json` twice per model reply (now coalesced, at most
+  rlm now sends its JSON-ready messages as `extra_body`, keeping the SDK's errors; the reply
+  is validated by rlm itself, `rlm.agent.reply`), and rewriting `meta.json` twice per model reply (now coalesced, at most
   every 0.1 s, see [sessions](sessions.md)). What is left is roughly half Jupyter protocol and
   half SDK/HTTP plus the server, so the 2× target sits at the edge of what a real Jupyter
   kernel and the OpenAI SDK allow.
