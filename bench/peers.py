@@ -247,6 +247,13 @@ def _task(body: dict[str, Any]) -> str:
     return ""
 
 
+def _first_number(output: str) -> float | None:
+    """The number a child's cell printed first, or None when its output was lost (rlms'
+    concurrent children share one process's stdout)."""
+    found = re.match(r"\s*([0-9][0-9.]*)", output)
+    return float(found.group(1)) if found else None
+
+
 @dataclass
 class Runner:
     scratch: Path
@@ -315,7 +322,11 @@ class Runner:
             tools = subject.outputs(body)
             if not tools:
                 return subject.cell("import time\nprint(repr(time.time()))")
-            ran.append(float(tools[-1].split()[0]) - float(found.group(1)))
+            printed = _first_number(tools[-1])
+            if printed is None:
+                self.add(subject, "lost_output", 1)
+            else:
+                ran.append(printed - float(found.group(1)))
             return subject.final("done")
 
         cell = f"import time\nfor i in range({n + 1}):\n" + "\n".join(
@@ -331,6 +342,7 @@ class Runner:
     def fan_out(self, subject: Subject, n: int, hold: bool = False) -> dict[str, float]:
         result: dict[str, float] = {}
         finals: list[int] = []
+        lost: list[int] = []
         lock = threading.Lock()
         release = threading.Event()
         pid: list[int] = []
@@ -340,7 +352,10 @@ class Runner:
             if not tools:
                 return subject.cell("import os\nx = 1\nprint(os.getpid())")
             with lock:
-                finals.append(int(tools[-1].split()[0]))
+                printed = _first_number(tools[-1])
+                if printed is None:  # the child's cell ran but its output never reached it
+                    lost.append(1)
+                finals.append(int(printed or 0))
                 last = len(finals) == n
             if not hold:
                 return subject.final("done")
@@ -348,14 +363,21 @@ class Runner:
                 tree = descendants(pid[0])
                 result["pss"] = sum(smaps(p)["pss"] for p in tree)
                 # Children that are threads of one process (rlms) have no USS of their own.
-                kernels = set(finals) - {pid[0]}
+                kernels = set(finals) - {pid[0], 0}
                 result["uss"] = Stat([smaps(p)["uss"] for p in kernels]).median
                 release.set()
                 return subject.final("done")
             return wait(release, then=subject.final("done"), timeout=300)
 
+        # Also written to a file: rlms may lose a cell's printed output (see _first_number).
+        wall_file = self.scratch / "work" / subject.name / "bench-wall.txt"
+        wall_file.unlink(missing_ok=True)
+
         def root_final(body: dict[str, Any]) -> Any:
-            found = re.search(r"wall=([0-9.]+)", " ".join(subject.outputs(body)))
+            text = " ".join(subject.outputs(body))
+            if wall_file.exists():
+                text += " " + wall_file.read_text()
+            found = re.search(r"wall=([0-9.]+)", text)
             assert found is not None, subject.outputs(body)
             result["wall"] = float(found.group(1))
             return subject.final("done")
@@ -364,12 +386,15 @@ class Runner:
             "import asyncio, time\n"
             "t0 = time.perf_counter()\n"
             f"{subject.fan_out(n)}\n"
-            "print(f'wall={time.perf_counter() - t0:.4f}')\n"
+            "wall = f'wall={time.perf_counter() - t0:.4f}'\n"
+            f"open({str(wall_file)!r}, 'w').write(wall)\n"
+            "print(wall)\n"
         )
         with FingerprintModel() as model:
             model.script(*[child] * (2 * n), match="child ")
             model.script(subject.cell(cell), root_final, match="fanout bench")
             self.run(subject, model, "fanout bench", on_start=lambda p: pid.append(p.pid))
+        result["lost"] = len(lost)
         return result
 
 
@@ -389,7 +414,9 @@ def run_peers(
         for _ in range(1 if quick or n == 50 else 2):
             for s in subjects:
                 log(f"peers: {s.name} fan-out {n}")
-                runner.add(s, f"fan_{n}", runner.fan_out(s, n)["wall"])
+                done = runner.fan_out(s, n)
+                runner.add(s, f"fan_{n}", done["wall"])
+                runner.add(s, f"lost_{n}", done["lost"])
     for s in subjects:
         log(f"peers: {s.name} memory with {small} and {large} idle children")
         a = runner.fan_out(s, small, hold=True)
@@ -415,6 +442,8 @@ FIGURES: list[tuple[str, str, str]] = [
     ("mem_per_child", "memory per extra idle child (marginal PSS of the tree)", "b"),
     ("mem_fixed", "fixed memory of a run with sub-agents (PSS, children excluded)", "b"),
     ("uss_child", "USS of one idle child's process (median)", "b"),
+    ("lost_10", "children of a fan-out of 10 whose cell output was lost (median)", "n"),
+    ("lost_50", "children of a fan-out of 50 whose cell output was lost", "n"),
 ]
 
 
@@ -423,6 +452,8 @@ def _fmt(value: float, unit: str) -> str:
         return "–"
     if unit == "b":
         return f"{value / MIB:.1f} MiB"
+    if unit == "n":
+        return f"{value:.0f}"
     return f"{value * 1000:.0f} ms" if value >= 0.1 else f"{value * 1000:.1f} ms"
 
 
@@ -438,7 +469,7 @@ def render(results: dict[str, dict[str, Stat]], subjects: list[Subject]) -> list
         theirs = {p: figure.get(p, Stat()).median for p in peers}
         valid = {p: v for p, v in theirs.items() if v == v and v > 0}
         best = min(valid, key=lambda p: valid[p]) if valid else None
-        ratio = f"{ours / valid[best]:.2f}×" if best and ours == ours else "–"
+        ratio = f"{ours / valid[best]:.2f}×" if best and ours == ours and unit != "n" else "–"
         lines.append(
             "| "
             + " | ".join(
