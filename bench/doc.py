@@ -7,6 +7,10 @@ This file is written by `uv run python -m bench` (about 5 minutes; `--quick` for
 `--no-write` to only print). The benchmark drives the real `rlm` CLI against the scripted model
 of `tests/scripted_model.py` at zero latency, so every figure is rlm's own cost: kernels,
 control channel, agent loop, session logs. Method details are in `bench/run.py`.
+Two sections at the end are written by other modes and kept by the plain run:
+`--peers openrlm,rlms` (rlm beside its peers, each in its own virtual environment under
+`~/.cache/rlm-bench/peers`, same scripted model, interleaved; `bench/peers.py`) and
+`--only-thousand --children N` (N simultaneous idle sub-agents; `bench/thousand.py`).
 
 ## Results
 """
@@ -72,8 +76,8 @@ turn it off, or more for long sequential chains of sub-agents.
   latency the scripted server's own request handling counts too. Two costs found by profiling
   were removed: the SDK's request transform, which walked every message of every request
   against its TypedDicts (the "transform alone" rows: it made round 100 cost 4-5× round 1;
-  rlm now sends its JSON-ready messages as `extra_body`, keeping the SDK's retries, errors and
-  response parsing), and rewriting `meta.json` twice per model reply (now coalesced, at most
+  rlm now sends its JSON-ready messages as `extra_body`, keeping the SDK's errors; the reply
+  is validated by rlm itself, `rlm.agent.reply`), and rewriting `meta.json` twice per model reply (now coalesced, at most
   every 0.1 s, see [sessions](sessions.md)). What is left is roughly half Jupyter protocol and
   half SDK/HTTP plus the server, so the 2× target sits at the edge of what a real Jupyter
   kernel and the OpenAI SDK allow.
@@ -100,9 +104,29 @@ turn it off, or more for long sequential chains of sub-agents.
   the first cell. Pooled kernels are warmed up (their slow first execution runs while they
   wait) and the pool refills only after the kernel has been handed over, so the refill's fork
   does not compete with the handover.
-
-Not included: openrlm 0.1.0 in the same run. It requires Python >= 3.12 and this machine has
-3.11 with no way to download another interpreter (only package registries are reachable), so
-its figures (~4 ms bare spawn, ~9.4 MiB per real sandbox, 10 sub-agents with one tool call in
-~2.2 s) are the issue's, from a different run.
+* **First cell and first request (issue 21).** Imports before the first model request,
+  measured with `python -X importtime` and `sys.modules` read at the first connection to the
+  model server (the test `test_one_shot_run_imports_only_what_its_first_request_needs`
+  keeps it so): openai ~40% of the import time (its package imports all of `openai.types`),
+  pydantic ~10%, rlm ~10%, then httpx/httpcore, traitlets, zmq, jupyter_client,
+  pydantic-settings. Removed from the path: rich (the live view is imported only for a
+  terminal) and yaml (only a skill's front matter needs it). The root kernel still starts
+  when the agent's first turn begins, after these imports, so tool round 1 waits for a
+  whole kernel start. Left: start the zygote (or the root kernel) first thing in `main`,
+  before the heavy imports, in a run directory the orchestrator then adopts, and fork the
+  root kernel from it; and import openai without blocking the kernel's launch.
+* **Memory per idle child (issue 21).** A forked child's USS is ~1 MiB right after the fork;
+  `IPKernelApp.initialize` adds ~14 MiB (profiled per `init_*` step: the kernel and its
+  IPython shell ~4.6 MiB, sockets and their threads ~2.2 MiB, control and IOPub ~1.6 MiB,
+  the rest in many small steps, all Python objects: glibc's per-thread arenas are not it,
+  `MALLOC_ARENA_MAX=1` changes nothing), and the agent's bootstrap and first cell ~4 MiB
+  more: ~19 MiB. Python 3.11 has no immortal objects, so touching a shared object copies its
+  page. Reaching 10 MiB needs the shell built in the zygote and reused by each kernel
+  (IPython's shell is a singleton that the kernel configures), which is not done.
+* **1,000 children (issue 21).** Three limits ended big trees before memory did: the soft
+  open-files limit (now raised to the hard limit at start), ZeroMQ's 1,023 sockets per
+  context (~200 kernel clients; now the fd limit's bound) and the zygote's listen backlog of
+  256 (a burst beyond it was reset and turned forking off for the run; now the system's
+  maximum). At ~20 MiB PSS per idle child, 1,000 children need ~20 GiB: on this shared
+  24 GiB machine the benchmark was run with 500.
 """

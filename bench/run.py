@@ -496,6 +496,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only kernels through a loopback Kernel Gateway vs local fork start, printed",
     )
+    parser.add_argument(
+        "--peers",
+        default="",
+        help="comma-separated peers to measure beside rlm (openrlm, rlms); see bench/peers.py",
+    )
+    parser.add_argument(
+        "--peers-cache",
+        type=Path,
+        default=Path.home() / ".cache" / "rlm-bench" / "peers",
+        help="where the peers' virtual environments are created",
+    )
+    parser.add_argument(
+        "--only-thousand",
+        action="store_true",
+        help="only N simultaneous idle sub-agents (--children), printed; see bench/thousand.py",
+    )
+    parser.add_argument("--children", type=int, default=1000, help="N of --only-thousand")
     args = parser.parse_args(argv)
     quick = args.quick
     if args.only_gateway:
@@ -504,6 +521,19 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(gateway_scenario(quick)))
         return 0
     bench = Bench(quick)
+    if args.only_thousand:
+        from .peers import write_section
+        from .thousand import main_thousand
+
+        section = main_thousand(bench, args.children)
+        print("\n".join(section))
+        if not args.no_write:
+            write_section(args.out, "thousand", section)
+        return 0
+    if args.peers:
+        from .peers import main_peers
+
+        return main_peers(args, bench.scratch)
     if args.only_llm:
         print("\n".join(render_llm(llm_scenario(bench, quick))))
         return 0
@@ -589,7 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     if not args.no_write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
+        from .peers import keep_section
+
+        old = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(keep_section(old, report))
         log(f"wrote {args.out}")
     return 0
 

@@ -116,3 +116,52 @@ def test_rlm_sessions_loads_no_kernel_stack_or_model_client(
     modules = json.loads(out.read_text())
     assert "rlm.logs.store" in modules
     assert loaded(NOT_IN_SESSIONS, modules) == []
+
+
+#: What a one-shot ``rlm -q TASK`` must not have imported when it sends its first model
+#: request: the live view's terminal library, notebook export, and the YAML parser (skills'
+#: front matter only). Each is start-up time before the first request for nothing.
+NOT_BEFORE_FIRST_REQUEST = ("rich", "nbformat", "yaml", "rlm.cli.live", "rlm.logs.render")
+
+#: Runs ``python -m rlm ARGS`` and, at its first connection to port argv[2] (the model
+#: server), writes ``sorted(sys.modules)`` to argv[1] (an audit hook: nothing of rlm is
+#: replaced).
+_FIRST_REQUEST_PROBE = """
+import json, runpy, sys
+out, port = sys.argv.pop(1), int(sys.argv.pop(1))
+def hook(event, args):
+    if event == "socket.connect" and out and isinstance(args[1], tuple) and args[1][1] == port:
+        open(out, "w").write(json.dumps(sorted(sys.modules)))
+        globals()["out"] = ""
+sys.addaudithook(hook)
+sys.argv[0] = "rlm"
+runpy.run_module("rlm", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_one_shot_run_imports_only_what_its_first_request_needs(tmp_path: Path) -> None:
+    out = tmp_path / "modules.json"
+    with ScriptedModel() as model:
+        model.script(reply("done"))
+        port = model.base_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+        env = {k: v for k, v in fresh_env().items() if not k.startswith("RLM_")}
+        env.update(
+            RLM_BASE_URL=model.base_url,
+            RLM_API_KEY="sk-test",
+            RLM_MODEL="scripted",
+            RLM_HOME=str(tmp_path / "home"),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", _FIRST_REQUEST_PROBE, str(out), port, "-q", "hello"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert not model.errors, model.errors
+    assert result.stdout.strip() == "done"
+    modules = json.loads(out.read_text())
+    assert "openai" in modules, "the probe did not see the model request"
+    assert loaded(NOT_BEFORE_FIRST_REQUEST, modules) == []

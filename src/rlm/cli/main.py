@@ -159,7 +159,6 @@ def _read_inputs(specs: list[str], limit: int, *, read: bool = True) -> dict[str
 def _observers(args: argparse.Namespace) -> tuple[Any, Any]:
     """The event callback for this run, and the live view (if any) to start and stop."""
     from rlm.agent.events import Event
-    from rlm.cli.live import LiveView
     from rlm.cli.progress import LineProgress
 
     callbacks: list[Any] = []
@@ -170,6 +169,8 @@ def _observers(args: argparse.Namespace) -> tuple[Any, Any]:
         )
     elif not args.quiet:
         if sys.stderr.isatty():
+            from rlm.cli.live import LiveView  # rich: only for a terminal's live view
+
             live = LiveView()
             callbacks.append(live)
         else:

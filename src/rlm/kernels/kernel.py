@@ -97,6 +97,9 @@ def _zmq_context(max_message_bytes: int = MAX_MESSAGE_BYTES) -> zmq.asyncio.Cont
     reconnect interval is pure latency on a local socket. One per message size limit: the
     limit is a socket option that must be set before a socket connects."""
     context = zmq.asyncio.Context()
+    # libzmq's default of 1,023 sockets per context is ~200 kernels (five sockets each);
+    # the open-files limit (raised at start) is the real bound.
+    context.set(zmq.MAX_SOCKETS, context.get(zmq.SOCKET_LIMIT))
     context.setsockopt(zmq.RECONNECT_IVL, 5)
     context.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # for every socket created later
     return context

@@ -37,6 +37,7 @@ from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
 from rlm.runtime.budget import CostMeter
 from rlm.runtime.functions import HostFunctions
+from rlm.runtime.limits import raise_open_files_limit
 from rlm.runtime.llm import LlmCalls
 from rlm.runtime.mcp import McpConfig, McpServers, load_mcp_config
 from rlm.runtime.observer import Observer
@@ -131,6 +132,7 @@ class Orchestrator:
         # (an unusable run dir, a socket that cannot bind, a zygote that cannot start)
         # releases what was already set up and leaves nothing behind.
         harden_orchestrator()
+        raise_open_files_limit()  # ~3 descriptors per kernel: 1,024 ends near 300 kernels
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.observer.aclose)
             self.skills = await asyncio.to_thread(skills.discover)

@@ -26,15 +26,17 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.machinery import PathFinder
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
-import yaml
 from pydantic import BaseModel, ConfigDict
 
 from rlm.errors import ConfigError, KernelError
 from rlm.skills.check import DIST_PREFIX, canonical, name_problem
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = [
     "DIST_PREFIX",
@@ -104,6 +106,8 @@ def parse_front_matter(text: str) -> tuple[dict[str, Any], str]:
     if end is None:
         return {}, text
     body = "\n".join(lines[end + 1 :]).lstrip("\n")
+    import yaml  # only for a skill's front matter: a run without skills never needs it
+
     try:
         meta = yaml.load("\n".join(lines[1:end]), Loader=yaml.BaseLoader)
     except yaml.YAMLError as exc:

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(path)
         os.chmod(path, 0o600)
-        listener.listen(256)
+        listener.listen(socket.SOMAXCONN)  # a burst of children connects at once
         gc.collect()
         gc.freeze()  # keep the shared objects' pages out of every later collection
         _say(1, {
