@@ -22,9 +22,11 @@ import pytest
 
 from rlm.sandbox import bwrap
 from rlm.sandbox.landlock import abi_version
+from sandboxing import command as _command
+from sandboxing import interpreter as _interpreter
+from sandboxing import python_path as _python_path
+from sandboxing import scratch as scratch  # the fixture
 from scripted_model import ScriptedModel, ipython, reply
-from test_sandbox_unprivileged import _command, _interpreter, _python_path
-from test_sandbox_unprivileged import scratch as scratch  # the fixture
 
 CELL = r"""
 import json, os, subprocess, time

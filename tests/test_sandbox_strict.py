@@ -8,10 +8,8 @@ Skipped where bwrap cannot run; the fallback itself is tested without it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -21,9 +19,14 @@ import pytest
 
 from rlm.sandbox import bwrap, policy
 from rlm.sandbox.landlock import abi_version
+from sandboxing import command as _command
+from sandboxing import interpreter as _interpreter
+from sandboxing import probe as _probe
+from sandboxing import python_path as _python_path
+from sandboxing import scratch as scratch  # the fixture
+from sandboxing import tool_texts as _tool_texts
+from sandboxing import users as _users
 from scripted_model import ScriptedModel, call, ipython, reply
-from test_sandbox_unprivileged import _command, _interpreter, _python_path
-from test_sandbox_unprivileged import scratch as scratch  # the fixture
 
 needs_bwrap = pytest.mark.skipif(bwrap.unusable() is not None, reason=f"{bwrap.unusable()}")
 
@@ -63,23 +66,6 @@ ROOT_STEPS = [
     "!echo x > OUTSIDE/bang.txt || echo bang-denied; echo x > inside-bang.txt && echo bang-ok",
     "%%bash\necho x > OUTSIDE/bash.txt || echo cell-denied\necho x > inside-cell.txt && echo cell-ok",
 ]
-
-
-def _tool_texts(model: ScriptedModel, match: str) -> list[str]:
-    requests = model.requests_for(match)
-    assert requests, f"no request for {match!r}"
-    return [m["content"] for m in requests[-1]["messages"] if m["role"] == "tool"]
-
-
-def _probe(texts: list[str]) -> dict:
-    found = [json.loads(m.group(1)) for t in texts if (m := re.search(r"PROBE (\{.*\})", t))]
-    assert len(found) == 1, texts
-    return found[0]
-
-
-def _users() -> list[str]:
-    unprivileged = "nobody" if os.geteuid() == 0 else "unprivileged"
-    return ["root", unprivileged] if os.geteuid() == 0 else [unprivileged]
 
 
 @needs_bwrap
