@@ -20,7 +20,9 @@ import pytest
 import rlm
 from scripted_model import ScriptedModel
 
-__all__ = ["command", "interpreter", "probe", "python_path", "scratch", "tool_texts", "users"]
+__all__ = [
+    "command", "interpreter", "probe", "python_path", "run_rlm", "scratch", "tool_texts", "users",
+]  # fmt: skip
 
 #: Imports what a run needs and starts the interpreter again, as a kernel start does.
 CAN_START_KERNELS = (
@@ -93,3 +95,19 @@ def probe(texts: list[str]) -> dict:
     found = [json.loads(m.group(1)) for t in texts if (m := re.search(r"PROBE (\{.*\})", t))]
     assert len(found) == 1, texts
     return found[0]
+
+
+def run_rlm(user: str, python: str, task: str, *, cwd: Path, env: dict[str, str]) -> str:
+    """``rlm TASK`` as ``user``; checks it succeeded with the final answer ``done`` and
+    returns its stderr (where the start notice is)."""
+    result = subprocess.run(
+        [*command(user, python), "-m", "rlm", task],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "done"
+    return result.stderr

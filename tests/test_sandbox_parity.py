@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pytest
 
 from rlm.sandbox import bwrap
 from rlm.sandbox.landlock import abi_version
-from sandboxing import command, interpreter, python_path, tool_texts, users
+from sandboxing import interpreter, python_path, run_rlm, tool_texts, users
 from sandboxing import scratch as scratch  # the fixture
 from scripted_model import ScriptedModel, call, ipython, reply
 from test_skills_in_kernel import fake_install
@@ -126,17 +125,8 @@ def test_kernel_behaviours_with_the_sandbox_on(
         "RLM_KERNEL_POOL": "1" if pooled else "0",
     }
     try:
-        result = subprocess.run(
-            [*command(user, python), "-m", "rlm", "root: parity"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert result.stdout.strip() == "done"
-        assert f"rlm: sandbox {sandbox} (" in result.stderr, result.stderr
+        stderr = run_rlm(user, python, "root: parity", cwd=work, env=env)
+        assert f"rlm: sandbox {sandbox} (" in stderr, stderr
         texts = tool_texts(model, "root: parity")
         (magic, bang, cell, skill, llm, one, two, tool, slow, kept, died, restarted) = texts
         assert "magic 42" in magic and "Wall time" in magic, magic

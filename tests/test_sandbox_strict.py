@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -19,10 +18,10 @@ import pytest
 
 from rlm.sandbox import bwrap, policy
 from rlm.sandbox.landlock import abi_version
-from sandboxing import command as _command
 from sandboxing import interpreter as _interpreter
 from sandboxing import probe as _probe
 from sandboxing import python_path as _python_path
+from sandboxing import run_rlm
 from sandboxing import scratch as scratch  # the fixture
 from sandboxing import tool_texts as _tool_texts
 from sandboxing import users as _users
@@ -133,17 +132,8 @@ def test_strict_confines_cells_shells_bash_and_sub_agents(
         "RLM_EXEC_TIMEOUT": "60",
     }
     try:
-        result = subprocess.run(
-            [*_command(user, python), "-m", "rlm", "root: strict"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert result.stdout.strip() == "done"
-        assert "rlm: sandbox strict (bubblewrap" in result.stderr, result.stderr
+        stderr = run_rlm(user, python, "root: strict", cwd=work, env=env)
+        assert "rlm: sandbox strict (bubblewrap" in stderr, stderr
         root, child = _tool_texts(model, "root: strict"), _tool_texts(model, "child: probe")
         for name, texts in (("root", root), ("child", child)):
             assert _probe(texts) == {
