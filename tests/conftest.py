@@ -23,10 +23,13 @@ if TEST_SANDBOX not in ("", "off", "workspace", "strict"):
 
 
 @pytest.fixture(autouse=True)
-def _test_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Apply ``RLM_TEST_SANDBOX`` (see above) to tests that do not use ``rlm_env``."""
+def _test_sandbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apply ``RLM_TEST_SANDBOX`` (see above) to tests that do not use ``rlm_env``. Tests
+    that start kernels without an orchestrator (which sets a run's writable directories)
+    get their ``tmp_path`` as the one writable directory, as a workspace."""
     if TEST_SANDBOX:
         monkeypatch.setenv("RLM_SANDBOX", TEST_SANDBOX)
+        monkeypatch.setenv("RLM_SANDBOX_WRITABLE", str(request.getfixturevalue("tmp_path")))
 
 
 @pytest.fixture
