@@ -12,6 +12,25 @@ import pytest
 
 from scripted_model import ScriptedModel
 
+#: ``RLM_TEST_SANDBOX=workspace|strict`` runs every rlm run the tests start (in-process and
+#: CLI subprocesses, which inherit the environment) under that sandbox, to check that the
+#: kernel tests pass with it on. Read once here: ``rlm_env`` clears every ``RLM_*`` variable.
+TEST_SANDBOX = os.environ.get("RLM_TEST_SANDBOX", "").strip().lower()
+if TEST_SANDBOX not in ("", "off", "workspace", "strict"):
+    raise pytest.UsageError(
+        f"RLM_TEST_SANDBOX: expected workspace or strict (got {TEST_SANDBOX!r})"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _test_sandbox(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apply ``RLM_TEST_SANDBOX`` (see above) to tests that do not use ``rlm_env``. Tests
+    that start kernels without an orchestrator (which sets a run's writable directories)
+    get their ``tmp_path`` as the one writable directory, as a workspace."""
+    if TEST_SANDBOX:
+        monkeypatch.setenv("RLM_SANDBOX", TEST_SANDBOX)
+        monkeypatch.setenv("RLM_SANDBOX_WRITABLE", str(request.getfixturevalue("tmp_path")))
+
 
 @pytest.fixture
 def model() -> Iterator[ScriptedModel]:
@@ -26,6 +45,8 @@ def rlm_env(model: ScriptedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     for key in list(os.environ):
         if key.startswith("RLM_"):
             monkeypatch.delenv(key)
+    if TEST_SANDBOX:
+        monkeypatch.setenv("RLM_SANDBOX", TEST_SANDBOX)
     home = tmp_path / "home"
     work = tmp_path / "work"
     work.mkdir()

@@ -15,16 +15,17 @@ import os
 import random
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from rlm.sandbox import bwrap
 from rlm.sandbox.landlock import abi_version
+from sandboxing import interpreter as _interpreter
+from sandboxing import python_path as _python_path
+from sandboxing import run_rlm
+from sandboxing import scratch as scratch  # the fixture
 from scripted_model import ScriptedModel, ipython, reply
-from test_sandbox_unprivileged import _command, _interpreter, _python_path
-from test_sandbox_unprivileged import scratch as scratch  # the fixture
 
 CELL = r"""
 import json, os, subprocess, time
@@ -120,18 +121,9 @@ def test_setsid_and_double_forked_processes_are_gone_after_the_run(
         "RLM_EXEC_TIMEOUT": "60",
     }
     try:
-        result = subprocess.run(
-            [*_command(user, python), "-m", "rlm", "root: escape"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert result.stdout.strip() == "done"
+        stderr = run_rlm(user, python, "root: escape", cwd=work, env=env)
         # The start notice names the level actually in force.
-        assert f"rlm: sandbox {sandbox} (" in result.stderr, result.stderr
+        assert f"rlm: sandbox {sandbox} (" in stderr, stderr
         for agent, markers in (("root: escape", root_markers), ("child: escape", child_markers)):
             tools = [m["content"] for m in model.requests_for(agent)[-1]["messages"]
                      if m["role"] == "tool"]  # fmt: skip

@@ -71,7 +71,7 @@ async def test_an_interrupted_rlm_run_cancels_the_child_while_the_cell_goes_on(
 ) -> None:
     monkeypatch.setenv("RLM_MAX_DEPTH", "1")
     monkeypatch.setenv("RLM_EXEC_TIMEOUT", str(WATCH + 30))
-    pidfile = tmp_path / "child-kernel.pid"
+    pidfile = Path.cwd() / "child-kernel.pid"  # in the workspace: a sandbox allows it
     release = threading.Event()
     cell = INTERRUPTED_CELL.format(pidfile=str(pidfile), home=str(rlm_env), watch=WATCH)
     model.script(reply(None, ipython(cell)), reply("root done"), match="root")

@@ -122,7 +122,7 @@ async def test_cancel_during_the_interrupt_grace_leaves_the_kernel_idle(
     model, rlm_env, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("RLM_EXEC_TIMEOUT", "10")
-    flag = tmp_path / "interrupted"
+    flag = Path.cwd() / "interrupted"  # in the workspace: a sandbox allows it
     stubborn = (
         "import time, pathlib\n"
         "while True:\n"

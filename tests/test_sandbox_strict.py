@@ -8,12 +8,9 @@ Skipped where bwrap cannot run; the fallback itself is tested without it."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -21,9 +18,14 @@ import pytest
 
 from rlm.sandbox import bwrap, policy
 from rlm.sandbox.landlock import abi_version
+from sandboxing import interpreter as _interpreter
+from sandboxing import probe as _probe
+from sandboxing import python_path as _python_path
+from sandboxing import run_rlm
+from sandboxing import scratch as scratch  # the fixture
+from sandboxing import tool_texts as _tool_texts
+from sandboxing import users as _users
 from scripted_model import ScriptedModel, call, ipython, reply
-from test_sandbox_unprivileged import _command, _interpreter, _python_path
-from test_sandbox_unprivileged import scratch as scratch  # the fixture
 
 needs_bwrap = pytest.mark.skipif(bwrap.unusable() is not None, reason=f"{bwrap.unusable()}")
 
@@ -63,23 +65,6 @@ ROOT_STEPS = [
     "!echo x > OUTSIDE/bang.txt || echo bang-denied; echo x > inside-bang.txt && echo bang-ok",
     "%%bash\necho x > OUTSIDE/bash.txt || echo cell-denied\necho x > inside-cell.txt && echo cell-ok",
 ]
-
-
-def _tool_texts(model: ScriptedModel, match: str) -> list[str]:
-    requests = model.requests_for(match)
-    assert requests, f"no request for {match!r}"
-    return [m["content"] for m in requests[-1]["messages"] if m["role"] == "tool"]
-
-
-def _probe(texts: list[str]) -> dict:
-    found = [json.loads(m.group(1)) for t in texts if (m := re.search(r"PROBE (\{.*\})", t))]
-    assert len(found) == 1, texts
-    return found[0]
-
-
-def _users() -> list[str]:
-    unprivileged = "nobody" if os.geteuid() == 0 else "unprivileged"
-    return ["root", unprivileged] if os.geteuid() == 0 else [unprivileged]
 
 
 @needs_bwrap
@@ -147,17 +132,8 @@ def test_strict_confines_cells_shells_bash_and_sub_agents(
         "RLM_EXEC_TIMEOUT": "60",
     }
     try:
-        result = subprocess.run(
-            [*_command(user, python), "-m", "rlm", "root: strict"],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert result.stdout.strip() == "done"
-        assert "rlm: sandbox strict (bubblewrap" in result.stderr, result.stderr
+        stderr = run_rlm(user, python, "root: strict", cwd=work, env=env)
+        assert "rlm: sandbox strict (bubblewrap" in stderr, stderr
         root, child = _tool_texts(model, "root: strict"), _tool_texts(model, "child: probe")
         for name, texts in (("root", root), ("child", child)):
             assert _probe(texts) == {

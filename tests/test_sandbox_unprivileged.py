@@ -14,18 +14,17 @@ import json
 import os
 import re
 import shutil
-import site
 import stat
 import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import rlm
 from rlm.sandbox.landlock import abi_version
+from sandboxing import command as _command
+from sandboxing import interpreter as _interpreter
+from sandboxing import python_path as _python_path
+from sandboxing import scratch as scratch  # the fixture
 from scripted_model import ScriptedModel, ipython, reply
 
 KEY = "sk-unprivileged-probe-key-0042"
@@ -99,55 +98,6 @@ SPAWN = "print(await rlm.run('child: probe the parent', inputs={'victim': os.get
 
 def _cell(code: str) -> str:
     return f"KEY = {KEY!r}\nPLANTED = {tuple(PLANTED)!r}\n" + code
-
-
-#: Imports what a run needs and starts the interpreter again, as a kernel start does.
-_CAN_START_KERNELS = (
-    "import subprocess, sys, rlm, ipykernel, zmq, pydantic_core\n"
-    "subprocess.run([sys.executable, '-c', 'import ipykernel'], check=True)\n"
-)
-
-
-def _python_path() -> str:
-    source = str(Path(rlm.__file__).resolve().parents[1])
-    return os.pathsep.join([source, *site.getsitepackages()])
-
-
-def _command(user: str, python: str) -> list[str]:
-    if user == "root" or os.geteuid() != 0:
-        return [python]
-    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", python]
-
-
-def _interpreter(user: str, scratch: Path) -> str:
-    """A Python the user can run with this checkout on ``PYTHONPATH``: the current one, or
-    the system's of the same version (the current one may live under ``/root``)."""
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for python in (sys.executable, shutil.which(version, path="/usr/local/bin:/usr/bin")):
-        if python is None:
-            continue
-        check = subprocess.run(
-            [*_command(user, python), "-c", _CAN_START_KERNELS],
-            env={
-                "PATH": os.environ.get("PATH", ""),
-                "PYTHONPATH": _python_path(),
-                "HOME": str(scratch),
-            },
-            capture_output=True,
-        )
-        if check.returncode == 0:
-            return python
-    pytest.skip(f"no Python with rlm's dependencies that {user} can run")
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A directory the run's user owns (``tmp_path`` is inside root's private folder)."""
-    path = Path(tempfile.mkdtemp(prefix="rlm-unpriv-"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _cases() -> list[tuple[str, str, str]]:

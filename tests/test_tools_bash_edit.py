@@ -120,6 +120,48 @@ async def test_bash_cancel_kills_process_group(tmp_path: Path) -> None:
     assert await wait_until(lambda: is_dead(pid)), f"grandchild {pid} survived cancellation"
 
 
+async def test_bash_setsid_and_double_fork_escapees_die_with_the_call(tmp_path: Path) -> None:
+    """A process that left the command's process group (``setsid``) or was orphaned by a
+    double fork does not outlive the call (as for a kernel's cells)."""
+    ctx = make_ctx(tmp_path, exec_timeout=30.0)
+    out = await bash(
+        ctx,
+        "setsid sleep 7431 >/dev/null 2>&1 & echo $! > a; "
+        "( setsid sleep 7432 >/dev/null 2>&1 & echo $! > b ) ; echo done",
+    )
+    assert out == "done\n[exit code: 0]"
+    for name in ("a", "b"):
+        pid = int((tmp_path / name).read_text())
+        assert await wait_until(lambda pid=pid: is_dead(pid)), (
+            f"escapee {pid} ({name}) outlived the call"
+        )
+
+
+async def test_bash_setsid_escapee_dies_on_timeout(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, exec_timeout=0.5)
+    out = await bash(ctx, "setsid sleep 7433 >/dev/null 2>&1 & echo $! > pid; wait")
+    assert out.endswith("[timed out after 0.5 s; the process group was killed]")
+    pid = int((tmp_path / "pid").read_text())
+    assert await wait_until(lambda: is_dead(pid)), f"escapee {pid} survived the timeout"
+
+
+async def test_bash_exit_by_signal_is_reported(tmp_path: Path) -> None:
+    assert await bash(make_ctx(tmp_path), "kill -TERM $$") == "[exit code: -15]"
+
+
+async def test_bash_commands_get_the_kernel_memory_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RLM_KERNEL_MEMORY`` bounds a bash command as it bounds a kernel: a 2 GiB allocation
+    fails in the command, and the call returns normally."""
+    monkeypatch.setenv("RLM_KERNEL_MEMORY", "512M")
+    out = await bash(
+        make_ctx(tmp_path), "python3 -c 'bytearray(2 << 30)' 2>&1 | tail -1; ulimit -d"
+    )
+    assert "MemoryError" in out
+    assert out.endswith(f"{512 * 1024}\n[exit code: 0]")
+
+
 def running_with_args(*argv: str) -> list[int]:
     """Pids of live (non-zombie) processes whose command line is exactly ``argv``."""
     wanted = "\0".join(argv) + "\0"

@@ -65,7 +65,7 @@ def restarts(events: list) -> list[str]:
 async def test_kernel_death_is_reported_and_the_run_goes_on(
     model, rlm_env, tmp_path, how, code, exit_code
 ):
-    pid_file = tmp_path / "kernel.pid"
+    pid_file = Path.cwd() / "kernel.pid"  # in the workspace: a sandbox allows it
     model.script(
         reply(None, ipython("x = 'before'")),
         reply(None, ipython(write_pid_code(pid_file) + code)),
@@ -115,7 +115,7 @@ async def test_busy_loop_is_interrupted_and_state_is_kept(model, rlm_env):
 
 
 async def test_blocking_call_that_ignores_sigint_restarts_the_kernel(model, rlm_env, tmp_path):
-    pid_file = tmp_path / "kernel.pid"
+    pid_file = Path.cwd() / "kernel.pid"  # in the workspace: a sandbox allows it
     code = write_pid_code(pid_file) + (
         "import ctypes, signal\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
@@ -292,7 +292,7 @@ async def test_background_processes_die_with_the_kernel(
     """Processes a cell leaves running end with its agent's kernel, for the root and for a
     sub-agent (whose kernel may be started another way)."""
     monkeypatch.setenv("RLM_MAX_DEPTH", "1")
-    popen_pid, shell_pid = tmp_path / "popen.pid", tmp_path / "shell.pid"
+    popen_pid, shell_pid = Path.cwd() / "popen.pid", Path.cwd() / "shell.pid"  # the workspace
     spawn = [
         reply(
             None,

@@ -7,6 +7,8 @@ the read-only mounts), and only the writable directories of the policy (the work
 directory and the run directory, with the kernel's ipc sockets and temp dir) bound
 read-write at their own paths, so the orchestrator reaches the kernel's sockets as before.
 ``RLM_SANDBOX_HIDDEN`` directories (other runs' session logs) are covered by an empty tmpfs.
+The Python the kernel runs stays importable when it lives under ``/tmp`` (a virtualenv, a
+checkout, a ``PYTHONPATH`` entry there): those directories are bound back read-only.
 Landlock is applied inside on top (:mod:`rlm.sandbox.landlock`) where the kernel has it.
 
 Why strict kernels start cold: a forked kernel cannot be moved into fresh mount and PID
@@ -28,6 +30,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 
 __all__ = ["BWRAP", "command_prefix", "unusable"]
@@ -61,6 +64,19 @@ def _paths(env: Mapping[str, str], name: str) -> list[str]:
     return [p for p in env.get(name, "").split(os.pathsep) if p]
 
 
+def _python_dirs(env: Mapping[str, str]) -> list[str]:
+    """The interpreter's and import path's entries under ``/tmp``, which the private ``/tmp``
+    would otherwise hide from the kernel (it would fail to start, or a skill to import)."""
+    candidates = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable), *sys.path]
+    candidates += _paths(env, "PYTHONPATH")
+    found: list[str] = []
+    for path in candidates:
+        path = os.path.abspath(path) if path else ""
+        if path.startswith("/tmp/") and os.path.exists(path) and path not in found:
+            found.append(path)
+    return found
+
+
 def command_prefix(env: Mapping[str, str]) -> list[str]:
     """The ``bwrap ... --`` arguments that run a command under the strict policy in ``env``
     (``RLM_SANDBOX_WRITABLE``, ``RLM_SANDBOX_HIDDEN``); empty unless ``RLM_SANDBOX=strict``.
@@ -72,6 +88,8 @@ def command_prefix(env: Mapping[str, str]) -> list[str]:
         return []
     argv = [shutil.which(BWRAP) or BWRAP, *_namespaces(), "--die-with-parent", "--new-session"]
     argv += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for path in _python_dirs(env):
+        argv += ["--ro-bind", path, path]
     for path in _paths(env, "RLM_SANDBOX_WRITABLE"):
         if os.path.isdir(path):
             argv += ["--bind", path, path]

@@ -4,8 +4,11 @@ Every call is a fresh ``bash -c`` in a new session (its own process group), so n
 model does in one call leaks into the next: no shell state (``cd``, ``export``) and no
 processes. When bash exits, or the timeout runs out, or the calling task is cancelled, the
 whole process group is killed with SIGKILL; a backgrounded ``server &`` therefore dies with
-the call that started it instead of living on as an orphan (only a process that deliberately
-leaves the group, e.g. with ``setsid``, escapes).
+the call that started it instead of living on as an orphan. A process that leaves the group
+(``setsid``, a double fork) dies too: bash runs under ``python -m rlm.sandbox.launch --exec``,
+a subreaper that holds such orphans and kills them when bash exits; on a timeout we kill its
+descendants before the group. The launcher also applies the sandbox (``RLM_SANDBOX``) and
+the kernel limits (``RLM_KERNEL_MEMORY``/``RLM_KERNEL_PROCESSES``) to the command.
 
 We drive the child through a :class:`asyncio.SubprocessProtocol` rather than
 ``asyncio.subprocess.Process``: ``Process.wait()`` only returns once every pipe is closed, so
@@ -29,6 +32,8 @@ from rlm.agent.tools import remote
 from rlm.agent.tools.base import Tool, ToolContext
 from rlm.errors import ToolError
 from rlm.kernels.environment import kernel_environment
+from rlm.sandbox.escapees import kill_descendants
+from rlm.sandbox.limits import limits_env
 from rlm.sandbox.policy import command_policy, wrap_command
 from rlm.truncation import Capture
 
@@ -133,7 +138,7 @@ class BashTool(Tool):
             return await remote.call(kernel, self.name, call, limit + remote.SLACK)
         # The agent's kernel's sandbox (RLM_SANDBOX) applies to its bash commands too.
         policy = command_policy(getattr(ctx.kernel, "env", None), ctx.cwd)
-        env = {**kernel_environment(), **policy}
+        env = {**kernel_environment(), **limits_env(), **policy}
         return await run_command(args.command, cwd=ctx.cwd, env=env, limit=limit, keep=keep)
 
 
@@ -150,6 +155,8 @@ async def run_command(
         if not timed_out:
             # bash is gone; give background children a moment to finish writing.
             await asyncio.wait([protocol.closed], timeout=EXIT_GRACE)
+        if timed_out:  # the launcher still holds what bash detached: kill that first
+            await asyncio.to_thread(kill_descendants, transport.get_pid())
         _kill_group(transport.get_pid())
         await asyncio.wait([protocol.exited, protocol.closed], timeout=KILL_GRACE)
     except BaseException:
@@ -220,6 +227,8 @@ async def _terminate(transport: asyncio.SubprocessTransport, protocol: _BashProt
     watcher still owes it the exit status (a "subprocess still running" ResourceWarning).
     SIGKILL is prompt, so the wait is short even when we are being cancelled.
     """
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(asyncio.to_thread(kill_descendants, transport.get_pid()))
     _kill_group(transport.get_pid())
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait([protocol.exited], timeout=KILL_GRACE)
