@@ -104,3 +104,13 @@ def test_bad_sandbox_values_are_one_clear_line():
     with pytest.raises(ConfigError, match=r"^RLM_NETWORK: expected 'on' or 'off'"):
         policy.resolve_mode({"RLM_NETWORK": "none"})
     assert policy.resolve_mode({}) == "off"
+
+
+def test_an_unconfined_run_tells_its_kernels_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's ``RLM_SANDBOX=workspace`` that fell back to ``off`` (no Landlock) must not
+    reach the kernels: their start-up would try to confine them with no policy."""
+    monkeypatch.setenv("RLM_SANDBOX", "workspace")
+    env = policy.sandbox_env("off", cwd=tmp_path, run_dir=tmp_path)
+    assert env["RLM_SANDBOX"] == "off"

@@ -95,7 +95,9 @@ def sandbox_env(
     ``strict`` kernels; ``strict`` has no network whatever ``RLM_NETWORK`` says (its own
     network namespace)."""
     if mode not in CONFINED:
-        return limits_env()
+        # Say "off" outright: a user's RLM_SANDBOX=workspace that fell back (no Landlock)
+        # must not reach the kernels, whose start-up would then try to confine them.
+        return {**limits_env(), "RLM_SANDBOX": "off"}
     tmp = run_dir / "tmp"
     tmp.mkdir(mode=0o700, exist_ok=True)
     network = os.environ.get("RLM_NETWORK", "on").strip().lower() or "on"
