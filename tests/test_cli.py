@@ -9,6 +9,7 @@ import pytest
 
 from conftest import read_meta, sessions
 from helpers import run_cli
+from rlm.cli.flags import NOT_FLAGS
 from rlm.config import Settings, env_name, flag_name
 from scripted_model import ScriptedModel, ipython, reply
 
@@ -190,7 +191,7 @@ def test_help_lists_every_setting_with_its_flag_and_env_var(model, rlm_env):
     text = " ".join(result.stdout.split())
     options = text[text.index("options:") :]
     for field in Settings.model_fields:
-        if field == "api_key":
+        if field in NOT_FLAGS:  # secrets: never a flag (visible in ps)
             continue
         flag, env = flag_name(field), env_name(field)
         # the flag's own entry (metavar, help) names its env var before the next entry's does

@@ -114,6 +114,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "env.md").write_text("env prompt")
     (tmp_path / "flag.md").write_text("flag prompt")
+    for name in ("env.json", "flag.json"):
+        (tmp_path / name).write_text('{"mcpServers": {}}')
+    for spec in ("spec-env", "spec-flag"):  # RLM_KERNEL_SPEC must name an installed one
+        folder = tmp_path / "jupyter" / "kernels" / spec
+        folder.mkdir(parents=True)
+        (folder / "kernel.json").write_text('{"argv": ["python3"], "display_name": "x"}')
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return tmp_path
 
 

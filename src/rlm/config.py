@@ -10,12 +10,20 @@ it is meant to be committed, and a committed key leaks.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -311,6 +319,35 @@ class Settings(BaseSettings):
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
+        return value
+
+    @field_validator("mcp_config")
+    @classmethod
+    def _check_mcp_config(cls, value: Path | None) -> Path | None:
+        """Readable JSON here, so a bad file is named by the flag or variable it came from;
+        the servers' shape is checked when the run starts them (rlm.runtime.mcp_config)."""
+        if value is not None:
+            try:
+                json.loads(value.expanduser().read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ValueError(f"cannot read {str(value)!r}: {reason}") from None
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{str(value)!r} is not JSON: {exc}") from None
+        return value
+
+    @field_validator("kernel_spec")
+    @classmethod
+    def _check_kernel_spec(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A local kernelspec must be installed: else the run would call the model and only
+        fail when its first cell needs the kernel. A gateway's are checked at its start."""
+        if value is not None and not info.data.get("kernel_gateway"):
+            from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+            try:
+                KernelSpecManager().get_kernel_spec(value)
+            except NoSuchKernel:
+                raise ValueError(f"no kernelspec named {value!r} is installed") from None
         return value
 
     @property

@@ -21,7 +21,14 @@ from scripted_model import ipython, reply
 
 #: Settings that take any text: no value is invalid when read (RLM_HOME and RLM_API_KEY are
 #: tried at use below and in test_security_faults.py).
-FREE_TEXT = {"model", "base_url", "api_key", "append_to_system_prompt", "home"}
+FREE_TEXT = {
+    "model",
+    "base_url",
+    "api_key",
+    "append_to_system_prompt",
+    "home",
+    "kernel_gateway_token",
+}
 
 #: Invalid raw values per setting, as they come from the environment or a flag.
 INVALID: dict[str, list[str]] = {
@@ -49,6 +56,15 @@ INVALID: dict[str, list[str]] = {
     "max_message_bytes": ["1000", "64M"],
     "max_pending_bytes": ["-1", "1GB"],
     "max_pending_runs": ["-1", "lots"],
+    "compact_at_tokens": ["-1", "many"],
+    "max_compactions": ["-1", "x"],
+    "mcp_config": ["does-not-exist.json", ".", "binary.md"],
+    "mcp_timeout": ["0", "nan", "soon"],
+    "mcp_start_timeout": ["0", "-1", "soon"],
+    "control_transport": ["zmq", "IPC"],
+    "kernel_gateway": ["ftp://host:8888", "http://user:secret@host:8888", "not a url"],
+    "kernel_gateway_token_file": ["does-not-exist.txt", "."],
+    "kernel_spec": ["no-such-kernelspec-rlm-test"],
 }
 
 CASES = [(field, value) for field, values in INVALID.items() for value in values]

@@ -19,7 +19,7 @@ JUNK = 20_000
 FLOOD = f"""
 import zmq
 import rlm.inkernel as _k
-_c = _k._client()
+_c = _k._ipc_client()  # the ipc socket stays open as the fallback path: flood it
 _sock = zmq.Context.instance().socket(zmq.DEALER)
 _sock.connect(_c.address)
 for _ in range({JUNK}):
