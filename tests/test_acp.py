@@ -128,6 +128,23 @@ async def rlm_acp(work: Path, stderr: Path, *args: str) -> AsyncIterator[Agent]:
         assert json.loads(line)["jsonrpc"] == "2.0", line
 
 
+def messages(updates: list[Any]) -> list[str]:
+    """The agent's messages as an editor shows them: consecutive text chunks (the reply as it
+    streams) joined, any other update in between starting a new message."""
+    said: list[str] = []
+    joined = False
+    for update in updates:
+        if isinstance(update, AgentMessageChunk):
+            if joined:
+                said[-1] += update.content.text
+            else:
+                said.append(update.content.text)
+            joined = True
+        else:
+            joined = False
+    return said
+
+
 def text_of(prompt: str) -> list[Any]:
     return [acp.text_block(prompt)]
 
@@ -161,8 +178,9 @@ async def test_two_prompts_keep_kernel_state_stream_tool_calls_and_load_resumes(
             (starts[1].tool_call_id, "completed"),
         ]
         assert ends[1].raw_output["output"].startswith("42 HI")
-        said = [m.content.text for m in editor.of(AgentMessageChunk)]
-        assert said == ["Setting x.", "x is set", "42"]
+        assert messages(editor.updates) == ["Setting x.", "x is set", "42"]
+        # streamed: the replies came in more pieces than there are messages
+        assert len(editor.of(AgentMessageChunk)) > 3
     assert "STRAY-PRINT hi" in stderr.read_text()
     (folder,) = sessions(rlm_env)
     assert folder.name == sid
@@ -263,7 +281,7 @@ async def test_a_sub_agent_is_a_tool_call_that_starts_and_finishes(
     sub = [u for u in updates if isinstance(u, ToolCallStart)][1]
     assert sub.kind == "other" and sub.raw_input["depth"] == 1
     # the child's own text is not the editor's conversation; the root's is
-    assert [m.content.text for m in agent.editor.of(AgentMessageChunk)] == ["the child said 3"]
+    assert messages(agent.editor.updates) == ["the child said 3"]
 
 
 async def test_an_endpoint_error_fails_the_prompt_and_the_process_stays_up(
@@ -299,8 +317,10 @@ async def test_an_endpoint_error_fails_the_prompt_and_the_process_stays_up(
         stopped = await agent.conn.prompt(session_id=sid, prompt=text_of("loop forever"))
         assert stopped.stop_reason == "max_turn_requests"
         assert agent.process.returncode is None
-    said = [m.content.text for m in agent.editor.of(AgentMessageChunk)]
-    assert said == ["fine", "rlm: stopped after 2 turns without a final answer (RLM_MAX_TURNS)"]
+    assert messages(agent.editor.updates) == [
+        "fine",
+        "rlm: stopped after 2 turns without a final answer (RLM_MAX_TURNS)",
+    ]
 
 
 def test_acp_refuses_a_prompt_on_the_command_line(rlm_env: Path) -> None:

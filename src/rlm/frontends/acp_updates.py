@@ -24,6 +24,7 @@ from acp import (
     text_block,
     tool_content,
     update_agent_message_text,
+    update_agent_thought_text,
     update_tool_call,
 )
 from acp.schema import ToolKind
@@ -61,6 +62,8 @@ class Updates:
         self._ids = itertools.count(1)
         self._calls: dict[tuple[str, str], str] = {}
         self._agents: dict[str, str] = {}
+        #: Root turns whose text already went out as it streamed (``ModelDelta``).
+        self._streamed: set[int] = set()
 
     def __call__(self, event: ev.Event) -> None:
         for update in self._translate(event):
@@ -102,8 +105,20 @@ class Updates:
                 self._queue.task_done()
 
     def _translate(self, event: ev.Event) -> list[Any]:
-        if isinstance(event, ev.ModelResponse) and event.depth == 0 and event.content.strip():
-            return [update_agent_message_text(event.content)]
+        if isinstance(event, ev.ModelDelta) and event.depth == 0 and event.text:
+            # The editor shows the reply as it is written; a retried request streams again
+            # from the start, so the editor may see a cut first attempt before it.
+            if event.part == "text":
+                self._streamed.add(event.turn)
+                return [update_agent_message_text(event.text)]
+            if event.part == "reasoning":
+                return [update_agent_thought_text(event.text)]
+            return []
+        if isinstance(event, ev.ModelResponse) and event.depth == 0:
+            if event.turn in self._streamed:  # already sent, piece by piece
+                self._streamed.discard(event.turn)
+                return []
+            return [update_agent_message_text(event.content)] if event.content.strip() else []
         if isinstance(event, ev.ToolStarted) and event.depth == 0:
             return [self._tool_started(event)]
         if isinstance(event, ev.ToolFinished) and event.depth == 0:
