@@ -494,7 +494,7 @@ def render(results: dict[str, dict[str, Stat]], subjects: list[Subject]) -> list
 
 #: Sections of docs/performance.md that other modes than the plain benchmark write; each
 #: mode replaces only its own, and the plain run carries them over.
-SECTIONS = ("peers", "thousand")
+SECTIONS = ("peers", "thousand", "gateway")
 
 
 def _markers(name: str) -> tuple[str, str]:

@@ -518,7 +518,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_gateway:
         from bench.gateway import gateway_scenario
 
-        print("\n".join(gateway_scenario(quick)))
+        from .peers import write_section
+
+        section = gateway_scenario(quick)
+        print("\n".join(section))
+        if not args.no_write:
+            write_section(args.out, "gateway", section)
         return 0
     bench = Bench(quick)
     if args.only_thousand:
