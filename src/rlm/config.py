@@ -342,12 +342,17 @@ class Settings(BaseSettings):
         """A local kernelspec must be installed: else the run would call the model and only
         fail when its first cell needs the kernel. A gateway's are checked at its start."""
         if value is not None and not info.data.get("kernel_gateway"):
-            from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+            # Where jupyter_client looks (jupyter_core's search path), without importing
+            # jupyter_client here: `rlm sessions` loads these settings too.
+            from jupyter_core.paths import jupyter_path
 
-            try:
-                KernelSpecManager().get_kernel_spec(value)
-            except NoSuchKernel:
-                raise ValueError(f"no kernelspec named {value!r} is installed") from None
+            name = value.lower()
+            found = name == "python3" or any(
+                (Path(folder) / name / "kernel.json").is_file()
+                for folder in jupyter_path("kernels")
+            )
+            if not found:
+                raise ValueError(f"no kernelspec named {value!r} is installed")
         return value
 
     @property
