@@ -28,10 +28,10 @@ def ignore_zombies_at_shutdown(kernel: Any) -> None:
         return
 
     def living_children() -> list[Any]:
-        children = original()
+        children: list[Any] = list(original())
         if not children:  # also: no psutil, so ipykernel terminates no children at all
             return children
-        import psutil  # only at shutdown: ipykernel found it, it is there
+        import psutil  # type: ignore[import-untyped]  # only at shutdown: ipykernel has it
 
         living = []
         for child in children:
