@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from conftest import read_log, sessions
 from rlm.config import load_settings
 from rlm.kernels.kernel import Kernel
 from rlm.runtime.orchestrator import Orchestrator
-from scripted_model import ScriptedModel, ipython, reply
+from scripted_model import ScriptedModel, ipython, reply, wait
 
 
 def tool_results(requests: list[dict]) -> list[str]:
@@ -232,3 +233,48 @@ async def test_an_rlm_kernel_exits_on_a_plain_shutdown_request(
             assert await _exited(pid, 5.0), "the kernel outlived its shutdown request"
         finally:
             await kernel.shutdown()
+
+
+# Calls made together leave in one batch message and are answered in batches; one of them
+# cancelled on its own (while the model holds it) is cancelled alone, the others answered.
+ONE_CANCELLED = """
+import json, pathlib, time
+calls = [asyncio.ensure_future(rlm.llm(f"chunk: <{i}>")) for i in range(30)]
+held = calls.pop(7)
+answers = await asyncio.gather(*calls)
+held.cancel()
+try:
+    await held
+    outcome = "answered"
+except asyncio.CancelledError:
+    outcome = "cancelled"
+log = next(pathlib.Path(HOME).glob("sessions/*/llm_calls.jsonl"))
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:  # the orchestrator logs the cancelled call as it ends
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    if len(lines) == 30:
+        break
+    time.sleep(0.05)
+errors = sorted(str(x.get("error")) for x in lines)
+print(json.dumps({"answers": answers, "held": outcome, "errors": errors}))
+"""
+
+
+async def test_one_call_of_a_batch_is_cancelled_alone(
+    model: ScriptedModel, rlm_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLM_MAX_DEPTH", "1")
+    release = threading.Event()
+    cell = f"HOME = {str(rlm_env)!r}\n" + ONE_CANCELLED
+    model.script(reply(None, ipython(cell, timeout=60)), reply("root done"), match="root")
+    for i in range(30):
+        step = wait(release, timeout=60) if i == 7 else reply(f"answer {i}")
+        model.script(step, match=f"<{i}>")
+    try:
+        assert await run_root() == "root done"
+    finally:
+        release.set()
+    seen = json.loads(tool_results(model.requests_for("root"))[0])
+    assert seen["answers"] == [f"answer {i}" for i in range(30) if i != 7]
+    assert seen["held"] == "cancelled"
+    assert seen["errors"] == ["None"] * 29 + ["cancelled"]
