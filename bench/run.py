@@ -21,8 +21,9 @@ Scenarios (every one in the same run, so ratios compare like with like):
 * sandbox overhead (``bench/sandbox.py``; ``--only-sandbox`` runs it alone): fork and pool
   spawn latency and fan-out of 10 and 50 with ``RLM_SANDBOX=off`` and ``workspace``.
 * sub-model calls: one cell awaits ``rlm.llm_batch`` of 1,000 prompts (``RLM_MAX_DEPTH=1``,
-  default ``RLM_LLM_CONCURRENCY``); wall time is measured in the cell (``--only-llm`` runs
-  this scenario alone and prints its table).
+  default ``RLM_LLM_CONCURRENCY``); wall time is measured in the cell, over the kernel's own
+  channels and, interleaved in the same run, over the ipc socket (``--only-llm`` runs this
+  scenario alone and prints its table).
 """
 
 from __future__ import annotations
@@ -339,8 +340,9 @@ class Bench:
             self.cli(model, "fanout bench", settings, on_start=lambda p: cli_pid.append(p.pid))
         return result
 
-    def llm_calls(self, n: int) -> float:
-        """Wall time, in the cell, of ``rlm.llm_batch`` over ``n`` prompts at zero latency."""
+    def llm_calls(self, n: int, transport: str = "auto") -> float:
+        """Wall time, in the cell, of ``rlm.llm_batch`` over ``n`` prompts at zero latency,
+        over the kernel's own channels (``auto``) or the ipc control socket."""
         result: dict[str, float] = {}
 
         def root_final(body: dict[str, Any]) -> Any:
@@ -359,7 +361,7 @@ class Bench:
         with ScriptedModel() as model:
             model.script(*["x"] * n, match="sub-call ")
             model.script(reply(None, ipython(cell)), root_final, match="llm bench")
-            self.cli(model, "llm bench", {"max_depth": 1})
+            self.cli(model, "llm bench", {"max_depth": 1, "control_transport": transport})
         return result["wall"]
 
     @staticmethod
@@ -540,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return main_peers(args, bench.scratch)
     if args.only_llm:
-        print("\n".join(render_llm(llm_scenario(bench, quick))))
+        wall, over_ipc = llm_scenario(bench, quick)
+        print("\n".join(render_llm(wall, over_ipc)))
         return 0
     began = time.perf_counter()
     log = lambda text: print(f"[{time.perf_counter() - began:6.1f} s] {text}", file=sys.stderr)  # noqa: E731
@@ -601,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"cold_fan_{n}"] = (wall, held["memory"])
 
     log("sub-model calls: rlm.llm_batch of 1,000 prompts")
-    results["llm"] = llm_scenario(bench, quick)
+    results["llm"], results["llm_ipc"] = llm_scenario(bench, quick)
     results["sandbox"] = sandbox.measure(bench, quick, log)
 
     cli = Stat()
@@ -636,15 +639,23 @@ def main(argv: list[str] | None = None) -> int:
 LLM_CALLS = 1000
 
 
-def llm_scenario(bench: Bench, quick: bool) -> Stat:
-    return Stat([bench.llm_calls(LLM_CALLS) for _ in range(1 if quick else 3)])
+def llm_scenario(bench: Bench, quick: bool) -> tuple[Stat, Stat]:
+    """Over the kernel's own channels (the default) and, runs interleaved so both see the
+    same load, over the ipc control socket (``RLM_CONTROL_TRANSPORT=ipc``)."""
+    walls: dict[str, list[float]] = {"auto": [], "ipc": []}
+    for _ in range(1 if quick else 3):
+        for transport, runs in walls.items():
+            runs.append(bench.llm_calls(LLM_CALLS, transport))
+    return Stat(walls["auto"]), Stat(walls["ipc"])
 
 
-def render_llm(wall: Stat) -> list[str]:
+def render_llm(wall: Stat, over_ipc: Stat | None = None) -> list[str]:
     lines = ["", f"### Sub-model calls (`rlm.llm_batch` of {LLM_CALLS:,} prompts from one cell)"]
     lines += table("figure", "median (min–max)")
     lines.append(row("wall time in the cell", spread(wall, secs)))
     lines.append(row("per call", ms(wall.median / LLM_CALLS)))
+    if over_ipc is not None:
+        lines.append(row("wall time over the ipc socket (same run)", spread(over_ipc, secs)))
     return lines
 
 
@@ -739,7 +750,7 @@ def render(
                 )
             )
 
-    lines += render_llm(r["llm"])
+    lines += render_llm(r["llm"], r.get("llm_ipc"))
 
     cli, cli_depth, startup, imports = r["cli"]
     lines += ["", "### CLI start → first model request"]

@@ -8,16 +8,19 @@ removed before the run: a request sent to it would never be answered.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import read_log, sessions
 from rlm.config import load_settings
+from rlm.kernels.kernel import Kernel
 from rlm.runtime.orchestrator import Orchestrator
-from scripted_model import ScriptedModel, ipython, reply
+from scripted_model import ScriptedModel, ipython, reply, wait
 
 
 def tool_results(requests: list[dict]) -> list[str]:
@@ -173,3 +176,105 @@ async def test_a_part_over_the_kernel_channel_limit_takes_the_ipc_socket(
     assert await run_root(drop_ipc=False) == "root done"
     assert tool_results(model.requests_for("root")) == ["big ok"]
     assert tool_results(model.requests_for("child:")) == ["2000000"]
+
+
+async def _exited(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` (not necessarily our child: a forked kernel is the zygote's)
+    exits within ``timeout`` seconds, woken by its pidfd rather than by polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+    try:
+        await asyncio.wait_for(gone, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+# requests over the kernel channel from an awaiting cell and from a cell blocking its thread
+# (an inputs request: the one kind that needs no agent turn around the cell), and a child
+# process that has exited and was never waited for (a zombie: what gateway_provisioners'
+# launcher leaves of its listener, or a cell's forgotten Popen)
+CONTROL_CELLS = [
+    "print(await rlm.inkernel.load_inputs())",
+    "print(asyncio.run(rlm.inkernel.load_inputs()))",
+    "import os, subprocess\nleft = subprocess.Popen(['true'])\n"
+    "os.waitid(os.P_PID, left.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped\nprint([])",
+]
+
+
+async def test_an_rlm_kernel_exits_on_a_plain_shutdown_request(
+    model: ScriptedModel, rlm_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway (or any Jupyter client) stops a kernel with a ``shutdown_request`` and
+    kills it only after a grace period (Kernel Gateway: 5 s): an rlm kernel must exit on the
+    request itself, also after its cells used the control channel and left a zombie child
+    (ipykernel signals every child, zombies too, for ~30 s before it exits)."""
+    monkeypatch.setenv("RLM_MAX_DEPTH", "1")
+    async with Orchestrator(load_settings()) as orchestrator:
+        agent = await orchestrator.new_root("root task")
+        kernel = await orchestrator.start_kernel(agent)
+        assert isinstance(kernel, Kernel) and kernel.subshell_id is not None
+        try:
+            for cell in CONTROL_CELLS:
+                result = await kernel.execute(cell, timeout=30)
+                assert result.output.strip() == "[]", result.output
+            pid = kernel.pid
+            assert pid is not None
+            assert kernel._km is not None
+            await kernel._km.request_shutdown()
+            assert await _exited(pid, 5.0), "the kernel outlived its shutdown request"
+        finally:
+            await kernel.shutdown()
+
+
+# Calls made together leave in one batch message and are answered in batches; one of them
+# cancelled on its own (while the model holds it) is cancelled alone, the others answered.
+ONE_CANCELLED = """
+import json, pathlib, time
+calls = [asyncio.ensure_future(rlm.llm(f"chunk: <{i}>")) for i in range(30)]
+held = calls.pop(7)
+answers = await asyncio.gather(*calls)
+held.cancel()
+try:
+    await held
+    outcome = "answered"
+except asyncio.CancelledError:
+    outcome = "cancelled"
+log = next(pathlib.Path(HOME).glob("sessions/*/llm_calls.jsonl"))
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:  # the orchestrator logs the cancelled call as it ends
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    if len(lines) == 30:
+        break
+    time.sleep(0.05)
+errors = sorted(str(x.get("error")) for x in lines)
+print(json.dumps({"answers": answers, "held": outcome, "errors": errors}))
+"""
+
+
+async def test_one_call_of_a_batch_is_cancelled_alone(
+    model: ScriptedModel, rlm_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RLM_MAX_DEPTH", "1")
+    release = threading.Event()
+    cell = f"HOME = {str(rlm_env)!r}\n" + ONE_CANCELLED
+    model.script(reply(None, ipython(cell, timeout=60)), reply("root done"), match="root")
+    for i in range(30):
+        step = wait(release, timeout=60) if i == 7 else reply(f"answer {i}")
+        model.script(step, match=f"<{i}>")
+    try:
+        assert await run_root() == "root done"
+    finally:
+        release.set()
+    seen = json.loads(tool_results(model.requests_for("root"))[0])
+    assert seen["answers"] == [f"answer {i}" for i in range(30) if i != 7]
+    assert seen["held"] == "cancelled"
+    assert seen["errors"] == ["None"] * 29 + ["cancelled"]

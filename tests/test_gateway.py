@@ -348,3 +348,14 @@ def test_kernels_of_a_killed_rlm_are_culled_by_the_gateway(model, remote, rlm_en
         proc.kill()
         proc.wait()
         marker.unlink(missing_ok=True)
+
+
+async def test_the_prompt_states_the_remote_kernels_working_directory(model, remote, rlm_env):
+    """The model is told where its code and file tools run: the gateway's directory for its
+    kernels, not the orchestrator's (the scratch directory the test runs in)."""
+    model.script(reply("done"))
+    assert await rlm.run("remote task") == "done"
+    system = model.requests[0]["messages"][0]["content"]
+    assert str(remote.cwd) in system
+    assert str(Path.cwd()) not in system
+    assert Path.cwd() != remote.cwd

@@ -24,7 +24,7 @@ from rlm.agent.context import LiveContext, parse_arguments, sanitize_tool_calls
 from rlm.agent.host import AgentHost, KernelHandle
 from rlm.agent.model import REQUEST_DEPTH, DeltaKind, ModelReply, Usage
 from rlm.agent.overflow import compact
-from rlm.agent.prompt import InputInfo, PromptParts, render_system_prompt
+from rlm.agent.prompt import InputInfo, PromptParts, kernel_cwd, render_system_prompt
 from rlm.agent.textcalls import find_text_calls
 from rlm.agent.tools import ToolContext, ToolResult, enabled_tools
 from rlm.config import Settings
@@ -241,14 +241,22 @@ class Agent:
             task=self.task,
         )
         try:
-            if self.inputs[0] or (self.host.has_skills and "ipython" in self.settings.tools):
+            wants_kernel = "ipython" in self.settings.tools or _files_follow_kernel(self.settings)
+            if (
+                self.inputs[0]
+                or (self.host.has_skills and "ipython" in self.settings.tools)
+                or (wants_kernel and _remote_kernel(self.settings))  # the prompt says its cwd
+            ):
                 await self.start_kernel()
-            elif "ipython" in self.settings.tools or _files_follow_kernel(self.settings):
+            elif wants_kernel:
                 self._kernel_start = asyncio.ensure_future(self.start_kernel())
             if self.context.head:  # resumed: the head was rebuilt from the log
                 return
+            remote_cwd = None
+            if self.kernel is not None and getattr(self.kernel, "remote", False):
+                remote_cwd = kernel_cwd(getattr(self.kernel, "bootstrap_values", {}))
             parts = PromptParts(
-                cwd=self.host.cwd,
+                cwd=remote_cwd or self.host.cwd,
                 depth=self.depth,
                 skills=self.skills_prompt,
                 inputs=[InputInfo(**info) for info in self.inputs[0]],
@@ -636,6 +644,12 @@ def _preview_args(raw: str) -> str:
                 lines = args[key].strip().splitlines()
                 return lines[0][:80] if lines else ""
     return raw[:80]
+
+
+def _remote_kernel(settings: Settings) -> bool:
+    """Whether kernels may run on another machine (a gateway, an installed kernelspec's
+    provisioner), whose working directory the prompt must state, not the orchestrator's."""
+    return bool(settings.kernel_gateway or settings.kernel_spec)
 
 
 def _files_follow_kernel(settings: Settings) -> bool:

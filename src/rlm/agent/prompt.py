@@ -2,19 +2,29 @@
 
 ``RLM_SYSTEM_PROMPT_PATH`` replaces the rendered text and wins over
 ``RLM_APPEND_TO_SYSTEM_PROMPT``, which is appended otherwise.
+
+The working directory the prompt states is where the agent's code and file tools run: the
+orchestrator's for a local kernel, the kernel's own for a remote one (a gateway's, another
+host's), which the kernel reports once, in its bootstrap's :data:`CWD_EXPRESSION`.
 """
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from rlm.config import Settings
 from rlm.errors import ConfigError
 
-__all__ = ["InputInfo", "PromptParts", "render_system_prompt"]
+__all__ = ["CWD_EXPRESSION", "InputInfo", "PromptParts", "kernel_cwd", "render_system_prompt"]
+
+#: Evaluated in every kernel after its bootstrap (a user expression: its value travels in
+#: the execute reply): the kernel's working directory.
+CWD_EXPRESSION = {"rlm_cwd": "__import__('os').getcwd()"}
 
 _TOOL_LINES = {
     "ipython": "- `ipython`: run Python in a persistent IPython kernel (state survives between "
@@ -40,6 +50,20 @@ class PromptParts:
     depth: int = 0
     skills: str = ""
     inputs: list[InputInfo] = field(default_factory=list)
+
+
+def kernel_cwd(bootstrap_values: dict[str, Any]) -> Path | None:
+    """The working directory a kernel reported for :data:`CWD_EXPRESSION` (None: it did not,
+    e.g. its bootstrap ran without that expression)."""
+    (key,) = CWD_EXPRESSION
+    value = bootstrap_values.get(key)
+    if not isinstance(value, dict) or value.get("status") != "ok":
+        return None
+    try:
+        cwd = ast.literal_eval(value.get("data", {}).get("text/plain", ""))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return Path(cwd) if isinstance(cwd, str) and cwd.startswith("/") else None
 
 
 def _template(name: str) -> Template:

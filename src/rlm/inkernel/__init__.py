@@ -28,6 +28,7 @@ from rlm.control.channel import ControlClient
 from rlm.control.inputs import pack_inputs
 from rlm.errors import DepthLimitError, RLMError
 from rlm.inkernel.kernel_channel import KernelChannelClient, supports_subshells
+from rlm.inkernel.shutdown import ignore_zombies_at_shutdown
 
 __all__ = ["active", "load_inputs", "receive", "run", "setup"]
 
@@ -55,6 +56,9 @@ def setup() -> None:
     _guard_output(int(os.environ.get("RLM_KERNEL_OUTPUT_LIMIT", "0")))
     _die_with_parent()
     _wake_loop_on_signals()
+    kernel = getattr(_shell(), "kernel", None)
+    if kernel is not None:
+        ignore_zombies_at_shutdown(kernel)
 
 
 def receive(secret: str) -> None:

@@ -24,6 +24,7 @@ from rlm.agent import events as ev
 from rlm.agent.host import KernelHandle
 from rlm.agent.loop import Agent
 from rlm.agent.model import ModelClient, ModelReply, OnDelta, OnRetry
+from rlm.agent.prompt import CWD_EXPRESSION
 from rlm.config import Settings, derive_settings
 from rlm.control.channel import ControlServer
 from rlm.control.dispatch import Dispatcher, Request
@@ -285,7 +286,11 @@ class Orchestrator:
             f"k{next(self._kernel_numbers)}",
             env=env,
             bootstrap=self._bootstrap,
-            bootstrap_expressions={**skills.REPORT_EXPRESSIONS, IDENTITY_EXPRESSION: identity},
+            bootstrap_expressions={
+                **skills.REPORT_EXPRESSIONS,
+                **CWD_EXPRESSION,  # a remote kernel's directory, for the prompt
+                IDENTITY_EXPRESSION: identity,
+            },
             depth=agent.depth,
             max_depth=agent.settings.max_depth,
             output_limit=agent.settings.max_output,
