@@ -85,7 +85,8 @@ def prestart(cwd: str | None = None) -> Prestarted | None:
     global _current
     if _current is not None:
         return _current
-    env = kernel_environment()
+    # As the orchestrator's base environment of an unconfined kernel (rlm.sandbox.policy)
+    env = {**kernel_environment(), "RLM_SANDBOX": "off"}
     folder = tempfile.mkdtemp(prefix="rlm-prestart-")
     connection: dict[str, Any] = {
         "transport": "ipc",
