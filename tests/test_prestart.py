@@ -19,6 +19,7 @@ json.dump({
     "environ": open("/proc/self/environ", "rb").read().decode(errors="replace"),
     "cwd": os.getcwd(),
     "rlm_vars": sorted(k for k in os.environ if k.startswith("RLM_")),
+    "underscore": repr(globals().get("_", "")),
 }, open(OUT, "w"))
 """
 
@@ -82,6 +83,7 @@ def test_the_root_agent_runs_in_the_kernel_started_at_cli_start(tmp_path: Path) 
     # adopted: the agent's own environment and directory, as for a kernel started for it
     assert "RLM_DEPTH" in cell["rlm_vars"], cell
     assert cell["cwd"] == str(tmp_path / "work")
+    assert cell["underscore"] == "''", "the prestart's warm-up left its result in the namespace"
     assert not list(tmp_path.glob("rlm-prestart-*")), "the prestart folder was left behind"
 
 

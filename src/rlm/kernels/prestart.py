@@ -33,8 +33,16 @@ from rlm.kernels.environment import kernel_environment
 
 __all__ = ["KERNEL_ARGS", "Prestarted", "discard", "prestart", "take"]
 
-#: The kernel's arguments after ``-m ipykernel_launcher -f FILE``, as rlm's kernelspec has them.
-KERNEL_ARGS = ("--HistoryManager.enabled=False", "--IPKernelApp.quiet=True")
+#: The kernel's arguments after ``-m ipykernel_launcher -f FILE``, as rlm's kernelspec has them,
+#: plus a warm-up run while the kernel initialises (the CLI is still importing): the modules
+#: every agent's bootstrap imports, and the shell's slow first execution, as a pooled kernel's
+#: warm-up does (no name is left in the user namespace).
+KERNEL_ARGS = (
+    "--HistoryManager.enabled=False",
+    "--IPKernelApp.quiet=True",
+    # an expression worth None: IPython's display hook would keep a value in ``_``
+    "--IPKernelApp.exec_lines=[__import__(m) for m in ('rlm.inkernel', 'rlm.zygote.child')] and None",
+)
 
 #: Variables that change how (or where) rlm starts kernels: with any set, nothing is prestarted.
 _DIFFERENT_KERNEL = (
