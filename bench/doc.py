@@ -94,9 +94,12 @@ turn it off, or more for long sequential chains of sub-agents.
   figure. The root kernel no longer delays the first request: when the prompt does not
   depend on the kernel (no skills installed, no inputs) the kernel starts beside the first
   model request and the first tool call waits for it. With skills installed the prompt lists
-  the skills that loaded in the kernel, so the first request waits for it as before. Left:
-  importing openai lazily (or in a thread while the kernel starts) and a lighter settings
-  import; the 400 ms target is below this machine's import time alone.
+  the skills that loaded in the kernel, so the first request waits for it as before. openai
+  is imported in a thread started first thing in the CLI (`rlm.agent.sdk`) and awaited only
+  when the first request is built; the imports still share one interpreter lock, so this
+  gains only where the main thread waits. Left: a lighter settings import, and sending the
+  first request without the SDK's package (`openai` imports all of `openai.types`); the
+  target is below this machine's import time alone.
 * **Spawn latency.** A child spawn is the signed control request from the cell, the session
   folder and `meta.json`, the kernel (fork + `IPKernelApp.initialize` + readiness + bootstrap,
   or for a pooled kernel one adoption round trip), the child's first model request (which no
@@ -110,11 +113,19 @@ turn it off, or more for long sequential chains of sub-agents.
   keeps it so): openai ~40% of the import time (its package imports all of `openai.types`),
   pydantic ~10%, rlm ~10%, then httpx/httpcore, traitlets, zmq, jupyter_client,
   pydantic-settings. Removed from the path: rich (the live view is imported only for a
-  terminal) and yaml (only a skill's front matter needs it). The root kernel still starts
-  when the agent's first turn begins, after these imports, so tool round 1 waits for a
-  whole kernel start. Left: start the zygote (or the root kernel) first thing in `main`,
-  before the heavy imports, in a run directory the orchestrator then adopts, and fork the
-  root kernel from it; and import openai without blocking the kernel's launch.
+  terminal) and yaml (only a skill's front matter needs it). The root kernel now starts
+  first thing in the CLI, before its heavy imports (`rlm.kernels.prestart`: a cold
+  `ipykernel_launcher` with the credential-filtered environment a kernel gets later, in its
+  own session), so it initialises on the second core while the CLI imports; the launcher
+  adopts it for the root agent through the `rlm-prestarted` provisioner (the agent's
+  environment and directory arrive in its bootstrap, as for a pooled kernel) only when its
+  environment is the one the run would give, so a sandbox, kernel limits, a gateway or an
+  installed kernelspec get today's kernel, and an unadopted one is killed at exit. The
+  kernel also imports what every bootstrap imports while it initialises. In quick runs of
+  `bench --peers openrlm` on this loaded machine, tool round 1 went from 1658 ms (258× a
+  later round) to 29-90 ms (5-12×), and CLI start → first cell from 2.5× openrlm to
+  1.3-1.7×; what is left of round 1 is the kernel's first execution and, when the CLI is
+  faster than the kernel, the rest of its start.
 * **Memory per idle child (issue 21).** A forked child's USS is ~1 MiB right after the fork;
   `IPKernelApp.initialize` adds ~14 MiB (profiled per `init_*` step: the kernel and its
   IPython shell ~4.6 MiB, sockets and their threads ~2.2 MiB, control and IOPub ~1.6 MiB,

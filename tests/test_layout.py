@@ -165,3 +165,63 @@ def test_one_shot_run_imports_only_what_its_first_request_needs(tmp_path: Path) 
     modules = json.loads(out.read_text())
     assert "openai" in modules, "the probe did not see the model request"
     assert loaded(NOT_BEFORE_FIRST_REQUEST, modules) == []
+
+
+def test_the_model_client_modules_leave_the_sdk_import_to_the_first_request() -> None:
+    # The orchestrator's modules import the SDK only when the first request is built (or in
+    # the CLI's preload thread): importing them must not import openai on the main thread.
+    code = (
+        "import json, sys\nimport rlm.agent.model, rlm.agent.retry, rlm.runtime.orchestrator\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=fresh_env(),
+        timeout=60,
+        check=True,
+    )
+    assert loaded(("openai",), json.loads(result.stdout)) == []
+
+
+#: Runs ``python -m rlm ARGS`` and writes to argv[1] the names of the threads alive when the
+#: CLI imports its settings flags (``rlm.cli.flags``, pydantic-settings: the first heavy import);
+#: an audit hook on the import event, nothing of rlm is replaced.
+_SDK_THREAD_PROBE = """
+import runpy, sys, threading
+out = sys.argv.pop(1)
+def hook(event, args):
+    if event == "import" and args[0] == "rlm.cli.flags" and out:
+        open(out, "w").write(" ".join(t.name for t in threading.enumerate()))
+        globals()["out"] = ""
+sys.addaudithook(hook)
+sys.argv[0] = "rlm"
+runpy.run_module("rlm", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_run_imports_the_sdk_in_a_thread_started_before_the_cli_imports(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "thread.txt"
+    with ScriptedModel() as model:
+        model.script(reply("done"))
+        env = {k: v for k, v in fresh_env().items() if not k.startswith("RLM_")}
+        env.update(
+            RLM_BASE_URL=model.base_url,
+            RLM_API_KEY="sk-test",
+            RLM_MODEL="scripted",
+            RLM_HOME=str(tmp_path / "home"),
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", _SDK_THREAD_PROBE, str(out), "-q", "hello"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"
+    assert "rlm-import-openai" in out.read_text().split(), "the SDK import did not start first"

@@ -24,9 +24,8 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import openai
 from tenacity import AsyncRetrying
 
 from rlm.agent.redact import Redactor
@@ -40,9 +39,13 @@ from rlm.agent.retry import (
     RetryPolicy,
     describe,
 )
+from rlm.agent.sdk import loaded, openai_module
 from rlm.agent.stream import DeltaKind, OnDelta, StreamAssembler
 from rlm.config import Settings
 from rlm.errors import ContextOverflowError, ModelError
+
+if TYPE_CHECKING:
+    import openai
 
 __all__ = ["REQUEST_DEPTH", "DeltaKind", "ModelClient", "ModelReply", "OnDelta", "OnRetry", "Usage"]
 
@@ -51,14 +54,19 @@ log = logging.getLogger("rlm.agent.model")
 #: Statuses with which an endpoint refuses a streamed request it would answer plainly.
 _STREAM_REFUSALS = frozenset({400, 404, 405, 415, 422, 501})
 
-#: What one attempt may raise; anything else is a bug in rlm and propagates as such.
-_ATTEMPT_ERRORS = (
-    openai.APIError,
-    AttemptTimeout,
-    BodyReadError,
-    MalformedReply,
-    ReplyTooLarge,
-)
+#: What one attempt may raise besides the SDK's ``openai.APIError``; anything else is a bug in
+#: rlm and propagates as such.
+_RLM_ATTEMPT_ERRORS = (AttemptTimeout, BodyReadError, MalformedReply, ReplyTooLarge)
+
+
+def _attempt_errors() -> tuple[type[BaseException], ...]:
+    sdk = loaded()
+    return _RLM_ATTEMPT_ERRORS if sdk is None else (sdk.APIError, *_RLM_ATTEMPT_ERRORS)
+
+
+def _status_error(exc: BaseException) -> bool:
+    sdk = loaded()
+    return sdk is not None and isinstance(exc, sdk.APIStatusError)
 
 
 #: The depth in the session tree a request is made at, sent as the ``X-RLM-Depth`` header: 0
@@ -74,13 +82,8 @@ class ModelClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client = openai.AsyncOpenAI(
-            base_url=settings.base_url,
-            api_key=settings.key or "not-set",
-            max_retries=0,
-            timeout=settings.model_timeout,
-            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"response": [_cap_error_body]}),
-        )
+        # Built at the first request: the SDK's import runs in a thread until then (rlm.agent.sdk).
+        self._client: openai.AsyncOpenAI | None = None
         self._redact = Redactor(settings.key)
         # Whether the endpoint has ever answered this run: a refused connection before that
         # is a wrong RLM_BASE_URL (fail fast), after that an outage (retry).
@@ -89,7 +92,24 @@ class ModelClient:
         self.streaming = True
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            await self._client.close()
+
+    async def _sdk(self) -> openai.AsyncOpenAI:
+        """The SDK client, built once the background import of ``openai`` has finished."""
+        if self._client is None:
+            sdk = await openai_module()
+            if self._client is None:  # another agent's first request may have built it meanwhile
+                self._client = sdk.AsyncOpenAI(
+                    base_url=self.settings.base_url,
+                    api_key=self.settings.key or "not-set",
+                    max_retries=0,
+                    timeout=self.settings.model_timeout,
+                    http_client=sdk.DefaultAsyncHttpxClient(
+                        event_hooks={"response": [_cap_error_body]}
+                    ),
+                )
+        return self._client
 
     async def complete(
         self,
@@ -122,7 +142,9 @@ class ModelClient:
             async for attempt in retrying:
                 with attempt:
                     return await self._attempt(model, body, on_delta)
-        except _ATTEMPT_ERRORS as exc:
+        except Exception as exc:
+            if not isinstance(exc, _attempt_errors()):
+                raise
             failure = self._classify(exc)
             made = retrying.statistics.get("attempt_number", 1)
             if made > 1:
@@ -153,7 +175,7 @@ class ModelClient:
         return body
 
     def _classify(self, exc: BaseException) -> Failure:
-        if isinstance(exc, openai.APIStatusError):
+        if _status_error(exc):
             self._reached = True
         return describe(exc, reached=self._reached, settings=self.settings)
 
@@ -168,11 +190,12 @@ class ModelClient:
                         self._fetch(model, _streamed(body), on_delta), self.settings.model_timeout
                     )
                     return parse_reply(data, time.perf_counter() - started)
-                except openai.APIStatusError as exc:
-                    if not _refuses_streaming(exc):
+                except Exception as exc:
+                    status = _refused_streaming(exc)
+                    if status is None:
                         raise
                     self.streaming = False
-                    log.info("the endpoint refused a streamed request (HTTP %s)", exc.status_code)
+                    log.info("the endpoint refused a streamed request (HTTP %s)", status)
             left = self.settings.model_timeout - (time.perf_counter() - started)
             data = await asyncio.wait_for(self._fetch(model, body, None), max(left, 0.001))
         except asyncio.TimeoutError:
@@ -183,7 +206,7 @@ class ModelClient:
         """The decoded body of a 2xx reply, read with a cap (the SDK raises on other statuses);
         a streamed one (``text/event-stream``) assembled into the body of a plain reply."""
         limit = self.settings.max_reply_bytes
-        create = self._client.chat.completions.with_streaming_response.create
+        create = (await self._sdk()).chat.completions.with_streaming_response.create
         depth = {"X-RLM-Depth": str(REQUEST_DEPTH.get())}
         async with create(
             model=model, messages=[], extra_body=body, extra_headers=depth
@@ -252,16 +275,19 @@ def _streamed(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "stream": True, "stream_options": {"include_usage": True}}
 
 
-def _refuses_streaming(exc: openai.APIStatusError) -> bool:
-    """A 4xx (or 501) whose error names streaming: the endpoint cannot stream, the request
-    is fine otherwise. Other refusals are the request's own fault and fail as they are."""
+def _refused_streaming(error: BaseException) -> int | None:
+    """The status of a 4xx (or 501) whose error names streaming: the endpoint cannot stream,
+    the request is fine otherwise. None for other errors: those fail as they are."""
+    if not _status_error(error):
+        return None
+    exc = cast("openai.APIStatusError", error)
     if exc.status_code not in _STREAM_REFUSALS:
-        return False
+        return None
     try:
         text = exc.response.text
     except Exception:  # an unread or undecodable body
         text = ""
-    return "stream" in f"{exc.message} {text[:2000]}".lower()
+    return exc.status_code if "stream" in f"{exc.message} {text[:2000]}".lower() else None
 
 
 def _wire_message(message: dict[str, Any]) -> dict[str, Any]:

@@ -18,15 +18,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
 from tenacity import RetryCallState, wait_random_exponential
 
 from rlm.agent.overflow import overflow_detail
 from rlm.agent.reply import MalformedReply
+from rlm.agent.sdk import loaded
 from rlm.config import Settings
 from rlm.sandbox.harden import redact_url
+
+if TYPE_CHECKING:
+    import openai
 
 __all__ = [
     "AttemptTimeout",
@@ -84,7 +87,10 @@ class Failure:
 
 def describe(exc: BaseException, *, reached: bool, settings: Settings) -> Failure:
     """Classify the exception one attempt ended with."""
-    if isinstance(exc, openai.APIStatusError):
+    # None until the SDK's background import has finished (rlm.agent.sdk): no exception
+    # can be one of its own before then.
+    sdk = loaded()
+    if sdk is not None and isinstance(exc, sdk.APIStatusError):
         return _status_failure(exc)
     if isinstance(exc, AttemptTimeout):
         seconds = f"{settings.model_timeout:g}"
@@ -93,9 +99,9 @@ def describe(exc: BaseException, *, reached: bool, settings: Settings) -> Failur
             f"no reply within {seconds} s",
             f"no complete reply within {seconds} s (RLM_MODEL_TIMEOUT)",
         )
-    if isinstance(exc, openai.APITimeoutError):
+    if sdk is not None and isinstance(exc, sdk.APITimeoutError):
         return Failure(True, "timed out", "the model endpoint timed out")
-    if isinstance(exc, openai.APIConnectionError):
+    if sdk is not None and isinstance(exc, sdk.APIConnectionError):
         if _refused(exc):
             where = redact_url(settings.base_url) or "the default OpenAI endpoint"
             detail = f"cannot reach the model endpoint (connection refused at {where})"

@@ -23,10 +23,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from rlm.cli.flags import add_settings_flags, flag_values
-from rlm.config import Settings, load_settings
-from rlm.errors import AgentError, ConfigError, RLMError
-from rlm.terminal import safe
+from rlm.agent.sdk import preload as _preload_sdk
+
+#: Commands that never make a model request: they do not import the SDK.
+_NO_MODEL = frozenset({"skill", "sessions", "eval", "-h", "--help", "--version"})
+
+#: Whether this process is the ``rlm`` command (console script or ``python -m rlm``), not a
+#: program that imports this module (a test calling ``main(argv)`` starts no kernel here).
+_IS_COMMAND = sys.argv[0].endswith(("rlm", os.path.join("rlm", "__main__.py")))
+
+if _IS_COMMAND and not (sys.argv[1:2] and sys.argv[1] in _NO_MODEL):
+    # A run's first model request needs openai, the largest import: it starts now, in a
+    # thread, before this module's own heavy imports (pydantic-settings below), and is awaited
+    # only when the first request is built (rlm.agent.sdk).
+    _preload_sdk()
+    from rlm.kernels import prestart as _prestart
+
+    if _prestart.wanted(sys.argv[1:], os.environ):
+        # The root kernel starts now, on the other core, while this process imports; the
+        # launcher adopts it only if it is the kernel the run would start (else it is killed).
+        _prestart.prestart()
+
+from rlm.cli.flags import add_settings_flags, flag_values  # noqa: E402 (after the SDK preload starts)
+from rlm.config import Settings, load_settings  # noqa: E402 (after the SDK preload starts)
+from rlm.errors import AgentError, ConfigError, RLMError  # noqa: E402 (after the SDK preload starts)
+from rlm.terminal import safe  # noqa: E402 (after the SDK preload starts)
 
 if TYPE_CHECKING:
     from pydantic_settings import CliSettingsSource

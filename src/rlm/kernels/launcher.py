@@ -26,10 +26,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
+from rlm.kernels import prestart
 from rlm.kernels.fork_client import Zygote
 from rlm.kernels.gateway import GatewayKernel, Gateways, env_code
 from rlm.kernels.kernel import Kernel
 from rlm.kernels.memory import MAX_MESSAGE_BYTES
+from rlm.kernels.prestart_provisioner import PROVISIONER_NAME as PRESTARTED
+from rlm.kernels.prestart_provisioner import hand_over
 from rlm.zygote import PROVISIONER_NAME, fork_supported, preload_modules
 from rlm.zygote.child import adopt_code
 
@@ -37,6 +40,9 @@ __all__ = ["KernelLauncher", "KernelPool"]
 
 log = logging.getLogger("rlm.kernels.launcher")
 
+#: Variables the orchestrator adds to every kernel's base environment after the CLI's
+#: prestart (the kernel gets them with the rest of its environment when it is adopted).
+_CONTROL_VARS = ("RLM_CONTROL_TRANSPORT", "RLM_CONTROL_MAX_PART")
 _WARM_UP = "import asyncio\nimport rlm\nimport rlm.inkernel\nimport rlm.zygote.child\n"
 
 
@@ -306,7 +312,36 @@ class KernelLauncher:
                     return kernel
             finally:
                 self.pool.refill()
+        if depth == 0:
+            adopted = await self._adopt_prestarted(name, env, cwd, bootstrap, kw)
+            if adopted is not None:
+                return adopted
         kernel = self.new_kernel(name, env=env, bootstrap=bootstrap, wait=depth > 0, **kw)
         kernel.cwd = cwd
+        await kernel.start()
+        return kernel
+
+    async def _adopt_prestarted(
+        self, name: str, env: dict[str, str], cwd: Path, bootstrap: str, kw: dict[str, Any]
+    ) -> Kernel | None:
+        """The kernel the CLI started at process start (:mod:`rlm.kernels.prestart`), if it
+        is the kernel this launcher would start: the same base environment (which also rules
+        out a sandbox or kernel limits: they add variables), never after a remote or
+        installed kernelspec (handled before). None otherwise (and that kernel is killed)."""
+        base = {k: v for k, v in self.env.items() if k not in _CONTROL_VARS}
+        pre = prestart.take(base)
+        if pre is None:
+            return None
+        hand_over(pre)
+        kernel = Kernel(
+            self.run_dir,
+            name,
+            cwd=cwd,
+            env=env,
+            bootstrap=adopt_code(env, str(cwd)) + bootstrap,
+            spec_name=PRESTARTED,
+            provisioner={"provisioner_name": PRESTARTED, "config": {}},
+            **{"max_message_bytes": self.max_message_bytes, **kw},
+        )
         await kernel.start()
         return kernel
