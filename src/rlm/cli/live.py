@@ -161,7 +161,8 @@ class LiveView:
             tokens = sum(r.tokens + r.llm_tokens for r in rows)
             cost = sum(r.cost for r in rows)
             took = time.monotonic() - self._started
-            return summary_line(root.turns, tokens, cost, took, root.session_path)
+            ended = root.status if root.status != Status.RUNNING else Status.DONE
+            return summary_line(root.turns, tokens, cost, took, root.session_path, ended)
 
     # -- events --------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import sys
 from typing import TextIO
 
 from rlm.agent import events as ev
+from rlm.schema import Status
 from rlm.terminal import NAME_LIMIT, safe
 
 __all__ = ["LineProgress", "retry_line", "summary_line"]
@@ -36,7 +37,7 @@ class LineProgress:
             self._tokens += (event.prompt_tokens or 0) + (event.completion_tokens or 0)
         elif isinstance(event, ev.AgentFinished) and event.depth == 0:
             summary = summary_line(
-                event.turns, self._tokens, self._cost, event.elapsed, self._session
+                event.turns, self._tokens, self._cost, event.elapsed, self._session, event.status
             )
             line = f"{line}\n{summary}"
         if line:  # names, tasks and endpoint errors come from others: never raw to a terminal
@@ -80,10 +81,15 @@ def retry_line(event: ev.ModelRetry) -> str:
     )
 
 
-def summary_line(turns: int, tokens: int, cost: float, seconds: float, session: str) -> str:
+def summary_line(
+    turns: int, tokens: int, cost: float, seconds: float, session: str, ended: str = "done"
+) -> str:
     """``rlm: 2 turns · 1,234 tokens · $0.0042 · 3.1 s · session <path>`` (no cost when
-    nothing was priced). Tokens and cost are the whole tree's, turns the root's."""
-    parts = [f"{turns} turn{'' if turns == 1 else 's'}", f"{tokens:,} tokens"]
+    nothing was priced). Tokens and cost are the whole tree's, turns the root's. A run that
+    did not end with an answer says how it ended first (``rlm: cancelled · ...``): it is the
+    last line a user reads."""
+    parts = [] if ended == Status.DONE else [Status(ended).value]
+    parts += [f"{turns} turn{'' if turns == 1 else 's'}", f"{tokens:,} tokens"]
     if cost:
         parts.append(f"${cost:.4f}")
     parts.append(f"{seconds:.1f} s")
