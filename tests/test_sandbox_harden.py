@@ -54,7 +54,8 @@ ISSUE_CREDENTIALS = [
 @pytest.mark.parametrize("name", ISSUE_CREDENTIALS)
 def test_credentials_are_filtered_from_kernels(name):
     env = kernel_environment({name: "planted-value", "PATH": "/usr/bin", "HARMLESS": "1"})
-    assert env == {"PATH": "/usr/bin", "HARMLESS": "1"}
+    assert env == {"PATH": env["PATH"], "HARMLESS": "1"}
+    assert env["PATH"].endswith(os.pathsep + "/usr/bin")  # rlm's Python folder goes first
     assert is_credential(name)
 
 
@@ -62,7 +63,10 @@ def test_credentials_are_filtered_from_kernels(name):
     "name", ["PATH", "HOME", "TOKENIZERS_PARALLELISM", "KEYBOARD", "RLM_MODEL"]
 )
 def test_ordinary_variables_pass(name):
-    assert kernel_environment({name: "x"}) == {name: "x"}
+    env = kernel_environment({name: "x"})
+    assert set(env) <= {name, "PATH"}
+    # PATH keeps the user's folders, after rlm's Python folder (so !pip is the kernel's)
+    assert env[name].split(os.pathsep)[-1] == "x"
 
 
 def test_the_allow_list_passes_named_credentials_but_a_glob_never_the_model_key():
