@@ -594,6 +594,11 @@ class ScriptedModel:
         path = h.path.split("?", 1)[0]
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
+        if len(raw) < length:
+            # The client went away before its body arrived (a cancelled call: the cell or
+            # the batch was cancelled while the request was being sent): nothing to answer.
+            h.close_connection = True
+            return
         if path != CHAT_COMPLETIONS_PATH:
             self._error(f"unexpected request: POST {h.path}")
             self._send_json(h, 404, {"error": {"message": f"no route for POST {h.path}"}})
