@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-__all__ = ["MalformedReply", "ModelReply", "Usage", "parse_reply"]
+__all__ = ["MalformedReply", "ModelReply", "Usage", "json_object", "parse_reply"]
 
 #: A token count above this is not a count but garbage; it is recorded as unknown.
 MAX_TOKEN_COUNT = 1_000_000_000
@@ -159,8 +159,9 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def parse_reply(data: bytes, latency: float) -> ModelReply:
-    """The reply in ``data`` (a raw 2xx body), or :class:`MalformedReply` saying what is wrong."""
+def json_object(data: bytes) -> dict[str, Any]:
+    """``data`` parsed as one JSON object (a whole reply, or one chunk of a streamed one), or
+    :class:`MalformedReply` saying why not."""
     try:
         raw = json.loads(data)
     except UnicodeDecodeError:
@@ -171,6 +172,12 @@ def parse_reply(data: bytes, latency: float) -> ModelReply:
         raise MalformedReply("the reply is not JSON") from None
     if not isinstance(raw, dict):
         raise MalformedReply(f"the reply is a JSON {type(raw).__name__}, not an object")
+    return raw
+
+
+def parse_reply(data: bytes, latency: float) -> ModelReply:
+    """The reply in ``data`` (a raw 2xx body), or :class:`MalformedReply` saying what is wrong."""
+    raw = json_object(data)
     if not raw.get("choices"):
         error = raw.get("error")
         if error is not None:

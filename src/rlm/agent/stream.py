@@ -20,7 +20,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
-from rlm.agent.reply import MalformedReply
+from rlm.agent.reply import MalformedReply, json_object
 
 __all__ = ["DeltaKind", "OnDelta", "StreamAssembler"]
 
@@ -114,17 +114,7 @@ class StreamAssembler:
             return
         if not payload:
             return
-        try:
-            chunk = json.loads(payload)
-        except UnicodeDecodeError:
-            raise MalformedReply("the reply is not valid UTF-8") from None
-        except RecursionError:
-            raise MalformedReply("the reply is nested too deeply to parse") from None
-        except ValueError:
-            raise MalformedReply("the reply is not JSON") from None
-        if not isinstance(chunk, dict):
-            raise MalformedReply(f"the reply is a JSON {type(chunk).__name__}, not an object")
-        self._chunk(chunk)
+        self._chunk(json_object(payload))
 
     def _chunk(self, chunk: dict[str, Any]) -> None:
         self._chunks += 1
