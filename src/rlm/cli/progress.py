@@ -88,7 +88,7 @@ def summary_line(
     nothing was priced). Tokens and cost are the whole tree's, turns the root's. A run that
     did not end with an answer says how it ended first (``rlm: cancelled · ...``): it is the
     last line a user reads."""
-    parts = [] if ended == Status.DONE else [Status(ended).value]
+    parts = [] if ended == Status.DONE else [getattr(ended, "value", str(ended))]
     parts += [f"{turns} turn{'' if turns == 1 else 's'}", f"{tokens:,} tokens"]
     if cost:
         parts.append(f"${cost:.4f}")
