@@ -517,6 +517,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=1000, help="N of --only-thousand")
     args = parser.parse_args(argv)
     quick = args.quick
+    # As install.sh does (uv tool install --compile-bytecode), and for every mode: with
+    # PYTHONDONTWRITEBYTECODE set, as on CI machines, every start would otherwise compile its
+    # imports from source (pip-installed peers get their bytecode at install time).
+    print("compiling bytecode of the environment and src/", file=sys.stderr)
+    purelib = sysconfig.get_paths()["purelib"]
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", purelib, str(ROOT / "src")],
+        check=False,
+        stdout=subprocess.DEVNULL,
+    )
     if args.only_gateway:
         from bench.gateway import gateway_scenario
 
@@ -560,15 +570,6 @@ def main(argv: list[str] | None = None) -> int:
             log(f"wrote the sandbox section of {args.out}")
         return 0
 
-    # As install.sh does (uv tool install --compile-bytecode): with PYTHONDONTWRITEBYTECODE set,
-    # as on CI machines, every start would otherwise compile its imports from source.
-    log("compiling bytecode of the environment and src/")
-    purelib = sysconfig.get_paths()["purelib"]
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "-j", "0", purelib, str(ROOT / "src")],
-        check=False,
-        stdout=subprocess.DEVNULL,
-    )
     info = machine()
     spawns = 8 if quick else 30
     results: dict[str, Any] = {}
