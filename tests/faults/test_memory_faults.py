@@ -18,6 +18,7 @@ from faultkit import async_wait_until, check_logs, run_root, tool_results
 from helpers import peak_rss_mib, reset_peak_rss
 from rlm.control.channel import ControlClient, ControlServer, Request
 from rlm.errors import ConfigError
+from rlm.kernels.memory import DropCounter
 from scripted_model import ipython, reply, wait
 
 OOM_READ = "print(open('/proc/self/oom_score_adj').read().strip())"
@@ -150,6 +151,25 @@ async def test_an_oversized_iopub_message_is_dropped_before_decoding(model, rlm_
     assert dropped.startswith("before\n") and dropped.endswith(note), dropped
     assert after == "still here"
     check_logs(rlm_env)
+
+
+def test_iopub_connections_replaced_in_a_row_each_get_their_own_drop_monitor():
+    """Every kernel restart and every dropped message replaces the IOPub connection and its
+    drop monitor; libzmq frees a closed monitor's inproc address only later, on its own
+    thread, so the next monitor must not take the same address (it failed to start with
+    "Address already in use", and so did the restart)."""
+    context = zmq.Context()
+    try:
+        for _ in range(50):
+            socket = context.socket(zmq.SUB)
+            try:
+                counter = DropCounter(socket)
+                counter.close()
+            finally:
+                socket.close(linger=0)
+            del counter
+    finally:
+        context.term()
 
 
 # -- the control channel ---------------------------------------------------------------------
