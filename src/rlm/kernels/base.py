@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rlm.errors import KernelError
-from rlm.kernels.memory import MAX_MESSAGE_BYTES
 from rlm.kernels.output import OutputCollector
 
 __all__ = ["CONTROL_REQUEST", "BaseKernel", "Cell", "ControlSink", "ExecResult", "KernelGone"]
@@ -108,7 +107,7 @@ class BaseKernel(abc.ABC):
         bootstrap_expressions: dict[str, str] | None = None,
         interrupt_grace: float = 3.0,
         output_limit: int = -1,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_message_bytes: int,
     ) -> None:
         self.name = name
         self.env = env
