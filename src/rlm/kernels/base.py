@@ -3,7 +3,7 @@
 of a :class:`~rlm.agent.host.KernelHandle` (timeout -> interrupt -> restart, death -> restart,
 settle after a cancelled cell), written once over a few transport primitives.
 
-The two differ in how messages travel (ZeroMQ sockets here, one websocket through a gateway)
+The two differ in how messages travel (ZeroMQ sockets locally, one websocket to a gateway)
 and in how a dead kernel shows (a local process exits; a gateway closes the websocket or
 says ``restarting``/``dead``). Those are the abstract methods below; what a cell does with
 its messages, and what the model is told when it times out or its kernel dies, is here, so
