@@ -5,7 +5,6 @@ Real kernels, the real control channel and the scripted model."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 import rlm
 from conftest import read_log, sessions
+from helpers import never_returning, read_llm_calls_code
 from scripted_model import ScriptedModel, ipython, reply, wait
 
 #: Forty sub-model calls (four at a time) and a host function that never returns, gathered;
@@ -22,20 +22,10 @@ PENDING = """
 import asyncio
 await asyncio.gather(rlm.llm_batch([f"chunk: {i}" for i in range(40)]), forever())
 """
-#: The next cell: what the orchestrator did with them.
+#: The next cell, after waiting for the 40 logged calls: what the orchestrator did with them.
 AFTER = """
-import json, pathlib, time
-log = pathlib.Path({folder!r})
-lines = []
-deadline = time.monotonic() + 30
-while time.monotonic() < deadline:
-    files = list(log.glob('sessions/*/llm_calls.jsonl'))
-    lines = [json.loads(x) for x in files[0].read_text().splitlines()] if files else []
-    if len(lines) == 40:
-        break
-    time.sleep(0.05)
-print(json.dumps({{"host_cancelled": await was_cancelled(), "llm_lines": len(lines),
-                  "errors": sorted({{str(x.get("error")) for x in lines}})}}))
+print(json.dumps({"host_cancelled": await was_cancelled(), "llm_lines": len(lines),
+                  "errors": sorted({str(x.get("error")) for x in lines})}))
 """
 
 
@@ -44,33 +34,18 @@ async def test_an_interrupted_cell_cancels_its_pending_llm_batch_items_and_host_
 ) -> None:
     monkeypatch.setenv("RLM_MAX_DEPTH", "1")
     monkeypatch.setenv("RLM_LLM_CONCURRENCY", "4")
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    async def forever() -> None:
-        """Never returns on its own."""
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    async def was_cancelled() -> bool:
-        """Whether the host saw ``forever`` cancelled (waits up to 30 s)."""
-        await asyncio.wait_for(cancelled.wait(), 30)
-        return True
-
+    host = never_returning()
     release = threading.Event()
     model.script(
         reply(None, ipython(PENDING, timeout=2)),
-        reply(None, ipython(AFTER.format(folder=str(rlm_env)))),
+        reply(None, ipython(read_llm_calls_code(rlm_env, 40) + AFTER)),
         reply("root done"),
         match="root",
     )
     model.script(*[wait(release, timeout=60)] * 40, match="chunk:")
     try:
-        assert await rlm.run("root task", functions=[forever, was_cancelled]) == "root done"
+        answer = await rlm.run("root task", functions=[host.forever, host.was_cancelled])
+        assert answer == "root done"
     finally:
         release.set()
     (root,) = sessions(rlm_env)
@@ -78,7 +53,7 @@ async def test_an_interrupted_cell_cancels_its_pending_llm_batch_items_and_host_
     assert "KeyboardInterrupt" in interrupted or "interrupt" in interrupted.lower(), interrupted
     seen = json.loads(after)
     assert seen == {"host_cancelled": True, "llm_lines": 40, "errors": ["cancelled"]}, seen
-    assert started.is_set()
+    assert host.started.is_set()
     # the queued ones were cancelled before reaching the model (a few may take a slot freed
     # by a cancelled call before their own cancel arrives, never all of them)
     assert len(model.requests_for("chunk:")) < 40

@@ -6,7 +6,6 @@ state of this test process, which no kernel could reach on its own.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from rich.console import Console
 
 import rlm
 from conftest import sessions
-from helpers import run_cli
+from helpers import never_returning, run_cli
 from rlm.cli.live import LiveView
 from scripted_model import ScriptedModel, ipython, reply
 
@@ -152,31 +151,15 @@ async def test_an_interrupted_call_cancels_the_host_function_while_the_cell_goes
     model: ScriptedModel, rlm_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RLM_MAX_DEPTH", "1")
-    started = asyncio.Event()
-    cancelled = asyncio.Event()
-
-    async def forever() -> None:
-        """Never returns on its own."""
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    async def was_cancelled() -> bool:
-        """Whether the host saw ``forever`` cancelled (waits for it, up to 30 s)."""
-        await asyncio.wait_for(cancelled.wait(), 30)
-        return True
-
+    host = never_returning()
     code = (
         "try:\n    await asyncio.wait_for(forever(), 1)\nexcept asyncio.TimeoutError:\n"
         "    print('timed out;', 'cancelled:', await was_cancelled())"
     )
     model.script(reply(None, ipython(code)), reply("done"), match="root")
-    assert await rlm.run("root task", functions=[forever, was_cancelled]) == "done"
+    assert await rlm.run("root task", functions=[host.forever, host.was_cancelled]) == "done"
     assert tool_results(model.requests_for("root")) == ["timed out; cancelled: True"]
-    assert started.is_set()
+    assert host.started.is_set()
     (root,) = sessions(rlm_env)
     assert [(c["name"], c.get("error")) for c in lines(root)] == [
         ("forever", "cancelled"),

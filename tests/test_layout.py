@@ -47,9 +47,9 @@ def fresh_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("RLM_CONTROL_ADDR", "PYTHONSTARTUP")}
 
 
-@pytest.mark.parametrize("statement", ["import rlm", "import rlm.skill"])
-def test_import_rlm_loads_no_kernel_stack_model_client_or_pydantic(statement: str) -> None:
-    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+def modules_after(statements: str) -> list[str]:
+    """``sorted(sys.modules)`` of a fresh Python that ran ``statements``."""
+    code = f"import json, sys\n{statements}\nprint(json.dumps(sorted(sys.modules)))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -58,7 +58,13 @@ def test_import_rlm_loads_no_kernel_stack_model_client_or_pydantic(statement: st
         timeout=60,
         check=True,
     )
-    modules = json.loads(result.stdout)
+    modules: list[str] = json.loads(result.stdout)
+    return modules
+
+
+@pytest.mark.parametrize("statement", ["import rlm", "import rlm.skill"])
+def test_import_rlm_loads_no_kernel_stack_model_client_or_pydantic(statement: str) -> None:
+    modules = modules_after(statement)
     assert "rlm" in modules
     assert loaded(NOT_ON_IMPORT, modules) == []
 
@@ -170,19 +176,8 @@ def test_one_shot_run_imports_only_what_its_first_request_needs(tmp_path: Path) 
 def test_the_model_client_modules_leave_the_sdk_import_to_the_first_request() -> None:
     # The orchestrator's modules import the SDK only when the first request is built (or in
     # the CLI's preload thread): importing them must not import openai on the main thread.
-    code = (
-        "import json, sys\nimport rlm.agent.model, rlm.agent.retry, rlm.runtime.orchestrator\n"
-        "print(json.dumps(sorted(sys.modules)))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=fresh_env(),
-        timeout=60,
-        check=True,
-    )
-    assert loaded(("openai",), json.loads(result.stdout)) == []
+    modules = modules_after("import rlm.agent.model, rlm.agent.retry, rlm.runtime.orchestrator")
+    assert loaded(("openai",), modules) == []
 
 
 #: Runs ``python -m rlm ARGS`` and writes to argv[1] the names of the threads alive when the

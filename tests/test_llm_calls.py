@@ -16,6 +16,7 @@ from rich.console import Console
 
 import rlm
 from conftest import read_meta, sessions
+from helpers import read_llm_calls_code
 from rlm.cli.live import LiveView
 from rlm.cli.main import main as cli_main
 from rlm.config import load_settings
@@ -190,22 +191,16 @@ async def test_the_deepest_agent_may_call_llm_and_its_usage_counts_up_the_tree(
 
 
 CANCEL_CELL = """
-import asyncio, json, pathlib, time
+import asyncio
 try:
-    await asyncio.wait_for(rlm.llm_batch([f"chunk: {{i}}" for i in range(40)]), 2)
+    await asyncio.wait_for(rlm.llm_batch([f"chunk: {i}" for i in range(40)]), 2)
     caught = None
 except BaseException as exc:
     caught = type(exc).__name__
-log = pathlib.Path({folder!r})
-lines = []
-deadline = time.monotonic() + 30
-while time.monotonic() < deadline:
-    files = list(log.glob('sessions/*/llm_calls.jsonl'))
-    lines = [json.loads(x) for x in files[0].read_text().splitlines()] if files else []
-    if len(lines) == 40:
-        break
-    time.sleep(0.05)
-print(json.dumps({{"caught": caught, "errors": sorted({{x.get("error") for x in lines}})}}))
+"""
+#: After :data:`CANCEL_CELL` and the wait for the 40 logged calls: what the cell saw.
+CANCEL_REPORT = """
+print(json.dumps({"caught": caught, "errors": sorted({x.get("error") for x in lines})}))
 """
 
 
@@ -216,7 +211,7 @@ async def test_a_cancelled_batch_cancels_its_pending_calls_while_the_cell_goes_o
     monkeypatch.setenv("RLM_LLM_CONCURRENCY", "4")
     release = threading.Event()
     model.script(
-        reply(None, ipython(CANCEL_CELL.format(folder=str(rlm_env)))),
+        reply(None, ipython(CANCEL_CELL + read_llm_calls_code(rlm_env, 40) + CANCEL_REPORT)),
         reply("root done"),
         match="root",
     )

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from rlm.agent.context import fill_empty_reply, sanitize_tool_calls
+from rlm.config import load_settings
 from rlm.logs.procs import pid_alive
+from rlm.runtime.orchestrator import Orchestrator
 
 #: The API key ``rlm_env`` puts in the environment (tests/conftest.py).
 API_KEY = "sk-test-secret-key"
@@ -34,6 +36,19 @@ def tool_results(requests: list[dict[str, Any]]) -> list[str]:
 
 def user_messages(requests: list[dict[str, Any]]) -> list[str]:
     return [m["content"] for m in requests[-1]["messages"] if m["role"] == "user"]
+
+
+async def run_root(task: str, events: list[Any] | None = None, **settings: Any) -> str:
+    """A root agent on an in-process orchestrator (so the test can watch and measure it);
+    ``events`` collects what the orchestrator reports, ``settings`` are its settings.
+
+    ipykernel stops capturing fd-level output (``os.write(1, ...)``, C extensions,
+    subprocesses) when PYTEST_CURRENT_TEST is in its environment; kernels here must behave as
+    in production. pytest sets it again for the next phase."""
+    os.environ.pop("PYTEST_CURRENT_TEST", None)
+    on_event = events.append if events is not None else None
+    async with Orchestrator(load_settings(**settings), on_event=on_event) as orchestrator:
+        return await orchestrator.run(task)
 
 
 # -- logs ------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ is left, and that ``messages.jsonl`` holds the whole conversation as valid JSONL
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -23,27 +21,15 @@ from faultkit import (
     read_jsonl,
     read_pid,
     rlm_process,
+    run_root,
     tool_results,
     write_pid_code,
 )
 
 from conftest import sessions
+from helpers import peak_rss_mib, reset_peak_rss
 from rlm.agent import events as ev
-from rlm.config import load_settings
-from rlm.runtime.orchestrator import Orchestrator
 from scripted_model import ipython, reply
-
-
-async def run_root(task: str, events: list | None = None, **settings) -> str:
-    """A root agent on an in-process orchestrator (so the test can watch and measure it).
-
-    ipykernel stops capturing fd-level output (``os.write(1, ...)``, C extensions,
-    subprocesses) when PYTEST_CURRENT_TEST is in its environment; kernels here must behave as
-    in production. pytest sets it again for the next phase."""
-    os.environ.pop("PYTEST_CURRENT_TEST", None)
-    on_event = events.append if events is not None else None
-    async with Orchestrator(load_settings(**settings), on_event=on_event) as orchestrator:
-        return await orchestrator.run(task)
 
 
 def restarts(events: list) -> list[str]:
@@ -142,20 +128,6 @@ async def test_blocking_call_that_ignores_sigint_restarts_the_kernel(model, rlm_
 # -- the kernel floods -----------------------------------------------------------------------
 
 
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    # Linux >= 4.0: "5" resets the peak resident set size to the current one. Without it the
-    # growth measured is a lower bound of the truth.
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
 @pytest.mark.parametrize(
     "code",
     [
@@ -207,13 +179,13 @@ async def test_orchestrator_memory_does_not_grow_with_output(model, rlm_env, mon
     marks: dict[str, float] = {}
 
     def flood(body: dict):  # served right before the cell runs: measure only the flood
-        _reset_peak_rss()
-        marks["before"] = _peak_rss_mib()
+        reset_peak_rss()
+        marks["before"] = peak_rss_mib()
         return reply(None, ipython(code))
 
     model.script(reply(None, ipython("1")), flood, reply("flooded"))
     assert await run_root("flood") == "flooded"
-    growth = _peak_rss_mib() - marks["before"]
+    growth = peak_rss_mib() - marks["before"]
     assert growth < 16, f"the orchestrator's peak RSS grew by {growth:.0f} MB"
     _, result = tool_results(model.requests)
     assert len(result) < 2200, len(result)

@@ -7,31 +7,21 @@ kernel that must pay (or die), never the orchestrator.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import threading
 from pathlib import Path
 
 import pytest
 import zmq
 import zmq.utils.monitor
-from faultkit import async_wait_until, check_logs, tool_results
+from faultkit import async_wait_until, check_logs, run_root, tool_results
 
-from rlm.config import load_settings
+from helpers import peak_rss_mib, reset_peak_rss
 from rlm.control.channel import ControlClient, ControlServer, Request
 from rlm.errors import ConfigError
-from rlm.runtime.orchestrator import Orchestrator
+from rlm.kernels.memory import DropCounter
 from scripted_model import ipython, reply, wait
 
 OOM_READ = "print(open('/proc/self/oom_score_adj').read().strip())"
-
-
-async def run_root(task: str, **settings) -> str:
-    """A root agent on an in-process orchestrator (so the test can measure it); kernels must
-    not see PYTEST_CURRENT_TEST (ipykernel then stops capturing fd-level output)."""
-    os.environ.pop("PYTEST_CURRENT_TEST", None)
-    async with Orchestrator(load_settings(**settings)) as orchestrator:
-        return await orchestrator.run(task)
 
 
 # -- the OOM killer picks a kernel -----------------------------------------------------------
@@ -125,19 +115,6 @@ async def test_queued_sub_agent_requests_are_bounded(
 # -- one oversized message from a kernel -----------------------------------------------------
 
 
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    # Linux >= 4.0: "5" resets the peak resident set size to the current one.
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-
-
 #: A stream message built by hand below the kernel's output cap (which wraps
 #: ``Session.send``): one 40 MB IOPub frame, signed and sent as the kernel would.
 LIMIT = 8 * 1024 * 1024
@@ -158,15 +135,15 @@ async def test_an_oversized_iopub_message_is_dropped_before_decoding(model, rlm_
     marks: dict[str, float] = {}
 
     def flood(body: dict):  # served right before the cell runs: measure only the message
-        _reset_peak_rss()
-        marks["before"] = _peak_rss_mib()
+        reset_peak_rss()
+        marks["before"] = peak_rss_mib()
         return reply(None, ipython(HUGE_MESSAGE))
 
     model.script(
         reply(None, ipython("1")), flood, reply(None, ipython("print('still here')")), reply("ok")
     )
     assert await run_root("flood", max_output=2000, max_message_bytes=LIMIT) == "ok"
-    growth = _peak_rss_mib() - marks["before"]
+    growth = peak_rss_mib() - marks["before"]
     assert growth < 30, f"the orchestrator's peak RSS grew by {growth:.0f} MB"
     _, dropped, after = tool_results(model.requests)
     assert "x" * 100 not in dropped, dropped[:200]
@@ -174,6 +151,25 @@ async def test_an_oversized_iopub_message_is_dropped_before_decoding(model, rlm_
     assert dropped.startswith("before\n") and dropped.endswith(note), dropped
     assert after == "still here"
     check_logs(rlm_env)
+
+
+def test_iopub_connections_replaced_in_a_row_each_get_their_own_drop_monitor():
+    """Every kernel restart and every dropped message replaces the IOPub connection and its
+    drop monitor; libzmq frees a closed monitor's inproc address only later, on its own
+    thread, so the next monitor must not take the same address (it failed to start with
+    "Address already in use", and so did the restart)."""
+    context = zmq.Context()
+    try:
+        for _ in range(50):
+            socket = context.socket(zmq.SUB)
+            try:
+                counter = DropCounter(socket)
+                counter.close()
+            finally:
+                socket.close(linger=0)
+            del counter
+    finally:
+        context.term()
 
 
 # -- the control channel ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 from rlm import inkernel
 
-__all__ = ["call", "install"]
+__all__ = ["call", "install", "show_signature"]
 
 
 async def call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -43,13 +43,19 @@ def _stub(name: str, signature: str, doc: str) -> Any:
 
     stub.__name__ = stub.__qualname__ = name
     stub.__doc__ = doc or None
+    show_signature(stub, name, signature)
+    return stub
+
+
+def show_signature(stub: Any, name: str, signature: str) -> None:
+    """Give ``stub`` (``*args, **kwargs``) the signature ``help()`` shows: ``signature``,
+    the text the orchestrator sent (host functions, MCP tools)."""
     namespace: dict[str, Any] = {}
     try:  # annotations stay text: the kernel may not have the types
         exec(f"from __future__ import annotations\ndef {name}{signature}: pass", namespace)
-        stub.__signature__ = inspect.signature(namespace[name])  # type: ignore[attr-defined]
+        stub.__signature__ = inspect.signature(namespace[name])
     except Exception:  # a default whose repr is not Python: keep (*args, **kwargs)
         pass
-    return stub
 
 
 def install(specs: str) -> None:

@@ -10,7 +10,6 @@ description and input schema. A call is a host-function request named ``server.t
 
 from __future__ import annotations
 
-import inspect
 import json
 from typing import Any
 
@@ -52,12 +51,7 @@ def _tool(server: str, name: str, signature: str, doc: str) -> Any:
     tool.__name__ = name
     tool.__qualname__ = full
     tool.__doc__ = doc or None
-    namespace: dict[str, Any] = {}
-    try:  # annotations stay text
-        exec(f"from __future__ import annotations\ndef {name}{signature}: pass", namespace)
-        tool.__signature__ = inspect.signature(namespace[name])  # type: ignore[attr-defined]
-    except Exception:
-        pass
+    functions.show_signature(tool, name, signature)
     return tool
 
 

@@ -30,8 +30,15 @@ import itertools
 from typing import Any
 
 from rlm.errors import KernelDiedError, KernelError
+from rlm.kernels.base import (
+    CONTROL_REQUEST,
+    BaseKernel,
+    Cell,
+    ExecResult,
+    KernelGone,
+    status_of,
+)
 from rlm.kernels.gateway_client import GatewayClient, GatewaySocket
-from rlm.kernels.kernel import CONTROL_REQUEST, ControlSink, ExecResult
 from rlm.kernels.memory import MAX_MESSAGE_BYTES
 from rlm.kernels.output import OutputCollector
 
@@ -80,11 +87,14 @@ class _Closed:
 _CLOSED = _Closed()
 
 
-class GatewayKernel:
+class GatewayKernel(BaseKernel):
     """One kernel on a gateway, owned by one agent."""
 
     #: Tools that touch files run through this kernel (see ``rlm.agent.tools.remote``).
     remote = True
+    #: A silent cell asks the gateway whether its kernel still exists this often.
+    _poll_every = LIVENESS_EVERY
+    _reply_wait = 10.0
 
     def __init__(
         self,
@@ -99,30 +109,22 @@ class GatewayKernel:
         output_limit: int = -1,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
+        super().__init__(
+            name,
+            env=env,
+            bootstrap=bootstrap,
+            bootstrap_expressions=bootstrap_expressions,
+            interrupt_grace=interrupt_grace,
+            output_limit=output_limit,
+            max_message_bytes=max_message_bytes,
+        )
         self.client = client
-        self.name = name
-        self.env = env
         self.spec_name = spec_name
-        self.bootstrap = bootstrap
-        self.bootstrap_expressions = dict(bootstrap_expressions or {})
-        self.interrupt_grace = interrupt_grace
-        self.output_limit = output_limit
-        self.max_message_bytes = max_message_bytes
-        self.bootstrap_output = ""
-        self.bootstrap_values: dict[str, Any] = {}
         self.kernel_id: str | None = None
-        #: The kernel's ``kernel_info`` reply content (its features: subshells).
-        self.kernel_info: dict[str, Any] = {}
-        #: The subshell control replies go to (None: this kernel uses the ipc socket).
-        self.subshell_id: str | None = None
-        #: Receives this kernel's IOPub control requests (None: they are dropped).
-        self.control: ControlSink | None = None
         self._socket: GatewaySocket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._shell: asyncio.Queue[dict[str, Any] | _Closed] = asyncio.Queue()
         self._iopub: asyncio.Queue[dict[str, Any] | _Closed] = asyncio.Queue()
-        self._lock = asyncio.Lock()
-        self._running: str | None = None
 
     @property
     def location(self) -> dict[str, str | None]:
@@ -133,10 +135,6 @@ class GatewayKernel:
     def pid(self) -> int | None:
         """No local process: the kernel runs where the gateway put it."""
         return None
-
-    @property
-    def running_cell(self) -> str | None:
-        return self._running
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -196,19 +194,9 @@ class GatewayKernel:
             shell.put_nowait(_CLOSED)
             iopub.put_nowait(_CLOSED)
 
-    async def run_bootstrap(self, timeout: float = 60.0) -> None:
-        """rlm's variables, then ``self.bootstrap`` and its expressions (after every start and
-        restart: a restarted kernel has lost both)."""
-        result = await self._run(
-            env_code(self.env) + self.bootstrap,
-            timeout,
-            store_history=False,
-            user_expressions=self.bootstrap_expressions,
-        )
-        if result.status != "ok":
-            raise KernelError(f"kernel bootstrap failed: {result.output[-2000:]}")
-        self.bootstrap_output = result.output
-        self.bootstrap_values = result.user_expressions
+    def _bootstrap_code(self) -> str:
+        """rlm's variables, then ``self.bootstrap`` (after every start and restart)."""
+        return env_code(self.env) + self.bootstrap
 
     async def _wait_ready(self, timeout: float) -> None:
         """A ``kernel_info`` reply and its IOPub idle: the kernel answers and IOPub is live."""
@@ -225,14 +213,6 @@ class GatewayKernel:
         raise KernelError(
             f"gateway kernel {self.kernel_id} did not become ready within {timeout:.0f} s"
         )
-
-    @property
-    def wants_subshell(self) -> bool:
-        """Whether control goes over this kernel's channels (ipykernel 7 has subshells;
-        ``RLM_CONTROL_TRANSPORT=ipc`` opts out), as for a local kernel."""
-        features = self.kernel_info.get("supported_features") or []
-        transport = self.env.get("RLM_CONTROL_TRANSPORT", "auto")
-        return transport != "ipc" and "kernel subshells" in features
 
     async def _create_subshell(self, timeout: float) -> None:
         """A subshell for control replies (``create_subshell_request`` on the control
@@ -288,19 +268,6 @@ class GatewayKernel:
                 return msg
         return None
 
-    async def _await_idle(self, msg_id: str, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (remaining := deadline - loop.time()) > 0:
-            msg = await self._next(self._iopub, remaining)
-            if msg is None or isinstance(msg, _Closed):
-                if msg is not None:
-                    self._iopub.put_nowait(msg)
-                return False
-            if msg["parent_header"].get("msg_id") == msg_id and _state(msg) == "idle":
-                return True
-        return False
-
     async def is_alive(self) -> bool:
         if self.kernel_id is None or self._reader is None or self._reader.done():
             return False
@@ -349,121 +316,41 @@ class GatewayKernel:
 
     # -- execution -------------------------------------------------------------------------
 
-    async def execute(self, code: str, timeout: float) -> ExecResult:
-        """Run ``code``; on timeout interrupt (then restart), on death restart and say so."""
-        async with self._lock:
-            if self.kernel_id is None:
-                raise KernelError("kernel is not running")
-            return await self._run(code, timeout)
+    @property
+    def _started(self) -> bool:
+        return self.kernel_id is not None
 
-    async def run_hidden(
-        self, code: str, expressions: dict[str, str], timeout: float
-    ) -> ExecResult:
-        """Run ``code`` out of the history and return ``expressions`` evaluated after it
-        (for tools that run through the kernel: their result travels in the reply, which
-        the output cap never cuts)."""
-        async with self._lock:
-            if self.kernel_id is None:
-                raise KernelError("kernel is not running")
-            return await self._run(code, timeout, store_history=False, user_expressions=expressions)
-
-    async def _run(
-        self,
-        code: str,
-        timeout: float,
-        store_history: bool = True,
-        user_expressions: dict[str, str] | None = None,
-    ) -> ExecResult:
-        loop = asyncio.get_running_loop()
-        collector = OutputCollector(self.output_limit)
+    def _send_execute(
+        self, code: str, store_history: bool, user_expressions: dict[str, str]
+    ) -> str:
         content = {
             "code": code,
             "silent": False,
             "store_history": store_history,
-            "user_expressions": user_expressions or {},
+            "user_expressions": user_expressions,
             "allow_stdin": False,
             "stop_on_error": False,
         }
-        msg_id = self._send("execute_request", content)
-        self._running = msg_id
-        status = "ok"
-        deadline = loop.time() + timeout
-        silent_since = loop.time()
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return await self._on_timeout(msg_id, collector, timeout)
-            msg = await self._next(self._iopub, min(LIVENESS_EVERY, remaining))
-            if msg is None:
-                if loop.time() - silent_since >= LIVENESS_EVERY and not await self.is_alive():
-                    return await self._on_death(collector)
-                silent_since = loop.time()
-                continue
-            if isinstance(msg, _Closed):
-                return await self._on_death(collector)
-            if _state(msg) in ("restarting", "dead"):  # the gateway's word, no parent
-                return await self._on_death(collector, restarting=_state(msg) == "restarting")
-            silent_since = loop.time()
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind = msg["header"].get("msg_type")
-            if kind == "status" and _state(msg) == "idle":
-                break
-            if kind == "error":
-                status = "error"
-            collector.handle(msg)
-        reply = await self._await_reply(msg_id, loop.time() + 10.0)
-        self._running = None
-        if reply is not None and reply.get("content", {}).get("status") == "error":
-            status = "error"
-        evaluated = (reply or {}).get("content", {}).get("user_expressions") or {}
-        return ExecResult(
-            collector.text(), status, [], user_expressions=evaluated, outputs=collector.outputs()
-        )
+        return self._send("execute_request", content)
 
-    async def settle(self) -> None:
-        """After a cancelled ``execute``: stop the cell still running (interrupt, or restart
-        if it ignores the interrupt) so the kernel is ready for the next call."""
-        async with self._lock:
-            msg_id, self._running = self._running, None
-            if msg_id is None or self.kernel_id is None:
-                return
-            try:
-                await self.interrupt()
-                if await self._await_idle(msg_id, self.interrupt_grace):
-                    await self._await_reply(msg_id, asyncio.get_running_loop().time() + 5.0)
-                    return
-            except KernelError:
-                pass
-            await self.restart()
+    async def _next_output(self, timeout: float) -> dict[str, Any] | None:
+        """The websocket closing, or the gateway saying its kernel is ``restarting`` or
+        ``dead`` (a status without a parent), is the kernel gone."""
+        msg = await self._next(self._iopub, timeout)
+        if isinstance(msg, _Closed):
+            self._iopub.put_nowait(msg)
+            raise KernelGone
+        if msg is not None and status_of(msg) in ("restarting", "dead"):
+            raise KernelGone(restarting=status_of(msg) == "restarting")
+        return msg
 
-    async def _on_timeout(
-        self, msg_id: str, collector: OutputCollector, timeout: float
-    ) -> ExecResult:
-        await self.interrupt()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.interrupt_grace
-        while (remaining := deadline - loop.time()) > 0:
-            msg = await self._next(self._iopub, remaining)
-            if msg is None or isinstance(msg, _Closed):
-                break
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["header"].get("msg_type") == "status" and _state(msg) == "idle":
-                with contextlib.suppress(KernelError):
-                    await self._await_reply(msg_id, loop.time() + 5.0)
-                self._running = None
-                note = f"timed out after {timeout:g} s: execution interrupted, kernel state kept"
-                return ExecResult(collector.text(), "timeout", [note], outputs=collector.outputs())
-            if msg["header"].get("msg_type") != "error":  # the KeyboardInterrupt trace
-                collector.handle(msg)
-        await self.restart()
-        self._running = None
-        note = (
-            f"timed out after {timeout:g} s and did not stop when interrupted: the kernel was "
-            "restarted, all variables and imports are lost"
-        )
-        return ExecResult(collector.text(), "restarted", [note], outputs=collector.outputs())
+    async def _on_silence(self, cell: Cell, waited: float) -> None:
+        """After a whole liveness period of silence: does the gateway still have the kernel?"""
+        if waited >= LIVENESS_EVERY and not await self.is_alive():
+            raise KernelGone
+
+    async def _after_cell(self, cell: Cell) -> None:
+        """Nothing to repair: the websocket drops no message."""
 
     async def _on_death(
         self, collector: OutputCollector, *, restarting: bool = False
@@ -519,10 +406,3 @@ class Gateways:
             spec_name=self.spec_name,
             **{"max_message_bytes": self.max_message_bytes, **kw},
         )
-
-
-def _state(msg: dict[str, Any]) -> str | None:
-    if msg["header"].get("msg_type") != "status":
-        return None
-    state = msg["content"].get("execution_state")
-    return state if isinstance(state, str) else None

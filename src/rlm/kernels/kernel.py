@@ -25,10 +25,9 @@ import json
 import os
 import signal
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
-from typing import Any, Protocol
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -36,6 +35,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 from rlm.errors import KernelDiedError, KernelError
+from rlm.kernels.base import CONTROL_REQUEST, BaseKernel, Cell, ControlSink, ExecResult, KernelGone
 from rlm.kernels.memory import MAX_MESSAGE_BYTES, DropCounter, raise_oom_score
 from rlm.kernels.output import MEMORY_CEILING, OutputCollector
 from rlm.sandbox.escapees import KERNEL_CODE, kill_descendants
@@ -43,7 +43,7 @@ from rlm.sandbox.limits import death_cause
 from rlm.sandbox.policy import kernel_prefix
 from rlm.truncation import truncate
 
-__all__ = ["MEMORY_CEILING", "ExecResult", "Kernel", "OutputCollector", "truncate"]
+__all__ = ["MEMORY_CEILING", "ControlSink", "ExecResult", "Kernel", "OutputCollector", "truncate"]
 
 #: How long to poll between liveness checks while waiting for kernel messages.
 _POLL = 0.5
@@ -51,43 +51,6 @@ _POLL = 0.5
 _HEARTBEAT = 3.0
 #: Seconds a provisioner's kernel has to exit after a shutdown request before it is killed.
 _STOP_GRACE = 5.0
-
-
-class ControlSink(Protocol):
-    """Where this kernel's control requests go (:class:`rlm.control.kernel_channel.KernelControl`)."""
-
-    def on_request(self, msg: dict[str, Any]) -> None: ...
-
-    def on_invalid(self, why: str) -> None: ...
-
-
-#: The IOPub message type of a control request from a cell.
-CONTROL_REQUEST = "rlm_request"
-
-
-def _dropped_note(count: int, limit: int) -> str:
-    what = "a message" if count == 1 else f"{count} messages"
-    return f"output dropped: {what} over {limit:,} bytes"
-
-
-@dataclass
-class ExecResult:
-    """What one execution produced, as the model should read it."""
-
-    output: str
-    status: str = "ok"
-    """``ok``, ``error`` (exception in the cell), ``timeout``, ``restarted`` or ``died``."""
-    notes: list[str] = field(default_factory=list)
-    user_expressions: dict[str, Any] = field(default_factory=dict)
-    """The execute reply's evaluated ``user_expressions`` (``{name: {status, data, ...}}``)."""
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    """The cell's IOPub outputs (``msg_type`` and ``content``), capped, for the log."""
-
-    @property
-    def text(self) -> str:
-        parts = [self.output.rstrip("\n")] if self.output.strip() else []
-        parts += [f"[{note}]" for note in self.notes]
-        return "\n".join(parts) if parts else "[no output]"
 
 
 @functools.cache
@@ -105,8 +68,10 @@ def _zmq_context(max_message_bytes: int = MAX_MESSAGE_BYTES) -> zmq.asyncio.Cont
     return context
 
 
-class Kernel:
+class Kernel(BaseKernel):
     """A real ipykernel owned by one agent."""
+
+    _poll_every = _POLL
 
     def __init__(
         self,
@@ -124,36 +89,26 @@ class Kernel:
         provisioner: dict[str, Any] | None = None,
         installed_spec: bool = False,
     ) -> None:
+        super().__init__(
+            name,
+            env=env,
+            bootstrap=bootstrap,
+            bootstrap_expressions=bootstrap_expressions,
+            interrupt_grace=interrupt_grace,
+            output_limit=output_limit,
+            max_message_bytes=max_message_bytes,
+        )
         self.run_dir = run_dir
         #: ``spec_name`` is an installed kernelspec (``RLM_KERNEL_SPEC``, e.g. a gateway
         #: provisioner's) rather than rlm's own: see :meth:`_installed_manager`.
         self.installed_spec = installed_spec
-        self.name = name
         self.cwd = cwd
-        self.env = env
-        self.bootstrap = bootstrap
-        #: Expressions evaluated after the bootstrap; results land in ``bootstrap_values``.
-        #: They travel in the execute reply, so the output cap never cuts them.
-        self.bootstrap_expressions = dict(bootstrap_expressions or {})
-        self.interrupt_grace = interrupt_grace
-        self.output_limit = output_limit
-        self.max_message_bytes = max_message_bytes
         #: Kernelspec written to the run dir; its ``kernel_provisioner`` stanza (None: local).
         self.spec_name = spec_name
         self.provisioner = provisioner
-        self.bootstrap_output = ""
-        self.bootstrap_values: dict[str, Any] = {}
         self._km: AsyncKernelManager | None = None
         self._client: Any = None
         self._drops: DropCounter | None = None
-        self._lock = asyncio.Lock()
-        self._running: str | None = None
-        #: The ``kernel_info_reply`` content of the running kernel process.
-        self.kernel_info: dict[str, Any] = {}
-        #: The subshell control replies go to (None: this kernel uses the ipc socket).
-        self.subshell_id: str | None = None
-        #: Receives this kernel's IOPub control requests (None: they are dropped).
-        self.control: ControlSink | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -239,21 +194,9 @@ class Kernel:
             os.remove(self._km.connection_file)
         await self.run_bootstrap(timeout)
 
-    async def run_bootstrap(self, timeout: float = 60.0) -> None:
-        """Run ``self.bootstrap`` (after a start or restart, or when a pooled kernel is handed
-        to its agent). ``bootstrap_expressions`` are evaluated after it, into
-        ``bootstrap_values``."""
-        if self.bootstrap:
-            result = await self._run(
-                KERNEL_CODE + self.bootstrap,  # the kernel reaps its cells' orphans
-                timeout,
-                store_history=False,
-                user_expressions=self.bootstrap_expressions,
-            )
-            if result.status != "ok":
-                raise KernelError(f"kernel bootstrap failed: {result.output[-2000:]}")
-            self.bootstrap_output = result.output
-            self.bootstrap_values = result.user_expressions
+    def _bootstrap_code(self) -> str:
+        """``self.bootstrap``, after the code by which the kernel reaps its cells' orphans."""
+        return KERNEL_CODE + self.bootstrap if self.bootstrap else ""
 
     async def _wait_ready(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -281,15 +224,6 @@ class Kernel:
             if msg["parent_header"].get("msg_id") == msg_id:
                 return msg
         return None
-
-    @property
-    def wants_subshell(self) -> bool:
-        """Whether control goes over this kernel's channels: its ipykernel has subshells
-        and ``RLM_CONTROL_TRANSPORT`` is not ``ipc`` (the kernel side decides the same)."""
-        features = self.kernel_info.get("supported_features") or []
-        return self.env.get("RLM_CONTROL_TRANSPORT", "auto") != "ipc" and (
-            "kernel subshells" in features
-        )
 
     async def _create_subshell(self, timeout: float) -> None:
         """A subshell for control replies, on the control channel (opened for this only)."""
@@ -360,21 +294,11 @@ class Kernel:
             if loop.time() >= deadline:
                 raise Empty
 
-    async def _await_idle(self, msg_id: str, timeout: float) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                msg = await self._next_iopub(remaining)
-            except Empty:
-                return False
-            if (
-                msg["parent_header"].get("msg_id") == msg_id
-                and msg["header"]["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"
-            ):
-                return True
-        return False
+    async def _next_output(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            return await self._next_iopub(timeout)
+        except Empty:
+            return None
 
     def _restrict_sockets(self) -> None:
         """The kernel binds its ipc sockets with the user's umask; make them owner-only."""
@@ -398,18 +322,6 @@ class Kernel:
         if not self.installed_spec or self._km is None:
             return None
         return {"kernel_spec": self.spec_name, "ip": self._km.get_connection_info().get("ip")}
-
-    async def run_hidden(self, code: str, expressions: dict[str, str], timeout: float) -> ExecResult:
-        """Run ``code`` out of the history; ``expressions`` are evaluated after it."""
-        async with self._lock:
-            if self._km is None:
-                raise KernelError("kernel is not running")
-            return await self._run(code, timeout, store_history=False, user_expressions=expressions)
-
-    @property
-    def running_cell(self) -> str | None:
-        """The msg_id of the execute request running now, None when the kernel is idle."""
-        return self._running
 
     async def is_alive(self) -> bool:
         beating = self._client.hb_channel._beating if self.installed_spec and self._client else None
@@ -490,81 +402,47 @@ class Kernel:
 
     # -- execution -------------------------------------------------------------------------
 
-    async def execute(self, code: str, timeout: float) -> ExecResult:
-        """Run ``code``; on timeout interrupt (then restart), on death restart and say so."""
-        async with self._lock:
-            if self._km is None:
-                raise KernelError("kernel is not running")
-            return await self._run(code, timeout)
+    @property
+    def _started(self) -> bool:
+        return self._km is not None
 
-    async def _run(
-        self,
-        code: str,
-        timeout: float,
-        store_history: bool = True,
-        user_expressions: dict[str, str] | None = None,
-    ) -> ExecResult:
-        loop = asyncio.get_running_loop()
-        collector = OutputCollector(self.output_limit)
-        msg_id = self._client.execute(
+    def _send_execute(
+        self, code: str, store_history: bool, user_expressions: dict[str, str]
+    ) -> str:
+        msg_id: str = self._client.execute(
             code,
             store_history=store_history,
             allow_stdin=False,
             stop_on_error=False,
-            user_expressions=user_expressions or {},
+            user_expressions=user_expressions,
         )
-        self._running = msg_id
-        status = "ok"
         self._take_drops()  # earlier drops belong to no cell
-        dropped = 0
-        reply = None
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return await self._on_timeout(msg_id, collector, timeout)
-            try:
-                msg = await self._next_iopub(min(_POLL, remaining))
-            except Empty:
-                if not await self.is_alive():
-                    return await self._on_death(collector)
-                if new_drops := self._take_drops():
-                    dropped += new_drops
-                    self._reconnect_iopub()
-                if dropped:  # the idle status may have gone with the dropped connection
-                    reply = await self._await_reply(msg_id, loop.time() + 0.01)
-                    if reply is not None:
-                        # until IOPub is known to be live again, the next cell could lose
-                        # its output: the same handshake as at start-up
-                        await self._wait_ready(timeout=max(deadline - loop.time(), 5.0))
-                        break
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind = msg["header"]["msg_type"]
-            if kind == "status" and msg["content"]["execution_state"] == "idle":
-                break
-            if kind == "error":
-                status = "error"
-            collector.handle(msg)
-        if reply is None:
-            reply = await self._drain_reply(msg_id)
-        self._running = None
+        return msg_id
+
+    async def _on_silence(self, cell: Cell, waited: float) -> None:
+        """A dead kernel is gone; a dropped (oversized) message cost the IOPub connection,
+        which is replaced, and maybe the cell's idle status: then its reply says it is done."""
+        if not await self.is_alive():
+            raise KernelGone
         if new_drops := self._take_drops():
-            dropped += new_drops
+            cell.dropped += new_drops
+            self._reconnect_iopub()
+        if cell.dropped:  # the idle status may have gone with the dropped connection
+            loop = asyncio.get_running_loop()
+            reply = await self._await_reply(cell.msg_id, loop.time() + 0.01)
+            if reply is not None:
+                # until IOPub is known to be live again, the next cell could lose
+                # its output: the same handshake as at start-up
+                await self._wait_ready(timeout=max(cell.deadline - loop.time(), 5.0))
+                cell.reply = reply
+
+    async def _after_cell(self, cell: Cell) -> None:
+        """A message dropped at the end of the cell cost the IOPub connection: a new one,
+        known to be live before the next cell (the same handshake as at start-up)."""
+        if new_drops := self._take_drops():
+            cell.dropped += new_drops
             self._reconnect_iopub()
             await self._wait_ready(timeout=5.0)
-        if reply is not None and reply.get("content", {}).get("status") == "error":
-            status = "error"
-        notes = [_dropped_note(dropped, self.max_message_bytes)] if dropped else []
-        evaluated = (reply or {}).get("content", {}).get("user_expressions") or {}
-        return ExecResult(
-            collector.text(),
-            status,
-            notes,
-            user_expressions=evaluated,
-            outputs=collector.outputs(),
-        )
 
     def _take_drops(self) -> int:
         return self._drops.take() if self._drops is not None else 0
@@ -579,58 +457,9 @@ class Kernel:
         self._client.iopub_channel.start()
         self._drops = DropCounter(self._client.iopub_channel.socket)
 
-    async def settle(self) -> None:
-        """After a cancelled ``execute``: stop the cell that is still running (interrupt, or
-        restart if it ignores the interrupt) so the kernel is ready for the next call."""
-        async with self._lock:
-            msg_id, self._running = self._running, None
-            if msg_id is None or self._km is None:
-                return
-            await self.interrupt()
-            if await self._await_idle(msg_id, self.interrupt_grace):
-                await self._drain_reply(msg_id)
-            else:
-                await self.restart()
-
-    async def _drain_reply(self, msg_id: str) -> dict[str, Any] | None:
-        """Consume the shell reply so replies never pile up on the channel; return it."""
-        loop = asyncio.get_running_loop()
-        return await self._await_reply(msg_id, loop.time() + 5.0)
-
-    async def _on_timeout(
-        self, msg_id: str, collector: OutputCollector, timeout: float
+    async def _on_death(
+        self, collector: OutputCollector, *, restarting: bool = False
     ) -> ExecResult:
-        # ``_running`` stays set until the cell is known to have stopped: a turn cancelled
-        # during the interrupt grace leaves ``settle`` a cell to stop, not a busy kernel.
-        await self.interrupt()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.interrupt_grace
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                msg = await self._next_iopub(min(_POLL, remaining))
-            except Empty:
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if (
-                msg["header"]["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"
-            ):
-                await self._drain_reply(msg_id)
-                self._running = None
-                note = f"timed out after {timeout:g} s: execution interrupted, kernel state kept"
-                return ExecResult(collector.text(), "timeout", [note], outputs=collector.outputs())
-            if msg["header"]["msg_type"] != "error":  # the KeyboardInterrupt trace is noise
-                collector.handle(msg)
-        await self.restart()
-        self._running = None
-        note = (
-            f"timed out after {timeout:g} s and did not stop when interrupted: the kernel was "
-            "restarted, all variables and imports are lost"
-        )
-        return ExecResult(collector.text(), "restarted", [note], outputs=collector.outputs())
-
-    async def _on_death(self, collector: OutputCollector) -> ExecResult:
         self._running = None
         code = cause = None
         if self._km is not None and self._km.provisioner is not None:

@@ -9,6 +9,7 @@ the orchestrator.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,10 @@ def raise_oom_score(pid: int | None) -> None:
         pass
 
 
+#: Numbers the inproc addresses of :class:`DropCounter` monitors.
+_MONITORS = itertools.count()
+
+
 class DropCounter:
     """Counts the drops of one IOPub socket's connection, from a monitor socket: ZeroMQ
     disconnects a kernel whose message is over ``MAX_MESSAGE_BYTES`` and, the size being a
@@ -48,7 +53,9 @@ class DropCounter:
 
     def __init__(self, socket: zmq.Socket[Any]) -> None:
         self._watched = socket
-        address = f"inproc://rlm-iopub-monitor-{id(self)}"
+        # A fresh address each time: libzmq frees a closed monitor's address later, on its
+        # own thread, and a new object may have the id of the one just closed.
+        address = f"inproc://rlm-iopub-monitor-{next(_MONITORS)}"
         socket.monitor(address, zmq.EVENT_DISCONNECTED)
         # A plain (blocking-API) socket on the same context: polled without awaiting.
         self._context = zmq.Context(shadow=socket.context.underlying)
