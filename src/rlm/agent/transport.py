@@ -26,6 +26,8 @@ import importlib.util
 import json
 import os
 import re
+import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cache
@@ -133,13 +135,18 @@ class Transport:
     def _http(self) -> Any:
         if self._client is None:
             lib = http_library()
+            limits = lib.Limits(
+                max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_KEEPALIVE
+            )
+            # With a proxy in the environment the library routes by itself (a transport of
+            # our own would turn its proxies off); else TLS is set up at the first https URL.
+            own = None if urllib.request.getproxies() else _scheme_transport(lib, limits)
             self._client = lib.AsyncClient(
                 timeout=lib.Timeout(self._timeout),
-                limits=lib.Limits(
-                    max_connections=_MAX_CONNECTIONS, max_keepalive_connections=_MAX_KEEPALIVE
-                ),
+                limits=limits,
                 follow_redirects=True,
                 event_hooks={"response": [cap_error_body]},
+                transport=own,
             )
         return self._client
 
@@ -187,6 +194,39 @@ class Transport:
             message = f"Error code: {response.status_code}"
             error = self._sdk_client._make_status_error(message, body=None, response=response)
         return error
+
+
+def _scheme_transport(lib: ModuleType, limits: Any) -> Any:
+    """The library's own transport, one per scheme, each built at its first request.
+
+    Why: building the library's transport loads the system's CA certificates into a TLS
+    context (35-80 ms of CPU here), which the SDK did at start even for a plain ``http://``
+    endpoint. ``https`` URLs get exactly the library's default (verified, ``SSL_CERT_FILE``
+    and ``SSL_CERT_DIR`` honoured); ``http`` URLs get a pool whose TLS context is never used,
+    and would trust nothing if it were.
+    """
+
+    class SchemeTransport(lib.AsyncBaseTransport):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            self._pools: dict[str, Any] = {}
+
+        async def handle_async_request(self, request: Any) -> Any:
+            scheme = request.url.scheme
+            pool = self._pools.get(scheme)
+            if pool is None:
+                if scheme == "https":
+                    pool = lib.AsyncHTTPTransport(limits=limits)
+                else:
+                    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    pool = lib.AsyncHTTPTransport(limits=limits, verify=bare)
+                self._pools[scheme] = pool
+            return await pool.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            for pool in self._pools.values():
+                await pool.aclose()
+
+    return SchemeTransport()
 
 
 async def cap_error_body(response: Any) -> None:
