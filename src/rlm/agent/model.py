@@ -3,7 +3,7 @@
 Requests go out with the SDK's own HTTP library (:mod:`rlm.agent.transport`); the SDK itself
 is imported only when a request fails, to raise the exception it would have raised.
 
-One retry layer (:mod:`rlm.agent.retry`): the SDK's own retries are off and tenacity retries
+One retry layer (:mod:`rlm.agent.retry`): nothing below it retries, and tenacity retries
 with jittered exponential backoff, reporting each retry to the caller's ``on_retry``. Each
 attempt is bounded end to end by ``RLM_MODEL_TIMEOUT`` (an endpoint that sends headers and
 then trickles bytes cannot hold a run forever) and its decoded body by
