@@ -79,8 +79,13 @@ def http_library_name() -> str:
 
 
 def http_library() -> ModuleType:
-    """The HTTP library module (imported at first use)."""
-    return importlib.import_module(http_library_name())
+    """The HTTP library module."""
+    return _LIBRARY
+
+
+#: Imported with this module (before the event loop runs), not at the first request: its
+#: ~0.1 s import would hold the loop.
+_LIBRARY = importlib.import_module(http_library_name())
 
 
 def chat_url(base_url: str | None) -> str:
