@@ -1,6 +1,9 @@
 """The model client: one chat-completion call, retried through outages, validated on the way in.
 
-One retry layer (:mod:`rlm.agent.retry`): the SDK's own retries are off and tenacity retries
+Requests go out with the SDK's own HTTP library (:mod:`rlm.agent.transport`); the SDK itself
+is imported only when a request fails, to raise the exception it would have raised.
+
+One retry layer (:mod:`rlm.agent.retry`): nothing below it retries, and tenacity retries
 with jittered exponential backoff, reporting each retry to the caller's ``on_retry``. Each
 attempt is bounded end to end by ``RLM_MODEL_TIMEOUT`` (an endpoint that sends headers and
 then trickles bytes cannot hold a run forever) and its decoded body by
@@ -20,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
-from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
@@ -39,8 +40,9 @@ from rlm.agent.retry import (
     RetryPolicy,
     describe,
 )
-from rlm.agent.sdk import loaded, openai_module
+from rlm.agent.sdk import loaded
 from rlm.agent.stream import DeltaKind, OnDelta, StreamAssembler
+from rlm.agent.transport import Transport
 from rlm.config import Settings
 from rlm.errors import ContextOverflowError, ModelError
 
@@ -82,8 +84,7 @@ class ModelClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        # Built at the first request: the SDK's import runs in a thread until then (rlm.agent.sdk).
-        self._client: openai.AsyncOpenAI | None = None
+        self._transport = Transport(settings.base_url, settings.key, settings.model_timeout)
         self._redact = Redactor(settings.key)
         # Whether the endpoint has ever answered this run: a refused connection before that
         # is a wrong RLM_BASE_URL (fail fast), after that an outage (retry).
@@ -92,24 +93,7 @@ class ModelClient:
         self.streaming = True
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-
-    async def _sdk(self) -> openai.AsyncOpenAI:
-        """The SDK client, built once the background import of ``openai`` has finished."""
-        if self._client is None:
-            sdk = await openai_module()
-            if self._client is None:  # another agent's first request may have built it meanwhile
-                self._client = sdk.AsyncOpenAI(
-                    base_url=self.settings.base_url,
-                    api_key=self.settings.key or "not-set",
-                    max_retries=0,
-                    timeout=self.settings.model_timeout,
-                    http_client=sdk.DefaultAsyncHttpxClient(
-                        event_hooks={"response": [_cap_error_body]}
-                    ),
-                )
-        return self._client
+        await self._transport.aclose()
 
     async def complete(
         self,
@@ -203,21 +187,19 @@ class ModelClient:
         return parse_reply(data, time.perf_counter() - started)
 
     async def _fetch(self, model: str, body: dict[str, Any], on_delta: OnDelta | None) -> bytes:
-        """The decoded body of a 2xx reply, read with a cap (the SDK raises on other statuses);
-        a streamed one (``text/event-stream``) assembled into the body of a plain reply."""
+        """The decoded body of a 2xx reply, read with a cap (other statuses raise the SDK's
+        errors); a streamed one (``text/event-stream``) assembled into the body of a plain
+        reply."""
         limit = self.settings.max_reply_bytes
-        create = (await self._sdk()).chat.completions.with_streaming_response.create
         depth = {"X-RLM-Depth": str(REQUEST_DEPTH.get())}
-        async with create(
-            model=model, messages=[], extra_body=body, extra_headers=depth
-        ) as response:
+        async with self._transport.post({"model": model, **body}, depth) as response:
             self._reached = True
-            kind = response.http_response.headers.get("content-type", "")
+            kind = response.headers.get("content-type", "")
             stream = StreamAssembler(on_delta) if "text/event-stream" in kind.lower() else None
             chunks: list[bytes] = []
             size = 0
             try:
-                async for chunk in response.http_response.aiter_bytes():
+                async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > limit:
                         raise ReplyTooLarge(
@@ -236,39 +218,6 @@ class ModelClient:
                     f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 ) from None
         return stream.body() if stream is not None else b"".join(chunks)
-
-
-#: Raw bytes of an error body read at most. The SDK reads error bodies whole, decompressed,
-#: before rlm sees them; a gzip-bombed 500 would inflate in memory. Cut here, at most about
-#: 1000× this decompressed; only 500 characters are quoted anyway.
-ERROR_BODY_BYTES = 8 * 1024
-
-
-async def _cap_error_body(response: Any) -> None:
-    """httpx response hook: an error reply's body ends after ``ERROR_BODY_BYTES`` raw bytes."""
-    if response.status_code >= 400:
-        response.stream = _capped_stream(response, ERROR_BODY_BYTES)
-
-
-def _capped_stream(response: Any, limit: int) -> Any:
-    # The HTTP library is httpx or httpx2 depending on the openai version; its response
-    # iterator insists on its own AsyncByteStream class, so subclass whichever it is.
-    library = sys.modules[type(response).__module__.partition(".")[0]]
-    inner = response.stream
-
-    class Capped(library.AsyncByteStream):  # type: ignore[misc, name-defined]
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            left = limit
-            async for chunk in inner:
-                yield chunk[:left]
-                left -= len(chunk)
-                if left <= 0:
-                    break
-
-        async def aclose(self) -> None:
-            await inner.aclose()
-
-    return Capped()
 
 
 def _streamed(body: dict[str, Any]) -> dict[str, Any]:

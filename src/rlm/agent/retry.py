@@ -1,7 +1,8 @@
 """The one retry layer of a model call: what is retried, how long to wait, what to tell people.
 
-The SDK's own retries are off (``max_retries=0``), so ``RLM_RETRY_ATTEMPTS`` counts HTTP
-attempts exactly. Retried: connection errors, timeouts (the SDK's and the attempt deadline
+Requests are sent once each (:mod:`rlm.agent.transport`, no retries of the SDK's), so
+``RLM_RETRY_ATTEMPTS`` counts HTTP attempts exactly. Failures arrive as the SDK's exceptions.
+Retried: connection errors, timeouts (the HTTP library's and the attempt deadline
 ``RLM_MODEL_TIMEOUT``), 408, 429, 5xx and malformed 2xx replies. The wait is exponential with
 full jitter (``wait_random_exponential``) so that parallel sub-agents hit by the same outage
 do not come back in lockstep; a ``Retry-After`` header wins, capped at ``RLM_RETRY_MAX_WAIT``. Not retried: other 4xx
@@ -66,7 +67,7 @@ class ReplyTooLarge(Exception):
 
 
 class BodyReadError(Exception):
-    """The connection failed while the reply body was being read (the SDK had returned)."""
+    """The connection failed while the reply body was being read (after a 2xx status)."""
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ class Failure:
 
 def describe(exc: BaseException, *, reached: bool, settings: Settings) -> Failure:
     """Classify the exception one attempt ended with."""
-    # None until the SDK's background import has finished (rlm.agent.sdk): no exception
-    # can be one of its own before then.
+    # None until a failed request has imported the SDK (rlm.agent.sdk): no exception can be
+    # one of its own before then.
     sdk = loaded()
     if sdk is not None and isinstance(exc, sdk.APIStatusError):
         return _status_failure(exc)

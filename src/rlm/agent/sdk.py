@@ -1,12 +1,11 @@
-"""The OpenAI SDK, imported in a background thread that starts as early as the CLI can.
+"""The OpenAI SDK, imported only when a model request fails, in a thread, off the event loop.
 
-Why: ``import openai`` is the largest single import of a run (its package imports every
-``openai.types`` model), and nothing needs it until the first model request is built. Started
-at process start, the import runs while the main thread imports the rest and while the event
-loop waits on the kernel start, and ``ModelClient`` awaits it only when it sends its first
-request. Awaiting goes through :func:`asyncio.wrap_future`, so nothing blocks the event loop.
-
-This module imports nothing heavy itself: the CLI starts the preload before its own imports.
+Why: requests go out without the SDK (:mod:`rlm.agent.transport`), and ``import openai`` is
+the largest single import of a run (its package imports every ``openai.types`` model: ~0.5 s
+of CPU, ~30 MiB). It is still the error contract: a failed request raises the SDK's own
+exception, so the transport awaits the import here first. The import runs in a daemon thread
+and is awaited through :func:`asyncio.wrap_future`, so the event loop keeps serving the other
+agents meanwhile; a successful run never imports it.
 """
 
 from __future__ import annotations
@@ -17,13 +16,13 @@ import threading
 from concurrent.futures import Future
 from types import ModuleType
 
-__all__ = ["loaded", "openai_module", "preload"]
+__all__ = ["loaded", "openai_module", "start_import"]
 
 _lock = threading.Lock()
 _future: Future[ModuleType] | None = None
 
 
-def preload() -> Future[ModuleType]:
+def start_import() -> Future[ModuleType]:
     """Start importing ``openai`` in a daemon thread (once per process); its future."""
     global _future
     with _lock:
@@ -43,12 +42,13 @@ def preload() -> Future[ModuleType]:
 
 async def openai_module() -> ModuleType:
     """The ``openai`` module, once its import (started now if it was not yet) has finished."""
-    return await asyncio.wrap_future(preload())
+    return await asyncio.wrap_future(start_import())
 
 
 def loaded() -> ModuleType | None:
-    """``openai`` if its import has finished, else None: an exception cannot be one of the
-    SDK's before then, so classifying one needs no wait (and never blocks the event loop)."""
+    """``openai`` if its import (:func:`openai_module`) has finished, else None: an exception
+    cannot be one of the SDK's before then, so classifying one needs no wait (and never blocks
+    the event loop)."""
     future = _future
     if future is None or not future.done() or future.exception() is not None:
         return None

@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from rlm.agent.sdk import preload as _preload_sdk
-
-#: Commands that never make a model request: they do not import the SDK.
+#: Commands that never make a model request: they start no kernel early.
 _NO_MODEL = frozenset({"skill", "sessions", "eval", "-h", "--help", "--version"})
 
 #: Whether this process is the ``rlm`` command (console script or ``python -m rlm``), not a
@@ -33,10 +31,6 @@ _NO_MODEL = frozenset({"skill", "sessions", "eval", "-h", "--help", "--version"}
 _IS_COMMAND = sys.argv[0].endswith(("rlm", os.path.join("rlm", "__main__.py")))
 
 if _IS_COMMAND and not (sys.argv[1:2] and sys.argv[1] in _NO_MODEL):
-    # A run's first model request needs openai, the largest import: it starts now, in a
-    # thread, before this module's own heavy imports (pydantic-settings below), and is awaited
-    # only when the first request is built (rlm.agent.sdk).
-    _preload_sdk()
     from rlm.kernels import prestart as _prestart
 
     if _prestart.wanted(sys.argv[1:], os.environ):
@@ -44,10 +38,10 @@ if _IS_COMMAND and not (sys.argv[1:2] and sys.argv[1] in _NO_MODEL):
         # launcher adopts it only if it is the kernel the run would start (else it is killed).
         _prestart.prestart()
 
-from rlm.cli.flags import add_settings_flags, flag_values  # noqa: E402 (after the SDK preload starts)
-from rlm.config import Settings, load_settings  # noqa: E402 (after the SDK preload starts)
-from rlm.errors import AgentError, ConfigError, RLMError  # noqa: E402 (after the SDK preload starts)
-from rlm.terminal import safe  # noqa: E402 (after the SDK preload starts)
+from rlm.cli.flags import add_settings_flags, flag_values  # noqa: E402 (after the kernel prestart)
+from rlm.config import Settings, load_settings  # noqa: E402 (after the kernel prestart)
+from rlm.errors import AgentError, ConfigError, RLMError  # noqa: E402 (after the kernel prestart)
+from rlm.terminal import safe  # noqa: E402 (after the kernel prestart)
 
 if TYPE_CHECKING:
     from pydantic_settings import CliSettingsSource
