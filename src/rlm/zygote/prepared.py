@@ -1,0 +1,60 @@
+"""The kernel application, built and its command line parsed in the zygote before fork.
+
+Parsing ``IPKernelApp``'s command line walks the traits, help strings and aliases of every
+configurable class. In a forked child that walk touches (reference counts) objects on
+hundreds of pages shared with the zygote, and each touched page is copied: ~2.5-3 MiB of
+private memory per kernel for a result that is the same for every kernel. So the zygote
+creates the ``IPKernelApp`` singleton and parses rlm's kernelspec flags once, with a
+placeholder for the connection file; a child whose command line has exactly those flags
+puts its connection file in the parsed configuration and initialises that app without
+parsing again. Any other command line is parsed in the child as before.
+
+Nothing here creates a socket, thread or event loop: ``parse_command_line`` only fills the
+app's configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["KERNEL_FLAGS", "PLACEHOLDER", "kernel_app", "prepare"]
+
+#: The flags rlm's kernelspec passes after ``-f {connection_file}``
+#: (:meth:`rlm.kernels.kernel.Kernel.start` writes them; a test keeps the two equal).
+KERNEL_FLAGS: tuple[str, ...] = ("--HistoryManager.enabled=False", "--IPKernelApp.quiet=True")
+
+#: Stands for the connection file while the zygote parses.
+PLACEHOLDER = "{connection_file}"
+
+
+def prepare() -> None:
+    """In the zygote: create the ``IPKernelApp`` singleton and parse the common command line."""
+    from ipykernel.kernelapp import IPKernelApp
+
+    IPKernelApp.instance().parse_command_line(["-f", PLACEHOLDER, *KERNEL_FLAGS])
+
+
+def _skip_parse(argv: Any = None) -> None:
+    """Stands in for ``parse_command_line``: the zygote parsed it (see the module docstring)."""
+
+
+def kernel_app(args: list[str]) -> tuple[Any, list[str]]:
+    """In the child: the app to initialise for kernel arguments ``args`` and the argv to
+    pass to its ``initialize``.
+
+    ``args`` is ``["-f", FILE, *KERNEL_FLAGS]``: the prepared app, its configuration pointing
+    at FILE. Anything else: a fresh app that parses ``args`` itself.
+    """
+    from ipykernel.kernelapp import IPKernelApp
+
+    prepared = IPKernelApp.initialized() and IPKernelApp.instance().argv[:1] == ["-f"]
+    if prepared and args[:1] == ["-f"] and len(args) > 1 and tuple(args[2:]) == KERNEL_FLAGS:
+        app = IPKernelApp.instance()
+        app.argv = list(args)
+        app.cli_config.IPKernelApp.connection_file = args[1]
+        app.update_config(app.cli_config)
+        # The rest of initialize (profile, config files, sockets, kernel) runs as usual.
+        app.parse_command_line = _skip_parse  # type: ignore[method-assign]
+        return app, []
+    IPKernelApp.clear_instance()
+    return IPKernelApp.instance(), list(args)
