@@ -51,7 +51,7 @@ def preload(extra: list[str]) -> list[str]:
     ipykernel's debugger is left out of forked kernels: ``ipykernel.debugger`` is imported
     while ``debugpy`` cannot be, so it records debugpy as unavailable. An agent's kernel has
     no Jupyter debugger client, and with one each child would build a ``Debugger`` and a
-    list of every module's file at start (~0.5 MiB of copied pages per child, measured)
+    list of every module's file at start (~1.2 MiB of copied pages per child, measured)
     while the zygote holds 109 more modules. A cell can still ``import debugpy`` itself.
     """
     hidden = sys.modules.setdefault("debugpy", None)  # type: ignore[arg-type]
