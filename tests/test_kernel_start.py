@@ -291,18 +291,24 @@ def test_other_kernel_flags_are_parsed_in_the_child():
 
 @pytest.mark.parametrize("launcher", ["fork"], indirect=True)
 async def test_forked_kernels_have_no_debugger(launcher, tmp_path):
-    """The zygote imports ipykernel without debugpy: no Debugger per child; a cell may still
-    import debugpy itself."""
+    """The zygote imports ipykernel without debugpy: no Debugger per child and no module list
+    for it (rlm.zygote.kernel.ForkedKernel); a cell may still import debugpy itself."""
     kernel = await start(launcher, tmp_path)
     try:
         assert "debugger" not in kernel.kernel_info.get("supported_features", [])
         code = (
             "import sys\n"
-            "print(hasattr(get_ipython().kernel, 'debugger'), 'debugpy' in sys.modules)\n"
+            "from ipykernel.ipkernel import IPythonKernel\n"
+            "kernel = get_ipython().kernel\n"
+            "print(hasattr(kernel, 'debugger'), 'debugpy' in sys.modules, type(kernel).__name__,"
+            " len(kernel._kernel_modules), IPythonKernel.instance() is kernel,"
+            " sys.modules['ipykernel.ipkernel'].sys is sys)\n"
             "import debugpy\n"
             "print(debugpy.__name__)"
         )
-        assert (await kernel.execute(code, 30)).output.split() == ["False", "False", "debugpy"]
+        assert (await kernel.execute(code, 30)).output.split() == [
+            "False", "False", "ForkedKernel", "0", "True", "True", "debugpy"
+        ]  # fmt: skip
     finally:
         await kernel.shutdown()
 

@@ -28,10 +28,16 @@ PLACEHOLDER = "{connection_file}"
 
 
 def prepare() -> None:
-    """In the zygote: create the ``IPKernelApp`` singleton and parse the common command line."""
+    """In the zygote: create the ``IPKernelApp`` singleton and parse the common command line;
+    its kernel class is :class:`~rlm.zygote.kernel.ForkedKernel` (a kernel config file may
+    still name another)."""
     from ipykernel.kernelapp import IPKernelApp
 
-    IPKernelApp.instance().parse_command_line(["-f", PLACEHOLDER, *KERNEL_FLAGS])
+    from rlm.zygote.kernel import ForkedKernel
+
+    app = IPKernelApp.instance()
+    app.parse_command_line(["-f", PLACEHOLDER, *KERNEL_FLAGS])
+    app.kernel_class = ForkedKernel
 
 
 def _skip_parse(argv: Any = None) -> None:
