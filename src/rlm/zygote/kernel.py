@@ -24,7 +24,9 @@ class _SysWithoutModules:
     """``sys`` as ``ipykernel.ipkernel`` sees it during ``IPythonKernel.__init__``: every
     attribute is the real one except ``modules``, which is empty."""
 
-    modules: dict[str, Any] = {}
+    @property
+    def modules(self) -> dict[str, Any]:
+        return {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(sys, name)

@@ -34,6 +34,7 @@ from rlm.sandbox.escapees import become_subreaper, kill_descendants
 from rlm.zygote import CORE_MODULES
 from rlm.zygote._linux import set_parent_death_signal
 from rlm.zygote.child import become_kernel, send
+from rlm.zygote.heap import fill_free_blocks
 from rlm.zygote.prepared import prepare
 
 __all__ = ["main"]
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         os.chmod(path, 0o600)
         listener.listen(socket.SOMAXCONN)  # a burst of children connects at once
         gc.collect()
+        fill_free_blocks()  # a child's new objects go to pages of its own (rlm.zygote.heap)
         gc.freeze()  # keep the shared objects' pages out of every later collection
         _say(1, {
             "ready": True,
