@@ -38,6 +38,54 @@ def prepare() -> None:
     app = IPKernelApp.instance()
     app.parse_command_line(["-f", PLACEHOLDER, *KERNEL_FLAGS])
     app.kernel_class = ForkedKernel
+    warm_shell(app.config)
+
+
+def warm_shell(config: Any) -> None:
+    """Build one IPython shell with the kernels' configuration and throw it away.
+
+    Building a shell fills class-level and module-level caches (traitlets' per-class trait
+    tables, IPython's magics and transformers, compiled regexes...) that every kernel would
+    otherwise build for itself after the fork: built here they are shared (~0.45 MiB less
+    per child, measured; ~11 ms once in the zygote). Each kernel still builds its own shell.
+    What the shell changes in the process (environment, ``__main__``, ``sys.path``, the
+    ``sys`` hooks, builtins, its exit hook) is put back.
+    """
+    import atexit
+    import builtins
+    import os
+    import sys
+
+    from ipykernel.zmqshell import ZMQInteractiveShell
+
+    environ = dict(os.environ)
+    main = sys.modules["__main__"]
+    path = list(sys.path)
+    hooks = {name: getattr(sys, name) for name in _SYS_HOOKS if hasattr(sys, name)}
+    names = dict(builtins.__dict__)
+    try:
+        shell = ZMQInteractiveShell(config=config)
+        atexit.unregister(shell.atexit_operations)
+        for code in _WARM_CELLS:
+            shell.compile.ast_parse(shell.transform_cell(code))
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.modules["__main__"] = main
+        sys.path[:] = path
+        for name in _SYS_HOOKS:
+            if name in hooks:
+                setattr(sys, name, hooks[name])
+            elif hasattr(sys, name):
+                delattr(sys, name)
+        builtins.__dict__.clear()
+        builtins.__dict__.update(names)
+
+
+_SYS_HOOKS = ("excepthook", "displayhook", "stdin", "stdout", "stderr", "ps1", "ps2")
+
+#: Cells like the ones every kernel runs first: its bootstrap, a magic, a shell command.
+_WARM_CELLS = ("import os\nx = 1\nprint(os.getpid())", "%time 1", "!true")
 
 
 def _skip_parse(argv: Any = None) -> None:
