@@ -49,7 +49,8 @@ def warm_shell(config: Any) -> None:
     otherwise build for itself after the fork: built here they are shared (~0.45 MiB less
     per child, measured; ~11 ms once in the zygote). Each kernel still builds its own shell.
     What the shell changes in the process (environment, ``__main__``, ``sys.path``, the
-    ``sys`` hooks, builtins, its exit hook) is put back.
+    ``sys`` hooks, builtins, its exit hook) is put back. A failure (say, an unwritable
+    IPython directory) skips the warm-up: the zygote must still start.
     """
     import atexit
     import builtins
@@ -68,6 +69,8 @@ def warm_shell(config: Any) -> None:
         atexit.unregister(shell.atexit_operations)
         for code in _WARM_CELLS:
             shell.compile.ast_parse(shell.transform_cell(code))
+    except Exception as exc:  # only a saving: a kernel that cannot build its shell says so
+        print(f"rlm zygote: shell warm-up skipped: {exc!r}", file=sys.stderr, flush=True)
     finally:
         os.environ.clear()
         os.environ.update(environ)
