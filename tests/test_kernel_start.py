@@ -250,6 +250,69 @@ async def test_forked_kernels_are_reseeded_and_watch_their_real_parent(launcher,
         assert ppid == env_parent == handle == zygote and polling == "True"
 
 
+@pytest.mark.parametrize("launcher", ["fork"], indirect=True)
+async def test_forked_kernel_runs_the_app_the_zygote_parsed(launcher, tmp_path):
+    """The command line was parsed once in the zygote (rlm.zygote.prepared); each forked
+    kernel still serves its own connection file with the kernelspec's flags applied."""
+    code = (
+        "from ipykernel.kernelapp import IPKernelApp\n"
+        "app = IPKernelApp.instance()\n"
+        "print(app.connection_file, app.quiet, get_ipython().history_manager.enabled,"
+        " app.parse_command_line.__name__)"
+    )
+    for _ in range(2):  # the zygote's app serves every fork
+        kernel = await start(launcher, tmp_path)
+        try:
+            output = (await kernel.execute(code, 30)).output.split()
+            assert output == [kernel._km.connection_file, "True", "False", "_skip_parse"]
+        finally:
+            await kernel.shutdown()
+
+
+def test_other_kernel_flags_are_parsed_in_the_child():
+    """A kernelspec with other flags than rlm's gets a fresh app that parses them."""
+    code = textwrap.dedent(
+        """
+        from rlm.zygote.prepared import KERNEL_FLAGS, kernel_app, prepare
+        prepare()
+        app, argv = kernel_app(["-f", "a.json", *KERNEL_FLAGS])
+        assert argv == [] and app.connection_file == "a.json" and app.quiet, argv
+        other = ["-f", "b.json", "--IPKernelApp.quiet=False"]
+        fresh, argv = kernel_app(other)
+        assert fresh is not app and argv == other, argv
+        fresh.parse_command_line(argv)
+        assert fresh.connection_file == "b.json" and not fresh.quiet
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+@pytest.mark.parametrize("launcher", ["fork"], indirect=True)
+async def test_forked_kernels_have_no_debugger(launcher, tmp_path):
+    """The zygote imports ipykernel without debugpy: no Debugger per child and no module list
+    for it (rlm.zygote.kernel.ForkedKernel); a cell may still import debugpy itself."""
+    kernel = await start(launcher, tmp_path)
+    try:
+        assert "debugger" not in kernel.kernel_info.get("supported_features", [])
+        code = (
+            "import sys\n"
+            "from ipykernel.ipkernel import IPythonKernel\n"
+            "kernel = get_ipython().kernel\n"
+            "print(hasattr(kernel, 'debugger'), 'debugpy' in sys.modules, type(kernel).__name__,"
+            " len(kernel._kernel_modules), IPythonKernel.instance() is kernel,"
+            " sys.modules['ipykernel.ipkernel'].sys is sys)\n"
+            "import debugpy\n"
+            "print(debugpy.__name__)"
+        )
+        assert (await kernel.execute(code, 30)).output.split() == [
+            "False", "False", "ForkedKernel", "0", "True", "True", "debugpy"
+        ]  # fmt: skip
+    finally:
+        await kernel.shutdown()
+
+
 @pytest.mark.parametrize("launcher", ["pool"], indirect=True)
 async def test_a_pooled_kernel_that_died_is_replaced(launcher, tmp_path):
     pool = launcher.pool

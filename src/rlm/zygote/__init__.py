@@ -2,7 +2,7 @@
 
 A cold kernel is a fresh ``python -m ipykernel_launcher``: about half a second of CPU, mostly
 imports. The zygote is a child of the orchestrator that has imported everything a live kernel
-uses (ipykernel, IPython, debugpy, jupyter_client's session, rlm's kernel side and the
+uses (ipykernel, IPython, jupyter_client's session, rlm's kernel side and the
 ``RLM_PRELOAD`` modules), then ran ``gc.freeze()`` and waits on a unix socket in the
 orchestrator's private run directory. It has no zmq context, no threads and no event loop, so
 ``fork()`` is safe; each forked child becomes an ordinary ipykernel on the connection file
@@ -44,7 +44,7 @@ CORE_MODULES: tuple[str, ...] = (
     "ipykernel.kernelapp",
     "ipykernel.ipkernel",
     "ipykernel.zmqshell",
-    "ipykernel.debugger",  # imports debugpy when it is installed
+    "ipykernel.debugger",  # imported without debugpy: forked kernels have no debugger
     "IPython.core.completerlib",
     "IPython.core.debugger",
     "IPython.core.oinspect",

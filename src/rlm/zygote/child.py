@@ -18,6 +18,7 @@ from rlm.sandbox import caps, limits
 from rlm.sandbox.escapees import become_subreaper
 from rlm.sandbox.landlock import apply_from_env
 from rlm.zygote._linux import set_parent_death_signal
+from rlm.zygote.prepared import kernel_app
 
 __all__ = ["adopt", "adopt_code", "become_kernel", "send"]
 
@@ -81,12 +82,12 @@ def become_kernel(
         if len(argv) < 3 or argv[1:3] != ["-m", "ipykernel_launcher"]:
             raise ValueError(f"not an ipykernel_launcher command: {argv[:3]}")
         import ipykernel_launcher
-        from ipykernel.kernelapp import IPKernelApp
 
         sys.argv = [ipykernel_launcher.__file__ or "ipykernel_launcher", *argv[3:]]
-        app = IPKernelApp.instance()
+        app, app_argv = kernel_app(argv[3:])  # parsed in the zygote when it can be
         # The trait's default was read from the zygote's environment at import time.
-        app.initialize([*argv[3:], f"--IPKernelApp.parent_handle={zygote}"])
+        app.parent_handle = zygote
+        app.initialize(app_argv)
         send(conn, {"started": True})
         conn.close()
         app.start()
