@@ -128,7 +128,20 @@ turn it off, or more for long sequential chains of sub-agents.
   `bench --peers openrlm` on this loaded machine, tool round 1 went from 1658 ms (258× a
   later round) to 29-90 ms (5-12×), and CLI start → first cell from 2.5× openrlm to
   1.3-1.7×; what is left of round 1 is the kernel's first execution and, when the CLI is
-  faster than the kernel, the rest of its start.
+  faster than the kernel, the rest of its start. Timestamps of a run show that round 1
+  costs what a later round does whenever the root kernel is adopted before the first reply
+  (adoption: kernel manager, readiness, control subshell and bootstrap, ~60-120 ms of the
+  orchestrator's loop, beside the first request); it costs more only when the kernel is not
+  ready by then.
+* **Fixed memory (issue 21).** Per process, in a run whose cell waits on 2 children (PSS,
+  MiB): the CLI/orchestrator ~58-63 (openai ~30 of it), a cold root kernel ~37, the zygote ~27
+  (numpy, preloaded because it is installed here, ~6 of it and ~1 more in each kernel), each
+  forked kernel (the 2 pooled ones, each child) ~22. A run that may spawn now forks its root
+  kernel from a zygote the CLI starts first thing (`rlm.kernels.prestart`), so the root is a
+  forked kernel sharing the zygote's pages: ~170 → ~150 MiB for the five processes. What
+  is left: openai out of the orchestrator (~30), the ~10 MiB per-kernel target (3 idle kernels
+  here, ~20), a pool of 1 instead of 2 (~22, but later spawns then wait for refills:
+  measured 24-88 ms instead of 20-57), no numpy preload (~12).
 * **Memory per idle child (issue 21).** A forked child's USS is ~1 MiB right after the fork;
   `IPKernelApp.initialize` adds ~14 MiB (profiled per `init_*` step: the kernel and its
   IPython shell ~4.6 MiB, sockets and their threads ~2.2 MiB, control and IOPub ~1.6 MiB,

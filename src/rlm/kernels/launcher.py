@@ -151,6 +151,8 @@ class KernelLauncher:
     background) when sub-agents may follow, so it is started by the first kernel of an agent
     that may spawn children (``depth < max_depth``) or is one. Sub-agent kernels wait for it;
     a root kernel does not: while the zygote is still importing, the root starts cold beside it.
+    The ``rlm`` command starts the zygote at process start instead, with the root kernel forked
+    from it (:mod:`rlm.kernels.prestart`): the launcher adopts both when they match its own.
     """
 
     def __init__(
