@@ -228,3 +228,30 @@ def test_a_prestarted_zygote_the_run_cannot_use_is_killed_with_its_root_kernel(
         assert list(tmp_path.iterdir()) == []  # both folders removed
     finally:
         prestart.discard()
+
+
+def test_a_forked_root_kernel_that_dies_is_started_again(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "cell.json"
+    with ScriptedModel() as model:
+        model.script(
+            reply(None, ipython("import os; os._exit(1)")),
+            reply(None, ipython(_PROBE_CELL.replace("OUT", repr(str(out))))),
+            reply("done"),
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "rlm", "-q", "go"],
+            capture_output=True,
+            text=True,
+            env=_env(tmp_path, model.base_url, RLM_MAX_DEPTH="1"),
+            cwd=work,
+            timeout=120,
+        )
+        died = model.requests[1]["messages"][-1]["content"]
+    assert result.returncode == 0, result.stderr
+    assert "restart" in died.lower(), died
+    cell = json.loads(out.read_text())
+    assert "RLM_DEPTH" in cell["rlm_vars"] and cell["cwd"] == str(work), cell
+    assert _forked_from_prestarted_zygote(cell), cell  # forked again from the same zygote
+    assert _processes_under(tmp_path) == []
