@@ -138,7 +138,9 @@ turn it off, or more for long sequential chains of sub-agents.
   (numpy, preloaded because it is installed here, ~6 of it and ~1 more in each kernel), each
   forked kernel (the 2 pooled ones, each child) ~22. A run that may spawn now forks its root
   kernel from a zygote the CLI starts first thing (`rlm.kernels.prestart`), so the root is a
-  forked kernel sharing the zygote's pages: ~170 → ~150 MiB for the five processes. What
+  forked kernel sharing the zygote's pages: ~170 → ~150 MiB for the five processes (CLI
+  start → first cell and round 1 unchanged in median; on a heavily loaded machine round 1 has
+  a longer tail when the zygote, which imports more than a kernel, is ready late). What
   is left: openai out of the orchestrator (~30), the ~10 MiB per-kernel target (3 idle kernels
   here, ~20), a pool of 1 instead of 2 (~22, but later spawns then wait for refills:
   measured 24-88 ms instead of 20-57), no numpy preload (~12).
