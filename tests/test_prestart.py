@@ -35,6 +35,7 @@ json.dump({
     "parent_cmdline": parent(lambda p: open(f"/proc/{p}/cmdline", "rb").read().decode()),
     "parent_cwd": parent(lambda p: os.readlink(f"/proc/{p}/cwd")),
     "ppid": os.getppid(),
+    "kernel_class": type(get_ipython().kernel).__name__,
 }, open(OUT, "w"))
 """
 
@@ -156,6 +157,8 @@ def test_a_run_that_may_spawn_forks_its_root_kernel_from_the_zygote_started_at_c
     # the sub-agent forks from the same zygote: the run has one
     sub = json.loads((tmp_path / "work" / "child.json").read_text())
     assert sub["ppid"] == cell["ppid"], (sub, cell)
+    # and is the same kind of kernel: the app the zygote prepared for every forked kernel
+    assert cell["kernel_class"] == sub["kernel_class"] == "ForkedKernel", (sub, cell)
     # the forked kernel's /proc environ is the zygote's: no credentials there either
     assert "sk-prestart-secret" not in cell["environ"]
     assert "sk-openai-secret" not in cell["environ"]

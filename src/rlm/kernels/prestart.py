@@ -291,7 +291,13 @@ def prestart(cwd: str | None = None, argv: list[str] | None = None) -> Prestarte
     path, connection = _connection(folder)
     kernel_argv = [sys.executable, "-m", "ipykernel_launcher", "-f", path, *KERNEL_ARGS]
     if zygote is not None:
+        from rlm.zygote.prepared import KERNEL_FLAGS
+
+        # Exactly the kernelspec's flags, no warm-up: the zygote has imported it all and
+        # warmed a shell, and with these flags the child initialises the app the zygote
+        # prepared (rlm.zygote.prepared), as every other forked kernel does.
         forked = Forked()
+        kernel_argv = [*kernel_argv[:5], *KERNEL_FLAGS]
         request = {"argv": kernel_argv, "env": env, "cwd": cwd or os.getcwd()}
         _current = Prestarted(forked, connection, env, folder)
         threading.Thread(
