@@ -134,19 +134,21 @@ turn it off, or more for long sequential chains of sub-agents.
   orchestrator's loop, beside the first request); it costs more only when the kernel is not
   ready by then.
 * **Fixed memory (issue 21).** Per process, in a run whose cell waits on 2 children (PSS,
-  MiB): the CLI/orchestrator ~44 (~60 while it imported openai), a cold root kernel ~37, the
-  zygote ~26 (numpy, preloaded because it is installed here, ~6 of it and ~1 more in each
-  kernel), each forked kernel (the 2 pooled ones, each child) ~22. A run that may spawn now
-  forks its root kernel from a zygote the CLI starts first thing (`rlm.kernels.prestart`), so
-  the root is a forked kernel sharing the zygote's pages: ~153 → ~138 MiB for the five
-  processes, and the first spawn of a run finds the zygote ready (~300 → ~100-180 ms). The
-  cost, measured interleaved: the zygote imports more than a cold kernel (numpy, debugpy)
-  before it can fork the root, so round 1 went from ~36 to ~55 ms and CLI start → first cell
-  from ~480 to ~580 ms (without numpy preloaded: ~41 vs ~48 ms). Next: fork the root before
-  the zygote's extra preload (`rlm/zygote/server.py`). What is left of the memory: the
-  ~10 MiB per-kernel target (3 idle kernels here, ~20), a pool of 1 instead of 2 (~22, but
-  later spawns then wait for refills: measured 24-88 ms instead of 20-57), no numpy
-  preload (~12).
+  MiB, quiet machine): the CLI/orchestrator ~46, a cold root kernel ~37, the zygote ~22
+  (numpy, preloaded because it is installed here, ~6 of it), each forked kernel (the 2
+  pooled ones, each child) ~18. A run that may spawn now forks its root kernel from a
+  zygote the CLI starts first thing (`rlm.kernels.prestart`), with the kernelspec's flags so
+  it initialises the zygote's prepared app like any forked kernel: the root is ~18 instead
+  of ~37, ~143 → ~123 MiB for the five processes, and the first spawn of a run finds the
+  zygote ready (~260 → ~90 ms). Measured interleaved, CLI start → first cell is unchanged
+  (~445 ms); round 1 went from ~34 to ~41 ms (later rounds ~5.6): the zygote imports more
+  than a cold kernel (numpy) before it can fork the root. Left: round 1 is the root's
+  adoption (kernel manager, readiness, control subshell, bootstrap: ~50 ms of round trips
+  after the fork) overlapping a first request that now leaves ~400 ms after start; forking
+  the root before the zygote's extra preload (`rlm/zygote/server.py`) would win back the
+  numpy part. Memory left to 100 MiB: a pool of 1 instead of 2 (~18, but later spawns then
+  wait for refills: measured 24-88 ms instead of 20-57), no numpy preload (~6 in the zygote
+  plus what each kernel touches), and the per-kernel USS (14 MiB, 3 idle kernels here).
 * **Memory per idle child (issue 21).** A forked child's USS is ~1 MiB right after the fork;
   `IPKernelApp.initialize` adds ~14 MiB (profiled per `init_*` step: the kernel and its
   IPython shell ~4.6 MiB, sockets and their threads ~2.2 MiB, control and IOPub ~1.6 MiB,
