@@ -128,7 +128,27 @@ turn it off, or more for long sequential chains of sub-agents.
   `bench --peers openrlm` on this loaded machine, tool round 1 went from 1658 ms (258× a
   later round) to 29-90 ms (5-12×), and CLI start → first cell from 2.5× openrlm to
   1.3-1.7×; what is left of round 1 is the kernel's first execution and, when the CLI is
-  faster than the kernel, the rest of its start.
+  faster than the kernel, the rest of its start. Timestamps of a run show that round 1
+  costs what a later round does whenever the root kernel is adopted before the first reply
+  (adoption: kernel manager, readiness, control subshell and bootstrap, ~60-120 ms of the
+  orchestrator's loop, beside the first request); it costs more only when the kernel is not
+  ready by then.
+* **Fixed memory (issue 21).** Per process, in a run whose cell waits on 2 children (PSS,
+  MiB, quiet machine): the CLI/orchestrator ~46, a cold root kernel ~37, the zygote ~22
+  (numpy, preloaded because it is installed here, ~6 of it), each forked kernel (the 2
+  pooled ones, each child) ~18. A run that may spawn now forks its root kernel from a
+  zygote the CLI starts first thing (`rlm.kernels.prestart`), with the kernelspec's flags so
+  it initialises the zygote's prepared app like any forked kernel: the root is ~18 instead
+  of ~37, ~143 → ~123 MiB for the five processes, and the first spawn of a run finds the
+  zygote ready (~260 → ~90 ms). Measured interleaved, CLI start → first cell is unchanged
+  (~445 ms); round 1 went from ~34 to ~41 ms (later rounds ~5.6): the zygote imports more
+  than a cold kernel (numpy) before it can fork the root. Left: round 1 is the root's
+  adoption (kernel manager, readiness, control subshell, bootstrap: ~50 ms of round trips
+  after the fork) overlapping a first request that now leaves ~400 ms after start; forking
+  the root before the zygote's extra preload (`rlm/zygote/server.py`) would win back the
+  numpy part. Memory left to 100 MiB: a pool of 1 instead of 2 (~18, but later spawns then
+  wait for refills: measured 24-88 ms instead of 20-57), no numpy preload (~6 in the zygote
+  plus what each kernel touches), and the per-kernel USS (14 MiB, 3 idle kernels here).
 * **Memory per idle child (issue 21).** A forked child's USS is ~1 MiB right after the fork;
   `IPKernelApp.initialize` adds ~14 MiB (profiled per `init_*` step: the kernel and its
   IPython shell ~4.6 MiB, sockets and their threads ~2.2 MiB, control and IOPub ~1.6 MiB,

@@ -6,12 +6,16 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import weakref
 from pathlib import Path
 from typing import Any
 
+from rlm.kernels.prestart import ZYGOTE_CODE as _ZYGOTE_CODE
+from rlm.kernels.prestart import PrestartedZygote
 from rlm.logs.procs import pid_alive
 from rlm.zygote import fork_supported
 
@@ -19,7 +23,6 @@ __all__ = ["ForkError", "ForkedProcess", "Zygote"]
 
 log = logging.getLogger("rlm.zygote")
 
-_ZYGOTE_CODE = "import sys; del sys.path[0]; from rlm.zygote.server import main; sys.exit(main())"
 #: Zygotes of this process by socket path, for the provisioner (it only knows the path).
 _REGISTRY: weakref.WeakValueDictionary[str, Zygote] = weakref.WeakValueDictionary()
 
@@ -128,9 +131,27 @@ class Zygote:
         self.start_timeout = start_timeout
         self.info: dict[str, Any] = {}
         self.disabled: str | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | subprocess.Popen[bytes] | None = None
         self._ready: asyncio.Future[None] | None = None
+        #: The folder of a zygote adopted from the CLI's prestart (removed at close).
+        self._folder: str | None = None
         _REGISTRY[self.path] = self
+
+    def adopt(self, pre: PrestartedZygote) -> None:
+        """Use the zygote the CLI started at process start (:mod:`rlm.kernels.prestart`)
+        instead of starting one; its readiness is read by the prestart's thread."""
+        _REGISTRY.pop(self.path, None)
+        self.path = pre.path
+        _REGISTRY[self.path] = self
+        self._proc = pre.process
+        self._folder = pre.folder
+        self._ready = asyncio.ensure_future(self._await_adopted(pre))
+
+    async def _await_adopted(self, pre: PrestartedZygote) -> None:
+        try:
+            self.info = await asyncio.to_thread(pre.wait_ready, self.start_timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            raise ForkError(f"zygote failed to start: {exc}") from None
 
     @staticmethod
     def lookup(path: str) -> Zygote | None:
@@ -158,9 +179,10 @@ class Zygote:
         self._ready = asyncio.ensure_future(self._await_ready())
 
     async def _await_ready(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
+        proc = self._proc
+        assert isinstance(proc, asyncio.subprocess.Process) and proc.stdout is not None
         try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), self.start_timeout)
+            line = await asyncio.wait_for(proc.stdout.readline(), self.start_timeout)
         except asyncio.TimeoutError:
             raise ForkError(f"zygote not ready within {self.start_timeout:g} s") from None
         try:
@@ -236,11 +258,28 @@ class Zygote:
             await asyncio.wait([ready])
             if not ready.cancelled():
                 ready.exception()  # retrieved: no "never retrieved" warning
-        if proc is None or proc.returncode is not None:
-            return
+        if isinstance(proc, subprocess.Popen):
+            await asyncio.to_thread(_stop, proc)
+        elif proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 5.0)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop an adopted zygote (SIGTERM: it kills its kernels first; SIGKILL after 5 s)."""
+    if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except asyncio.TimeoutError:
+            proc.wait(5.0)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            await proc.wait()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

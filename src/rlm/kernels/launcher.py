@@ -151,6 +151,8 @@ class KernelLauncher:
     background) when sub-agents may follow, so it is started by the first kernel of an agent
     that may spawn children (``depth < max_depth``) or is one. Sub-agent kernels wait for it;
     a root kernel does not: while the zygote is still importing, the root starts cold beside it.
+    The ``rlm`` command starts the zygote at process start instead, with the root kernel forked
+    from it (:mod:`rlm.kernels.prestart`): the launcher adopts both when they match its own.
     """
 
     def __init__(
@@ -199,6 +201,10 @@ class KernelLauncher:
             return
         if not fork_supported():
             zygote.disable(f"forking needs Linux (this is {sys.platform})")
+            return
+        pre = prestart.take_zygote(self._prestart_env(), zygote.preload)
+        if pre is not None:  # started at CLI start, and the root kernel forked from it
+            zygote.adopt(pre)
             return
         try:
             await zygote.start()
@@ -321,6 +327,11 @@ class KernelLauncher:
         await kernel.start()
         return kernel
 
+    def _prestart_env(self) -> dict[str, str]:
+        """The base environment the CLI's prestart would have used for this launcher's
+        kernels (without the variables the orchestrator adds after it)."""
+        return {k: v for k, v in self.env.items() if k not in _CONTROL_VARS}
+
     async def _adopt_prestarted(
         self, name: str, env: dict[str, str], cwd: Path, bootstrap: str, kw: dict[str, Any]
     ) -> Kernel | None:
@@ -328,11 +339,14 @@ class KernelLauncher:
         is the kernel this launcher would start: the same base environment (which also rules
         out a sandbox or kernel limits: they add variables), never after a remote or
         installed kernelspec (handled before). None otherwise (and that kernel is killed)."""
-        base = {k: v for k, v in self.env.items() if k not in _CONTROL_VARS}
-        pre = prestart.take(base)
+        pre = prestart.take(self._prestart_env())
         if pre is None:
             return None
         hand_over(pre)
+        config: dict[str, Any] = {}
+        if self.forking:  # a forked root that failed falls back to a fork, else a cold start
+            assert self.zygote is not None
+            config = {"zygote": self.zygote.path, "wait_for_zygote": False}
         kernel = Kernel(
             self.run_dir,
             name,
@@ -340,7 +354,7 @@ class KernelLauncher:
             env=env,
             bootstrap=adopt_code(env, str(cwd)) + bootstrap,
             spec_name=PRESTARTED,
-            provisioner={"provisioner_name": PRESTARTED, "config": {}},
+            provisioner={"provisioner_name": PRESTARTED, "config": config},
             **{"max_message_bytes": self.max_message_bytes, **kw},
         )
         await kernel.start()
