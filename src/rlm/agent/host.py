@@ -79,8 +79,9 @@ class AgentHost(Protocol):
         ``on_delta(kind, text)`` of each piece of streamed text."""
         ...
 
-    async def start_kernel(self, agent: Any) -> KernelHandle:
-        """A kernel for ``agent`` with its control secret registered."""
+    async def start_kernel(self, agent: Any, *, background: bool = False) -> KernelHandle:
+        """A kernel for ``agent`` with its control secret registered. ``background``: the
+        agent's first model request goes out meanwhile and may go first."""
         ...
 
     def skills_report(self, kernel: KernelHandle) -> tuple[str, dict[str, str]]:

@@ -249,7 +249,7 @@ class Agent:
             ):
                 await self.start_kernel()
             elif wants_kernel:
-                self._kernel_start = asyncio.ensure_future(self.start_kernel())
+                self._kernel_start = asyncio.ensure_future(self.start_kernel(background=True))
             if self.context.head:  # resumed: the head was rebuilt from the log
                 return
             remote_cwd = None
@@ -270,8 +270,9 @@ class Agent:
         except BaseException as exc:
             raise self._as_agent_error(exc) from None
 
-    async def start_kernel(self) -> None:
-        self.kernel = await self.host.start_kernel(self)
+    async def start_kernel(self, *, background: bool = False) -> None:
+        """``background``: started beside the first model request, which goes first."""
+        self.kernel = await self.host.start_kernel(self, background=background)
         self._tool_ctx.kernel = self.kernel
         self.skills_prompt, failed = self.host.skills_report(self.kernel)
         for name, error in failed.items():
