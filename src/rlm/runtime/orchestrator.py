@@ -63,6 +63,9 @@ __all__ = ["Orchestrator"]
 #: needed before it), so a run's first request never waits for them.
 KERNEL_SIDE_MODULES = ("rlm.control.channel", "rlm.kernels.gateway", "rlm.kernels.launcher")
 
+#: Bytes of a unix socket path (``sun_path`` less its NUL): the control socket's must fit.
+MAX_SOCKET_PATH = 107
+
 _BOOTSTRAP = "import asyncio\nimport rlm\nimport rlm.inkernel\nrlm.inkernel.setup()\n"
 #: The user expression that hands a kernel its control secret (see ``start_kernel``).
 IDENTITY_EXPRESSION = "rlm_identity"
@@ -182,7 +185,21 @@ class Orchestrator:
             self.model = ModelClient(self.settings)
             self.model.on_sent = self._request_out.set
             stack.push_async_callback(self.model.close)
+            control = self.run_dir / "control"  # the control server's socket, bound later
+            if len(os.fsencode(control)) > MAX_SOCKET_PATH:
+                raise ConfigError(
+                    f"cannot create the control socket {control} (longer than a unix socket "
+                    "path may be); is TMPDIR too long for a unix socket path?"
+                )
             self._resources = stack.pop_all()
+        if self.settings.kernel_gateway:
+            # Remote kernels: the prompt waits for the kernel anyway, and a gateway that
+            # refuses the token is one line (exit 2) before the run, not an agent error.
+            try:
+                await self.kernel_side()
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
         return self
 
     async def kernel_side(self) -> None:
