@@ -344,7 +344,7 @@ class Orchestrator:
             control.unregister(agent.id)
 
     async def start_kernel(
-        self, agent: Agent, *, background: bool = False
+        self, agent: Agent, *, needed: asyncio.Event | None = None
     ) -> Kernel | GatewayKernel:
         """Start ``agent``'s kernel.
 
@@ -354,13 +354,14 @@ class Orchestrator:
         again after a restart). An expression, not bootstrap code: a failing bootstrap's
         traceback quotes its code, never its user expressions.
 
-        ``background``: the agent sends its first model request meanwhile, so the kernel
-        side (imports and all) waits until that request is on the wire; a prestarted root
-        kernel keeps initialising in its own process all the while.
+        ``needed``: the agent sends its first model request meanwhile, so the kernel side
+        (imports and all) waits until that request is on the wire, or until ``needed`` says
+        the agent waits for the kernel first (a long task goes to a kernel variable before
+        the request); a prestarted root kernel keeps initialising in its own process.
         """
         assert self.run_dir is not None
-        if background and self._kernel_side_task is None:
-            await self._request_out.wait()
+        if needed is not None and self._kernel_side_task is None:
+            await _first_set(self._request_out, needed)
         await self.kernel_side()
         secret = self.control.register(agent.id)
         identity = f"__import__('rlm.inkernel', fromlist=['receive']).receive({secret!r})"
@@ -569,6 +570,16 @@ class Orchestrator:
                 entry["status"] = "done"
             parent.child_changed(entry)
         return {"status": "ok", "answer": answer, "session_path": str(child.log.path)}, []
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    """Return once any of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _error(exc: BaseException) -> tuple[dict[str, Any], list[bytes]]:
