@@ -145,6 +145,7 @@ NOT_BEFORE_FIRST_REQUEST = (
     "traitlets",
     "IPython",
     "ipykernel",
+    "rlm.kernels.base",
     "rlm.kernels.kernel",
     "rlm.kernels.launcher",
     "rlm.kernels.gateway",
