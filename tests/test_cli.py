@@ -246,3 +246,17 @@ def test_missing_system_prompt_path_exits_2(model, rlm_env):
     result = run_cli("--print-system-prompt", "--system-prompt-path", "nope.md")
     assert_usage_error(result, "--system-prompt-path", "nope.md")
     assert model.requests == []
+
+
+def test_a_tmpdir_too_long_for_the_control_socket_is_one_line_before_the_run(
+    model, rlm_env, tmp_path
+):
+    # The control socket is bound only when the first kernel is needed, but its path is
+    # checked when the run opens: an answer without any tool call does not hide the problem.
+    model.script(reply("done"))
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    result = run_cli("-q", "task", env={"TMPDIR": str(deep)})
+    line = assert_usage_error(result, "control socket", "TMPDIR")
+    assert str(deep) in line
+    assert model.requests == []

@@ -35,6 +35,7 @@ async def run_root(*, functions: tuple = (), drop_ipc: bool = True) -> str:
     """Run the scripted root agent; with ``drop_ipc`` the ipc control socket is gone first."""
     async with Orchestrator(load_settings(), functions=functions) as orchestrator:
         if drop_ipc:
+            await orchestrator.kernel_side()  # the control server starts with the kernel side
             os.unlink(orchestrator.control.address.removeprefix("ipc://"))
         return await orchestrator.run("root task")
 

@@ -16,7 +16,7 @@ import pytest
 
 import rlm
 from rlm.cli.main import build_parser
-from rlm.config import Settings, env_name, flag_name
+from rlm.config import Settings, env_name, flag_name, setting_descriptions
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -67,7 +67,8 @@ def settings_table() -> str:
             env += f" (falls back to `{FALLBACKS[name]}`)"
         flag = "none (environment only)" if name in NOT_FLAGS else f"`{flag_name(name)}`"
         default = render_default(name, field.default)
-        rows.append(f"| {env} | {flag} | {default} | {_markdown(field.description or '')} |")
+        text = setting_descriptions().get(name, "")
+        rows.append(f"| {env} | {flag} | {default} | {_markdown(text)} |")
     return "\n".join(rows)
 
 

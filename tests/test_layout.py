@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 import rlm
 from conftest import sessions
-from scripted_model import ScriptedModel, ipython, reply
+from scripted_model import ScriptedModel, ipython, reply, wait
 
 #: Heavy or orchestrator-only modules that ``import rlm`` must leave to whoever needs them.
 NOT_ON_IMPORT = ("zmq", "jupyter_client", "openai", "pydantic")
@@ -125,9 +127,33 @@ def test_rlm_sessions_loads_no_kernel_stack_or_model_client(
 
 
 #: What a one-shot ``rlm -q TASK`` must not have imported when it sends its first model
-#: request: the live view's terminal library, notebook export, and the YAML parser (skills'
-#: front matter only). Each is start-up time before the first request for nothing.
-NOT_BEFORE_FIRST_REQUEST = ("rich", "nbformat", "yaml", "rlm.cli.live", "rlm.logs.render")
+#: request: the live view's terminal library, notebook export, the YAML parser (skills'
+#: front matter only), and the orchestrator's kernel side (Jupyter's client, ZeroMQ,
+#: traitlets, IPython, the kernel launcher, control server and gateway client: imported once
+#: the request is on the wire, while the prestarted root kernel initialises). Each is
+#: start-up time before the first request for nothing. (tornado is not listed: tenacity,
+#: the retry library, imports it whenever it is installed.)
+NOT_BEFORE_FIRST_REQUEST = (
+    "rich",
+    "nbformat",
+    "yaml",
+    "rlm.cli.live",
+    "rlm.logs.render",
+    "jupyter_client",
+    "jupyter_core",
+    "zmq",
+    "traitlets",
+    "IPython",
+    "ipykernel",
+    "rlm.kernels.base",
+    "rlm.kernels.kernel",
+    "rlm.kernels.launcher",
+    "rlm.kernels.gateway",
+    "rlm.kernels.gateway_client",
+    "rlm.kernels.fork_client",
+    "rlm.control.channel",
+    "rlm.zygote",
+)
 
 #: Runs ``python -m rlm ARGS`` and, at its first connection to port argv[2] (the model
 #: server), writes ``sorted(sys.modules)`` to argv[1] (an audit hook: nothing of rlm is
@@ -171,6 +197,67 @@ def test_one_shot_run_imports_only_what_its_first_request_needs(tmp_path: Path) 
     modules = json.loads(out.read_text())
     assert "rlm.agent.transport" in modules, "the probe did not see the model request"
     assert loaded(NOT_BEFORE_FIRST_REQUEST, modules) == []
+
+
+#: Runs ``python -m rlm ARGS`` and writes one byte to the pipe fd argv[1] when the CLI starts
+#: importing Jupyter's client, the kernel side's first import (an audit hook on the import
+#: event; nothing is replaced).
+_KERNEL_SIDE_PROBE = """
+import os, runpy, sys
+fd = int(sys.argv.pop(1))
+def hook(event, args):
+    global fd
+    if event == "import" and args[0] == "jupyter_client" and fd >= 0:
+        os.write(fd, b"x")
+        os.close(fd)
+        fd = -1
+sys.addaudithook(hook)
+sys.argv[0] = "rlm"
+runpy.run_module("rlm", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_the_kernel_side_starts_while_the_first_request_waits_for_its_reply(
+    tmp_path: Path,
+) -> None:
+    # Deferred past the first request, but not past its reply: the endpoint holds the reply
+    # (a tool call) until the kernel side's imports have begun, which must happen meanwhile.
+    read, write = os.pipe()
+    begun = threading.Event()
+    with ScriptedModel() as model:
+        model.script(wait(begun, then=reply(None, ipython("print(6 * 7)"))), reply("done"))
+        env = {k: v for k, v in fresh_env().items() if not k.startswith("RLM_")}
+        env.update(
+            RLM_BASE_URL=model.base_url,
+            RLM_API_KEY="sk-test",
+            RLM_MODEL="scripted",
+            RLM_HOME=str(tmp_path / "home"),
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KERNEL_SIDE_PROBE, str(write), "-q", "hello"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            pass_fds=(write,),
+        )
+        os.close(write)
+        try:
+            ready, _, _ = select.select([read], [], [], 60)
+            signalled = bool(ready) and os.read(read, 1) == b"x"
+            held = len(model.requests) == 1  # the first request is still the only one
+        finally:
+            os.close(read)
+            begun.set()
+            out, err = proc.communicate(timeout=120)
+        assert signalled, "the kernel side did not start while the first request waited"
+        assert held
+        assert proc.returncode == 0, err
+        assert not model.errors, model.errors
+    assert out.strip() == "done"
+    (result,) = [m["content"] for m in model.requests[-1]["messages"] if m["role"] == "tool"]
+    assert "42" in result
 
 
 def test_a_successful_run_never_imports_the_sdk(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ class FakeHost:
             raise AssertionError("the loop asked for more replies than scripted")
         return self.replies.pop(0)
 
-    async def start_kernel(self, agent: Any) -> FakeKernel:
+    async def start_kernel(self, agent: Any, *, needed: Any = None) -> FakeKernel:
         return self.kernel
 
     def skills_report(self, kernel: Any) -> tuple[str, dict[str, str]]:

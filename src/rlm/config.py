@@ -10,6 +10,10 @@ it is meant to be committed, and a committed key leaks.
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import itertools
 import json
 import os
 import sys
@@ -43,6 +47,7 @@ __all__ = [
     "env_name",
     "flag_name",
     "load_settings",
+    "setting_descriptions",
 ]
 
 #: Every tool rlm ships, in the order they are described to the model.
@@ -100,7 +105,9 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         populate_by_name=True,
-        use_attribute_docstrings=True,
+        # No use_attribute_docstrings: it walks the importing frames through
+        # inspect.getmodule over every loaded module (~20-40 ms of each start); the
+        # docstrings are read on demand by setting_descriptions().
     )
 
     model: str = Field(default="gpt-4o", validation_alias=AliasChoices("RLM_MODEL", "OPENAI_MODEL"))
@@ -387,6 +394,29 @@ class Settings(BaseSettings):
     def key(self) -> str | None:
         """The API key as plain text, for the model client only."""
         return self.api_key.get_secret_value() if self.api_key else None
+
+
+@functools.cache
+def setting_descriptions() -> dict[str, str]:
+    """Each setting's description: the docstring under its field in :class:`Settings`.
+
+    Read from this module's source when asked (``rlm --help``, the configuration docs), not at
+    class creation, so a run does not pay for it. Cleaned as pydantic cleans an attribute
+    docstring (``inspect.cleandoc``).
+    """
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    (body,) = [n.body for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings"]
+    found: dict[str, str] = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            found[node.target.id] = inspect.cleandoc(after.value.value)
+    return found
 
 
 def env_name(field: str) -> str:

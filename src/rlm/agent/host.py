@@ -10,6 +10,7 @@ agent from reaching into the orchestrator's fields.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -79,8 +80,12 @@ class AgentHost(Protocol):
         ``on_delta(kind, text)`` of each piece of streamed text."""
         ...
 
-    async def start_kernel(self, agent: Any) -> KernelHandle:
-        """A kernel for ``agent`` with its control secret registered."""
+    async def start_kernel(
+        self, agent: Any, *, needed: asyncio.Event | None = None
+    ) -> KernelHandle:
+        """A kernel for ``agent`` with its control secret registered. ``needed``: the start
+        runs beside the agent's first model request, so the host may hold it back until that
+        request is on the wire, but not once ``needed`` is set (the agent waits for it)."""
         ...
 
     def skills_report(self, kernel: KernelHandle) -> tuple[str, dict[str, str]]:

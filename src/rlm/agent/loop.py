@@ -109,6 +109,9 @@ class Agent:
         self.kernel: KernelHandle | None = None
         #: A kernel start still running beside the first model request (see ``open``).
         self._kernel_start: asyncio.Task[None] | None = None
+        #: Set when the agent waits for that start: the host may hold it back until the first
+        #: model request is on the wire, but not past this.
+        self._kernel_needed = asyncio.Event()
         self.context = (
             resumed.context if resumed else LiveContext([], settings.max_turns_in_context)
         )
@@ -249,7 +252,9 @@ class Agent:
             ):
                 await self.start_kernel()
             elif wants_kernel:
-                self._kernel_start = asyncio.ensure_future(self.start_kernel())
+                self._kernel_start = asyncio.ensure_future(
+                    self.start_kernel(needed=self._kernel_needed)
+                )
             if self.context.head:  # resumed: the head was rebuilt from the log
                 return
             remote_cwd = None
@@ -270,8 +275,10 @@ class Agent:
         except BaseException as exc:
             raise self._as_agent_error(exc) from None
 
-    async def start_kernel(self) -> None:
-        self.kernel = await self.host.start_kernel(self)
+    async def start_kernel(self, *, needed: asyncio.Event | None = None) -> None:
+        """``needed``: started beside the first model request, which may go first until this
+        event is set (see ``AgentHost.start_kernel``)."""
+        self.kernel = await self.host.start_kernel(self, needed=needed)
         self._tool_ctx.kernel = self.kernel
         self.skills_prompt, failed = self.host.skills_report(self.kernel)
         for name, error in failed.items():
@@ -285,6 +292,7 @@ class Agent:
         task = self._kernel_start
         if task is None:
             return
+        self._kernel_needed.set()
         try:
             await asyncio.shield(task)
         finally:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, cast
 
@@ -94,6 +95,15 @@ class ModelClient:
 
     async def close(self) -> None:
         await self._transport.aclose()
+
+    @property
+    def on_sent(self) -> Callable[[], Any] | None:
+        """Called when a request's body has been written to the connection."""
+        return self._transport.on_sent
+
+    @on_sent.setter
+    def on_sent(self, callback: Callable[[], Any] | None) -> None:
+        self._transport.on_sent = callback
 
     async def complete(
         self,

@@ -28,7 +28,7 @@ import os
 import re
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from importlib.metadata import PackageNotFoundError, requires, version
@@ -136,6 +136,9 @@ class Transport:
         self._timeout = timeout
         self._client: Any = None  # built at the first request
         self._sdk_client: Any = None  # built at the first failure, to build its exceptions
+        #: Called when a request's body has been written to the connection (the HTTP core's
+        #: ``trace`` extension): the orchestrator starts its kernel side then.
+        self.on_sent: Callable[[], Any] | None = None
 
     def _http(self) -> Any:
         if self._client is None:
@@ -166,7 +169,11 @@ class Transport:
         lib = http_library()
         client = self._http()
         request = client.build_request(
-            "POST", self.url, content=encode(body), headers={**self._headers, **headers}
+            "POST",
+            self.url,
+            content=encode(body),
+            headers={**self._headers, **headers},
+            extensions={"trace": self._trace} if self.on_sent is not None else None,
         )
         try:
             response = await client.send(request, stream=True)
@@ -182,6 +189,11 @@ class Transport:
             yield response
         finally:
             await response.aclose()
+
+    async def _trace(self, name: str, info: dict[str, Any]) -> None:
+        """The HTTP core's trace callback: ``on_sent`` once the body is on the wire."""
+        if name.endswith("send_request_body.complete") and self.on_sent is not None:
+            self.on_sent()
 
     async def _status_error(self, response: Any) -> BaseException:
         """The SDK's exception for a non-2xx response (its body read, capped by the hook)."""

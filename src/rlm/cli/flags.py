@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic_settings import CliSettingsSource
 
-from rlm.config import Settings, env_name, flag_name
+from rlm.config import Settings, env_name, flag_name, setting_descriptions
 
-__all__ = ["NOT_FLAGS", "add_settings_flags", "flag_values"]
+__all__ = ["NOT_FLAGS", "add_settings_flags", "describe_flags", "flag_values"]
 
 #: Settings that are never CLI flags (secrets belong in the environment, not in ``ps``).
 NOT_FLAGS = frozenset({"api_key", "kernel_gateway_token"})
@@ -57,7 +57,8 @@ def _help(name: str) -> str:
     if isinstance(default, tuple):
         default = ",".join(default)
     shown = "unset" if default is None else default
-    text = re.sub(r"``(.*?)``", r"\1", info.description or "").replace("%", "%%")
+    description = setting_descriptions().get(name, "")
+    text = re.sub(r"``(.*?)``", r"\1", description).replace("%", "%%")
     return f"{text} (env {env_name(name)}, default: {shown})"
 
 
@@ -71,9 +72,18 @@ def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
     # an aliased field (RLM_MODEL or OPENAI_MODEL) also gets options named after its
     # environment variables; the flag is the field's own name only
     names = tuple(n for n in names if n == flag_name(name)) or names
-    kwargs["help"] = _help(name)
+    kwargs["help"] = None  # worded by describe_flags() when the help is shown
     kwargs["metavar"] = name.split("_")[-1].upper()
     return parser.add_argument(*names, **kwargs)
+
+
+def describe_flags(parser: argparse.ArgumentParser) -> None:
+    """Word the settings flags' help (see ``_help``) before ``parser`` formats its help: the
+    descriptions are read from the settings' source, which only ``--help`` needs."""
+    for action in parser._actions:
+        name = _field_of(action.dest)
+        if name is not None and action.help is None:
+            action.help = _help(name)
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> CliSettingsSource[Settings]:

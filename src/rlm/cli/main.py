@@ -38,7 +38,7 @@ if _IS_COMMAND and not (sys.argv[1:2] and sys.argv[1] in _NO_MODEL):
         # launcher adopts it only if it is the kernel the run would start (else it is killed).
         _prestart.prestart()
 
-from rlm.cli.flags import add_settings_flags, flag_values  # noqa: E402 (after the kernel prestart)
+from rlm.cli.flags import add_settings_flags, describe_flags, flag_values  # noqa: E402 (after the kernel prestart)
 from rlm.config import Settings, load_settings  # noqa: E402 (after the kernel prestart)
 from rlm.errors import AgentError, ConfigError, RLMError  # noqa: E402 (after the kernel prestart)
 from rlm.terminal import safe  # noqa: E402 (after the kernel prestart)
@@ -55,6 +55,10 @@ class _Parser(argparse.ArgumentParser):
     json_errors = False
     #: The pydantic-settings source that added the settings' flags (it reads them back).
     settings_source: CliSettingsSource[Settings]
+
+    def format_help(self) -> str:
+        describe_flags(self)
+        return super().format_help()
 
     def error(self, message: str) -> NoReturn:
         line = f"{message} (see {self.prog} --help)"

@@ -31,7 +31,7 @@ from pydantic import ValidationError, validate_call
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from rlm.agent import events as ev
-from rlm.control.channel import Request
+from rlm.control.dispatch import Request
 from rlm.errors import ConfigError, FunctionError, RLMError
 from rlm.logs.writer import now_iso
 from rlm.schema.control import FunctionReply, FunctionRequest, encode_error

@@ -24,7 +24,7 @@ from rlm.agent import events as ev
 from rlm.agent.model import REQUEST_DEPTH, ModelClient
 from rlm.agent.reply import ModelReply, Usage
 from rlm.config import Settings
-from rlm.control.channel import Request
+from rlm.control.dispatch import Request
 from rlm.errors import ConfigError, DepthLimitError, LlmError, ModelError, RLMError
 from rlm.logs.writer import now_iso
 from rlm.schema.control import LlmReply, LlmRequest, encode_error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import itertools
 import os
 import shutil
@@ -18,7 +19,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm.agent import events as ev
 from rlm.agent.host import KernelHandle
@@ -26,15 +27,11 @@ from rlm.agent.loop import Agent
 from rlm.agent.model import ModelClient, ModelReply, OnDelta, OnRetry
 from rlm.agent.prompt import CWD_EXPRESSION
 from rlm.config import Settings, derive_settings
-from rlm.control.channel import ControlServer
 from rlm.control.dispatch import Dispatcher, Request
 from rlm.control.inputs import Packed, Spilled, pack_inputs, select_inputs, spill_inputs
 from rlm.control.kernel_channel import KernelControl
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.kernels.environment import check_kernel_env, kernel_environment
-from rlm.kernels.gateway import GatewayKernel, Gateways
-from rlm.kernels.kernel import MEMORY_CEILING, Kernel
-from rlm.kernels.launcher import KernelLauncher
 from rlm.runtime import agents
 from rlm.runtime.budget import CostMeter
 from rlm.runtime.functions import HostFunctions
@@ -51,7 +48,23 @@ from rlm.sandbox.policy import resolve_mode, sandbox_env
 from rlm.schema.control import InputsReply, InputsRequest, RunRequest, encode_error
 from rlm.skills import discovery as skills
 
+if TYPE_CHECKING:
+    # The kernel side (jupyter_client, zmq, tornado, traitlets): imported once the first
+    # model request is on the wire, see ``Orchestrator._kernel_side``.
+    from rlm.control.channel import ControlServer
+    from rlm.kernels.gateway import GatewayKernel, Gateways
+    from rlm.kernels.kernel import Kernel
+    from rlm.kernels.launcher import KernelLauncher
+
 __all__ = ["Orchestrator"]
+
+#: The orchestrator's kernel side: jupyter_client, zmq, tornado and traitlets come with them.
+#: Imported in a worker thread once the first model request is out (or when a kernel is
+#: needed before it), so a run's first request never waits for them.
+KERNEL_SIDE_MODULES = ("rlm.control.channel", "rlm.kernels.gateway", "rlm.kernels.launcher")
+
+#: Bytes of a unix socket path (``sun_path`` less its NUL): the control socket's must fit.
+MAX_SOCKET_PATH = 107
 
 _BOOTSTRAP = "import asyncio\nimport rlm\nimport rlm.inkernel\nrlm.inkernel.setup()\n"
 #: The user expression that hands a kernel its control secret (see ``start_kernel``).
@@ -65,6 +78,8 @@ _CELL_ENDED = (
 def kernel_output_limit(max_output: int) -> int:
     """Characters one cell may send over IOPub: enough for the collector to apply
     ``RLM_MAX_OUTPUT`` exactly, small enough to keep the orchestrator's memory bounded."""
+    from rlm.kernels.kernel import MEMORY_CEILING
+
     return max(2 * max_output, MEMORY_CEILING) if max_output > 0 else MEMORY_CEILING
 
 
@@ -127,11 +142,17 @@ class Orchestrator:
         self.dispatcher = Dispatcher(self._handle)
         self.control: ControlServer
         self.launcher: KernelLauncher
+        #: The control server and kernel launcher being set up (see ``_kernel_side``).
+        self._kernel_side_task: asyncio.Future[None] | None = None
+        #: Set once the first model request is on the wire (or has ended): the kernel side
+        #: that a background kernel start waits for begins then.
+        self._request_out = asyncio.Event()
 
     async def __aenter__(self) -> Orchestrator:
         # Each resource is registered for cleanup as soon as it exists: a failure half-way
         # (an unusable run dir, a socket that cannot bind, a zygote that cannot start)
-        # releases what was already set up and leaves nothing behind.
+        # releases what was already set up and leaves nothing behind. The kernel side
+        # (control server, launcher, zygote) is set up later, by ``_kernel_side``.
         harden_orchestrator()
         raise_open_files_limit()  # ~3 descriptors per kernel: 1,024 ends near 300 kernels
         async with contextlib.AsyncExitStack() as stack:
@@ -162,35 +183,77 @@ class Orchestrator:
             self._base_env["RLM_CONTROL_TRANSPORT"] = self.settings.control_transport
             self._base_env["RLM_CONTROL_MAX_PART"] = str(self.settings.max_message_bytes)
             self.model = ModelClient(self.settings)
+            self.model.on_sent = self._request_out.set
             stack.push_async_callback(self.model.close)
-            self.control = ControlServer(self.run_dir, self.dispatcher)
-            stack.push_async_callback(self.control.close)
-            stack.push_async_callback(self.dispatcher.close)
-            await self.control.start()
-            gateways = self._gateways()
-            if gateways is not None:
-                await gateways.check()
-            self.launcher = KernelLauncher(
-                self.run_dir,
-                cwd=self._cwd,
-                env=self._base_env,
-                mode=self.settings.kernel_start,
-                pool_size=self.settings.kernel_pool,
-                max_message_bytes=self.settings.max_message_bytes,
-                gateways=gateways,
-                kernel_spec=self.settings.kernel_spec,
-            )
-            stack.push_async_callback(self.launcher.close)
-            if self.settings.max_depth > 0:
-                await self.launcher.start_zygote()  # imports in the background
+            control = self.run_dir / "control"  # the control server's socket, bound later
+            if len(os.fsencode(control)) > MAX_SOCKET_PATH:
+                raise ConfigError(
+                    f"cannot create the control socket {control} (longer than a unix socket "
+                    "path may be); is TMPDIR too long for a unix socket path?"
+                )
             self._resources = stack.pop_all()
+        if self.settings.kernel_gateway:
+            # Remote kernels: the prompt waits for the kernel anyway, and a gateway that
+            # refuses the token is one line (exit 2) before the run, not an agent error.
+            try:
+                await self.kernel_side()
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
         return self
+
+    async def kernel_side(self) -> None:
+        """Wait until the control server and the kernel launcher are up (starting them now if
+        nothing has yet); raises what their start raised. Every kernel start waits for it."""
+        if self._kernel_side_task is None:
+            self._kernel_side_task = asyncio.ensure_future(self._kernel_side())
+        await asyncio.shield(self._kernel_side_task)
+
+    async def _kernel_side(self) -> None:
+        """Import and start what kernels need: the control server, the gateways' check, the
+        launcher and (with sub-agents allowed) the zygote.
+
+        Why not in ``__aenter__``: these modules bring jupyter_client, zmq, tornado and
+        traitlets, about as long to import as a kernel takes to start, and the root agent's
+        first model request needs none of them. The import runs in a worker thread (the event
+        loop keeps serving the request); each resource joins the orchestrator's cleanup as
+        soon as it exists, so ``__aexit__`` releases a half-finished start too.
+        """
+        assert self.run_dir is not None, "the orchestrator is not open"
+        for name in KERNEL_SIDE_MODULES:
+            await asyncio.to_thread(importlib.import_module, name)
+        from rlm.control.channel import ControlServer
+        from rlm.kernels.launcher import KernelLauncher
+
+        stack = self._resources
+        self.control = ControlServer(self.run_dir, self.dispatcher)
+        stack.push_async_callback(self.control.close)
+        stack.push_async_callback(self.dispatcher.close)
+        await self.control.start()
+        gateways = self._gateways()
+        if gateways is not None:
+            await gateways.check()
+        self.launcher = KernelLauncher(
+            self.run_dir,
+            cwd=self._cwd,
+            env=self._base_env,
+            mode=self.settings.kernel_start,
+            pool_size=self.settings.kernel_pool,
+            max_message_bytes=self.settings.max_message_bytes,
+            gateways=gateways,
+            kernel_spec=self.settings.kernel_spec,
+        )
+        stack.push_async_callback(self.launcher.close)
+        if self.settings.max_depth > 0:
+            await self.launcher.start_zygote()  # imports in the background
 
     def _gateways(self) -> Gateways | None:
         """``RLM_KERNEL_GATEWAY``'s gateways, or None for local kernels."""
         settings = self.settings
         if not settings.kernel_gateway:
             return None
+        from rlm.kernels.gateway import Gateways
+
         return Gateways(
             settings.kernel_gateway,
             settings.gateway_token,
@@ -199,6 +262,10 @@ class Orchestrator:
         )
 
     async def __aexit__(self, *exc_info: object) -> None:
+        task = self._kernel_side_task
+        if task is not None:  # still starting: stop it where it is (its error is not news)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self._resources.aclose()
 
     def _mcp_logs(self) -> Path | None:
@@ -234,9 +301,22 @@ class Orchestrator:
         on_delta: OnDelta | None = None,
     ) -> ModelReply:
         self.budget.check()
-        return await self.model.complete(
-            messages, tools, model, on_retry=on_retry, on_delta=on_delta
-        )
+        if self._request_out.is_set():
+            return await self.model.complete(
+                messages, tools, model, on_retry=on_retry, on_delta=on_delta
+            )
+
+        def first_delta(kind: Any, text: str) -> None:
+            self._request_out.set()  # a reply is streaming: the request is out for sure
+            if on_delta is not None:
+                on_delta(kind, text)
+
+        try:
+            return await self.model.complete(
+                messages, tools, model, on_retry=on_retry, on_delta=first_delta
+            )
+        finally:  # whatever became of it: the kernel side must not wait any longer
+            self._request_out.set()
 
     def charge(self, model: str, usage: Any) -> float:
         return self.budget.charge(model, usage)
@@ -259,9 +339,13 @@ class Orchestrator:
 
     def forget(self, agent: Agent) -> None:
         self.agents.pop(agent.id, None)
-        self.control.unregister(agent.id)
+        control: ControlServer | None = getattr(self, "control", None)  # None: not started
+        if control is not None:
+            control.unregister(agent.id)
 
-    async def start_kernel(self, agent: Agent) -> Kernel | GatewayKernel:
+    async def start_kernel(
+        self, agent: Agent, *, needed: asyncio.Event | None = None
+    ) -> Kernel | GatewayKernel:
         """Start ``agent``'s kernel.
 
         The control secret is not in the kernel's environment (any same-uid process can read
@@ -269,8 +353,16 @@ class Orchestrator:
         request, over the kernel's owner-only ipc socket, evaluated after the bootstrap (and
         again after a restart). An expression, not bootstrap code: a failing bootstrap's
         traceback quotes its code, never its user expressions.
+
+        ``needed``: the agent sends its first model request meanwhile, so the kernel side
+        (imports and all) waits until that request is on the wire, or until ``needed`` says
+        the agent waits for the kernel first (a long task goes to a kernel variable before
+        the request); a prestarted root kernel keeps initialising in its own process.
         """
         assert self.run_dir is not None
+        if needed is not None and self._kernel_side_task is None:
+            await _first_set(self._request_out, needed)
+        await self.kernel_side()
         secret = self.control.register(agent.id)
         identity = f"__import__('rlm.inkernel', fromlist=['receive']).receive({secret!r})"
         env = {
@@ -478,6 +570,16 @@ class Orchestrator:
                 entry["status"] = "done"
             parent.child_changed(entry)
         return {"status": "ok", "answer": answer, "session_path": str(child.log.path)}, []
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    """Return once any of ``events`` is set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _error(exc: BaseException) -> tuple[dict[str, Any], list[bytes]]:

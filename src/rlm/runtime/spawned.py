@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlm.agent import events as ev
 from rlm.config import Settings, derive_settings
-from rlm.control.channel import Request
+from rlm.control.dispatch import Request
 from rlm.control.inputs import Spilled
 from rlm.errors import AgentError, ConfigError, DepthLimitError, RLMError
 from rlm.runtime import agents

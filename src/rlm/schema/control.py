@@ -70,7 +70,9 @@ __all__ = [
 class ControlMessage(BaseModel):
     """Base of every message content: unknown keys are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    # defer_build: each message's validator is built at its first use, not when the
+    # orchestrator or a kernel imports this module (most kinds are rare).
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     @classmethod
     def parse(cls, content: Any, what: str) -> Any:

@@ -28,7 +28,6 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
-from urllib.request import url2pathname
 
 from pydantic import BaseModel, ConfigDict
 
@@ -140,6 +139,8 @@ def _direct_url_dir(dist: importlib.metadata.Distribution) -> Path | None:
     url = info.get("url", "")
     if "dir_info" not in info or not url.startswith("file:"):
         return None
+    from urllib.request import url2pathname  # http.client and email: not at every start
+
     return Path(url2pathname(unquote(urlparse(url).path)))
 
 
@@ -166,6 +167,16 @@ def _find_skill_md(
     return None
 
 
+def _may_be_skill(dist: importlib.metadata.Distribution) -> bool:
+    """False for a distribution whose metadata folder (``NAME-VERSION.dist-info``, ``.egg-info``)
+    is named for something else than a skill: reading every distribution's metadata (an email
+    parse each) took ~80 ms of every run's start. True where the folder is unknown."""
+    folder = getattr(dist, "_path", None)
+    if not isinstance(folder, Path):
+        return True
+    return canonical(folder.name).startswith(DIST_PREFIX)
+
+
 def discover(path: list[str] | None = None) -> list[SkillInfo]:
     """Installed skills (distributions named ``rlm-skill-*``), sorted by name; imports nothing.
 
@@ -180,6 +191,8 @@ def discover(path: list[str] | None = None) -> list[SkillInfo]:
         else importlib.metadata.distributions(path=path)
     )
     for dist in dists:
+        if not _may_be_skill(dist):
+            continue
         declared = dist.metadata["Name"] or ""
         normalized = canonical(declared)
         if not normalized.startswith(DIST_PREFIX) or normalized in found:
