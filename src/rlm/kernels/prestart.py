@@ -384,10 +384,10 @@ def take_zygote(env: dict[str, str], preload: list[str]) -> PrestartedZygote | N
     if zygote is None:
         return None
     if zygote.process.poll() is not None or zygote.env != env or zygote.preload != preload:
+        zygote.kill()  # first: its kernels are dead once it is (see discard)
         if _current is not None and isinstance(_current.process, Forked):
             _current.kill()
             _current = None
-        zygote.kill()
         return None
     return zygote
 
@@ -397,7 +397,11 @@ def discard() -> None:
     another)."""
     global _current, _zygote
     (pre, _current), (zygote, _zygote) = (_current, None), (_zygote, None)
-    if pre is not None:
-        pre.kill()
+    # The zygote first: it kills its kernels before it exits (and they have its death as
+    # their parent-death signal). Killed the other way round, a root kernel the zygote was
+    # forking at that moment could still write its connection file into the folder that
+    # ``pre.kill`` has just removed, leaving an ``rlm-prestart-*`` folder behind.
     if zygote is not None:
         zygote.kill()
+    if pre is not None:
+        pre.kill()
