@@ -34,6 +34,18 @@ TAIL = """
   the zygote reaps its children and reports each exit status. Any failure (zygote does not
   start, a preload raises, the zygote died, a child fails to initialise) starts that kernel
   cold and switches forking off for the rest of the run, with one warning saying why.
+* What every forked kernel would build the same way is built once in the zygote, before it
+  forks: the `IPKernelApp` singleton with rlm's kernelspec flags already parsed (a child puts
+  its connection file in that configuration instead of parsing again; any other command line
+  is parsed in the child), and ipykernel imported without debugpy, so a forked kernel has no
+  Jupyter debugger (it reports none in `kernel_info`; a cell may still `import debugpy`) and
+  its kernel class (`rlm.zygote.kernel.ForkedKernel`) skips the debugger's list of every
+  module's file. It also builds one IPython shell with the kernels' configuration and throws
+  it away (putting back what that changes in the process), so the caches a shell fills are
+  shared rather than built in every child. Last, the zygote fills the free slots of its partly used small-object pools
+  with objects it keeps (`rlm.zygote.heap`), so a child's new objects go to pages of its own
+  instead of one or two per shared page. Each step saves private memory per child (see
+  "Memory per idle child" below).
 * The zygote is started only when a run may spawn sub-agents (`RLM_MAX_DEPTH` > 0), in the
   background; a root kernel does not wait for it (it starts cold while the zygote imports),
   sub-agent kernels do. A run without sub-agents therefore costs what it did before.
@@ -90,8 +102,8 @@ turn it off, or more for long sequential chains of sub-agents.
   (no heartbeat thread, stdin or control socket), and coalesced `meta.json` writes (the
   parent's `children` list was rewritten on every child's status change and usage update).
 * **CLI start → first model request.** Interpreter start-up is ~10 ms; importing the CLI's
-  modules (pydantic-settings, jupyter_client, the HTTP library) is the "import" row and now
-  most of the figure. The root kernel no longer delays the first request: when the prompt does not
+  modules (pydantic-settings, the HTTP library) is the "import" row and now most of the
+  figure. The root kernel no longer delays the first request: when the prompt does not
   depend on the kernel (no skills installed, no inputs) the kernel starts beside the first
   model request and the first tool call waits for it. With skills installed the prompt lists
   the skills that loaded in the kernel, so the first request waits for it as before.
@@ -102,7 +114,21 @@ turn it off, or more for long sequential chains of sub-agents.
   system's CA certificates, 35-80 ms) is built at the first `https` URL, not for an `http://`
   endpoint. Measured alternately in one session on a loaded machine (10 runs each): CPU of
   `rlm -q` up to its first connection to the model 780 → 477 ms (0.61×); the CLI's memory
-  after a one-cell run 56.6 → 42.2 MiB PSS. Left: a lighter settings import.
+  after a one-cell run 56.6 → 42.2 MiB PSS. The orchestrator's kernel side (jupyter_client,
+  zmq, traitlets, the launcher, the control server) is off the path too: it is imported in a
+  worker thread and started once the first request's body is written (the root kernel
+  initialises meanwhile in its own process), so at zero model latency its ~0.1 s moves into
+  tool round 1, and with a real model it hides behind the model's latency (measured
+  alternately against the previous main, 10 runs each: first request 425 → 291 ms, first
+  cell's result 481 → 458 ms, tool round 1 50 → 171 ms; CPU of the CLI's imports up to the
+  orchestrator 399 → 286 ms). Profiling also
+  removed pydantic's attribute-docstring extraction for `Settings` at import (~25 ms;
+  `--help` reads the docstrings itself), building every event and control-message validator
+  at import (~10 ms, now at first use), and reading the metadata of every installed
+  distribution to find skills (~80 ms; only `rlm-skill-*` folders are read now). Left on the
+  path: pydantic (~45 ms) and pydantic-settings (~20 ms), rlm's own modules (~60 ms, mostly
+  pydantic models: `meta.json`, settings, events), asyncio, tenacity (which imports tornado
+  when installed).
 * **Spawn latency.** A child spawn is the signed control request from the cell, the session
   folder and `meta.json`, the kernel (fork + `IPKernelApp.initialize` + readiness + bootstrap,
   or for a pooled kernel one adoption round trip), the child's first model request (which no
@@ -149,14 +175,27 @@ turn it off, or more for long sequential chains of sub-agents.
   numpy part. Memory left to 100 MiB: a pool of 1 instead of 2 (~18, but later spawns then
   wait for refills: measured 24-88 ms instead of 20-57), no numpy preload (~6 in the zygote
   plus what each kernel touches), and the per-kernel USS (14 MiB, 3 idle kernels here).
-* **Memory per idle child (issue 21).** A forked child's USS is ~1 MiB right after the fork;
-  `IPKernelApp.initialize` adds ~14 MiB (profiled per `init_*` step: the kernel and its
-  IPython shell ~4.6 MiB, sockets and their threads ~2.2 MiB, control and IOPub ~1.6 MiB,
-  the rest in many small steps, all Python objects: glibc's per-thread arenas are not it,
-  `MALLOC_ARENA_MAX=1` changes nothing), and the agent's bootstrap and first cell ~4 MiB
-  more: ~19 MiB. Python 3.11 has no immortal objects, so touching a shared object copies its
-  page. Reaching 10 MiB needs the shell built in the zygote and reused by each kernel
-  (IPython's shell is a singleton that the kernel configures), which is not done.
+* **Memory per idle child (issue 21).** What a forked child's pages cost is what it
+  writes: Python 3.11 has no immortal objects, so every shared object a child touches
+  (a reference count, a code object's warm-up counter) copies its 4 KiB page. Measured with
+  `/proc/<pid>/smaps_rollup` on a child idle after its first cell (same session,
+  interleaved): 17.9 MiB before; the command line parsed in the zygote 17.4; ipykernel
+  preloaded without debugpy (no `Debugger`, 109 fewer modules to walk) 16.1; `ForkedKernel`
+  not listing every module's file 14.9; the zygote's pool slots filled 14.5; a throwaway
+  shell built in the zygote 14.0 (`bench --peers openrlm --quick` before that step: 14.6
+  MiB beside openrlm's 8.7). Tried and
+  dropped (no gain): no parent poller thread (0.0 MiB), no heartbeat (0.1 MiB, 3 threads
+  fewer: threads are not where the memory is), the profile directory resolved in the zygote
+  (0.2 MiB), warming the argument parser in the zygote (none: a child touches the same pages
+  again). What is left (~14 MiB, 90 % of it pages the zygote also has) is an ipykernel
+  running: after the fork ~1.3 MiB, the agent environment and sandbox ~1.2, the app's
+  profile and config files ~2.5, sockets and their threads ~2.4, the kernel and IPython's
+  shell ~2.9, startup code ~0.7, the bootstrap and first cell ~2.3. The largest piece left
+  is the shell: the zygote's own shell reused by each kernel measured ~1.5 MiB less in a
+  bare fork test, but a shell reads the process's environment, working directory, streams
+  and the kernel's config files when it is built, so reusing the zygote's would change what
+  a kernel sees; not done (the throwaway shell above gets a third of it).
+  openrlm's children (plain `exec`, no kernel) are 8.6 MiB.
 * **1,000 children (issue 21).** Three limits ended big trees before memory did: the soft
   open-files limit (now raised to the hard limit at start), ZeroMQ's 1,023 sockets per
   context (~200 kernel clients; now the fd limit's bound) and the zygote's listen backlog of
