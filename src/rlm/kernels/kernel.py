@@ -42,6 +42,7 @@ from rlm.sandbox.escapees import KERNEL_CODE, kill_descendants
 from rlm.sandbox.limits import death_cause
 from rlm.sandbox.policy import kernel_prefix
 from rlm.truncation import truncate
+from rlm.zygote.prepared import KERNEL_FLAGS
 
 __all__ = ["MEMORY_CEILING", "ControlSink", "ExecResult", "Kernel", "OutputCollector", "truncate"]
 
@@ -122,7 +123,7 @@ class Kernel(BaseKernel):
             # bubblewrap, where a SIGINT would kill the sandbox: interrupts are messages).
             argv = [
                 *kernel_prefix(self.env), "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True",
+                *KERNEL_FLAGS,  # the flags the zygote parsed once for every forked kernel
             ]  # fmt: skip
             spec: dict[str, Any] = {"argv": argv, "display_name": "rlm", "language": "python"}
             if self.env.get("RLM_SANDBOX") == "strict":

@@ -18,9 +18,11 @@ children and reports each exit status over the socket the kernel was requested o
 failure the provisioner starts that kernel cold and forking is switched off for the rest of
 the run, with one log line saying why.
 
-The zygote is started (by :class:`rlm.kernels.launcher.KernelLauncher`) only when a run may spawn
-sub-agents; sub-agent kernels wait for it to be ready, a root kernel does not (it starts cold
-while the zygote is still importing).
+The zygote is started only when a run may spawn sub-agents: by the CLI at process start
+(:mod:`rlm.kernels.prestart`, which also asks it for the root kernel as soon as it is ready;
+the launcher adopts both), else by :class:`rlm.kernels.launcher.KernelLauncher`. Sub-agent
+kernels wait for it to be ready; a root kernel the launcher starts itself does not (it starts
+cold while the zygote is still importing).
 
 Lifetime: the zygote gets ``PR_SET_PDEATHSIG`` (SIGTERM) so it dies with the orchestrator and
 then kills its kernels' process groups; every kernel gets ``PR_SET_PDEATHSIG`` (SIGKILL) for the

@@ -20,7 +20,7 @@ from typing import Any
 __all__ = ["KERNEL_FLAGS", "PLACEHOLDER", "kernel_app", "prepare"]
 
 #: The flags rlm's kernelspec passes after ``-f {connection_file}``
-#: (:meth:`rlm.kernels.kernel.Kernel.start` writes them; a test keeps the two equal).
+#: (:meth:`rlm.kernels.kernel.Kernel.start` writes its kernelspec from this tuple).
 KERNEL_FLAGS: tuple[str, ...] = ("--HistoryManager.enabled=False", "--IPKernelApp.quiet=True")
 
 #: Stands for the connection file while the zygote parses.
