@@ -491,3 +491,31 @@ async def test_kernel_start_cold_setting_is_honoured(model, rlm_env, monkeypatch
     async with Orchestrator(load_settings()) as orchestrator:
         assert await orchestrator.run("root task") == "ok"
         assert orchestrator.launcher.zygote is None
+
+
+@pytest.mark.parametrize("launcher", ["fork"], indirect=True)
+async def test_a_burst_of_kernel_starts_is_queued_beyond_the_launchers_limit(launcher, tmp_path):
+    """A start beyond ``max_starting`` waits for a slot instead of competing with the others
+    (so each start's timeout counts its own start): with one slot, two kernels started at
+    once run their (slow) bootstraps one after the other, never interleaved."""
+    launcher.max_starting = 1
+    marks = tmp_path / "marks"
+
+    def bootstrap(name: str) -> str:
+        return (
+            f"import time\nopen({str(marks)!r}, 'a').write('begin {name}\\n')\n"
+            f"time.sleep(0.5)\nopen({str(marks)!r}, 'a').write('end {name}\\n')\n"
+        )
+
+    kernels = await asyncio.gather(
+        *(
+            launcher.start_kernel(n, env=agent_env(), bootstrap=bootstrap(n), cwd=tmp_path)
+            for n in ("a", "b")
+        )
+    )
+    try:
+        lines = marks.read_text().splitlines()
+        assert sorted(lines) == ["begin a", "begin b", "end a", "end b"], lines
+        assert lines[1] == lines[0].replace("begin", "end"), lines  # the first ended first
+    finally:
+        await asyncio.gather(*(k.shutdown() for k in kernels))

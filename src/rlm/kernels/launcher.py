@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -188,6 +189,19 @@ class KernelLauncher:
             )
         pooled = pool_size > 0 and gateways is None and kernel_spec is None
         self.pool = KernelPool(pool_size, self._pool_kernel) if pooled else None
+        #: Local kernel starts in flight at once (forked, cold and pooled alike). A burst of
+        #: 1,000 sub-agents would otherwise start 1,000 kernels together on a few cores, and
+        #: the last would pass their start timeout while the first were still initialising;
+        #: queued here, each start's timeout counts its own start, not the queue.
+        self.max_starting = max(8, 4 * (os.cpu_count() or 1))
+        self._starting: asyncio.Semaphore | None = None
+
+    async def _start(self, kernel: Kernel) -> None:
+        """``kernel.start()`` in one of ``max_starting`` slots."""
+        if self._starting is None:
+            self._starting = asyncio.Semaphore(self.max_starting)
+        async with self._starting:
+            await kernel.start()
 
     @property
     def forking(self) -> bool:
@@ -244,7 +258,7 @@ class KernelLauncher:
         # The warm-up pays a kernel's slow first execution ahead of time; it only imports what
         # every agent's bootstrap imports anyway.
         kernel = self.new_kernel(name, env=self.env, bootstrap=_WARM_UP)
-        await kernel.start()
+        await self._start(kernel)
         return kernel
 
     async def _adopt(
@@ -324,7 +338,7 @@ class KernelLauncher:
                 return adopted
         kernel = self.new_kernel(name, env=env, bootstrap=bootstrap, wait=depth > 0, **kw)
         kernel.cwd = cwd
-        await kernel.start()
+        await self._start(kernel)
         return kernel
 
     def _prestart_env(self) -> dict[str, str]:
