@@ -211,7 +211,7 @@ turn it off, or more for long sequential chains of sub-agents.
   rlms):
   - met: CLI start → first cell's result 0.38× openrlm; CLI start → first model request
     0.45× a cold kernel start; 1,000 simultaneous sub-agents (above); 1,000 `rlm.llm` calls
-    from one cell in 1.2 s (the results above); the leads (tool round 0.14×, pooled spawn
+    from one cell in 1.3 s (the results above); the leads (tool round 0.14×, pooled spawn
     0.19× openrlm). rlm is ahead of openrlm on every time figure but tool round 1.
   - tool round 1 ≤ 2× a later round: missed at zero model latency (~30×), met (1.8×) when
     the model's first reply takes 200 ms. Why: the orchestrator's kernel side (jupyter_client,
