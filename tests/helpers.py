@@ -12,6 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def model_env(base_url: str, home: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an ``rlm`` process that talks to the scripted model at
+    ``base_url``: ``base`` (default ``os.environ``) without its ``RLM_*`` variables, plus the
+    four a run needs, its sessions under ``home``."""
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if not k.startswith("RLM_")}
+    env.update(
+        RLM_BASE_URL=base_url, RLM_API_KEY="sk-test", RLM_MODEL="scripted", RLM_HOME=str(home)
+    )
+    return env
+
+
 def kernel_pids(marker: str) -> list[int]:
     """Processes whose command line mentions ``marker`` (e.g. an orchestrator's run dir)."""
     pids = []

@@ -22,6 +22,7 @@ import pytest
 
 import rlm
 from conftest import sessions
+from helpers import model_env
 from scripted_model import ScriptedModel, ipython, reply, wait
 
 #: Heavy or orchestrator-only modules that ``import rlm`` must leave to whoever needs them.
@@ -176,13 +177,7 @@ def test_one_shot_run_imports_only_what_its_first_request_needs(tmp_path: Path) 
     with ScriptedModel() as model:
         model.script(reply("done"))
         port = model.base_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
-        env = {k: v for k, v in fresh_env().items() if not k.startswith("RLM_")}
-        env.update(
-            RLM_BASE_URL=model.base_url,
-            RLM_API_KEY="sk-test",
-            RLM_MODEL="scripted",
-            RLM_HOME=str(tmp_path / "home"),
-        )
+        env = model_env(model.base_url, tmp_path / "home", fresh_env())
         result = subprocess.run(
             [sys.executable, "-c", _FIRST_REQUEST_PROBE, str(out), port, "-q", "hello"],
             capture_output=True,
@@ -226,13 +221,7 @@ def test_the_kernel_side_starts_while_the_first_request_waits_for_its_reply(
     begun = threading.Event()
     with ScriptedModel() as model:
         model.script(wait(begun, then=reply(None, ipython("print(6 * 7)"))), reply("done"))
-        env = {k: v for k, v in fresh_env().items() if not k.startswith("RLM_")}
-        env.update(
-            RLM_BASE_URL=model.base_url,
-            RLM_API_KEY="sk-test",
-            RLM_MODEL="scripted",
-            RLM_HOME=str(tmp_path / "home"),
-        )
+        env = model_env(model.base_url, tmp_path / "home", fresh_env())
         proc = subprocess.Popen(
             [sys.executable, "-c", _KERNEL_SIDE_PROBE, str(write), "-q", "hello"],
             stdout=subprocess.PIPE,
@@ -266,13 +255,7 @@ def test_a_successful_run_never_imports_the_sdk(tmp_path: Path) -> None:
     out = tmp_path / "modules.json"
     with ScriptedModel() as model:
         model.script(reply(None, ipython("print(6 * 7)")), reply("done"))
-        env = {k: v for k, v in fresh_env().items() if not k.startswith("RLM_")}
-        env.update(
-            RLM_BASE_URL=model.base_url,
-            RLM_API_KEY="sk-test",
-            RLM_MODEL="scripted",
-            RLM_HOME=str(tmp_path / "home"),
-        )
+        env = model_env(model.base_url, tmp_path / "home", fresh_env())
         result = subprocess.run(
             [sys.executable, "-c", _CLI_PROBE, str(out), "-q", "compute 6 * 7"],
             capture_output=True,

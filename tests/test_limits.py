@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 import zmq
 
+from helpers import model_env
 from rlm.kernels.environment import kernel_environment
 from rlm.kernels.fork_client import Zygote
 from rlm.kernels.kernel import _zmq_context
@@ -60,15 +60,9 @@ def test_run_raises_soft_open_files_limit_to_hard(tmp_path: Path) -> None:
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (LOW, hard))
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RLM_")}
     with ScriptedModel() as model:
         model.script(first)
-        env.update(
-            RLM_BASE_URL=model.base_url,
-            RLM_API_KEY="sk-test",
-            RLM_MODEL="scripted",
-            RLM_HOME=str(tmp_path / "home"),
-        )
+        env = model_env(model.base_url, tmp_path / "home")
         proc = subprocess.Popen(
             [sys.executable, "-m", "rlm", "-q", "limits"],
             env=env,

@@ -125,9 +125,14 @@ def test_a_sandboxed_run_does_not_use_a_prestarted_kernel(tmp_path: Path) -> Non
     assert "rlm-prestart-" not in cell["cmdline"]
 
 
-def test_a_usage_error_leaves_no_prestarted_kernel(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "flags", [[], ["--max-depth", "1"]], ids=["cold-root", "zygote-and-forked-root"]
+)
+def test_a_usage_error_leaves_no_prestarted_kernel_or_zygote(
+    tmp_path: Path, flags: list[str]
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "rlm", "--no-such-flag", "go"],
+        [sys.executable, "-m", "rlm", *flags, "--no-such-flag", "go"],
         capture_output=True,
         text=True,
         env=_env(tmp_path, "http://127.0.0.1:9/v1"),
@@ -137,6 +142,7 @@ def test_a_usage_error_leaves_no_prestarted_kernel(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert _processes_under(tmp_path) == []
     assert not list(tmp_path.glob("rlm-prestart-*"))
+    assert not list(tmp_path.glob("rlm-zygote-*"))
 
 
 def _forked_from_prestarted_zygote(cell: dict) -> bool:
@@ -197,21 +203,6 @@ def test_a_zygote_that_fails_at_cli_start_leaves_the_run_on_a_cold_root_kernel(
     sub = json.loads((tmp_path / "work" / "child.json").read_text())
     assert "ipykernel_launcher" in sub["cmdline"], sub  # and its sub-agents start cold too
     assert _processes_under(tmp_path) == []
-
-
-def test_a_usage_error_leaves_no_prestarted_zygote(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "rlm", "--max-depth", "1", "--no-such-flag", "go"],
-        capture_output=True,
-        text=True,
-        env=_env(tmp_path, "http://127.0.0.1:9/v1"),
-        cwd=tmp_path,
-        timeout=60,
-    )
-    assert result.returncode == 2, result.stderr
-    assert _processes_under(tmp_path) == []
-    assert not list(tmp_path.glob("rlm-prestart-*"))
-    assert not list(tmp_path.glob("rlm-zygote-*"))
 
 
 def test_a_prestarted_zygote_the_run_cannot_use_is_killed_with_its_root_kernel(
