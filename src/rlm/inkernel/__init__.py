@@ -28,7 +28,7 @@ from rlm.control.channel import ControlClient
 from rlm.control.inputs import pack_inputs
 from rlm.errors import DepthLimitError, RLMError
 from rlm.inkernel.kernel_channel import KernelChannelClient, supports_subshells
-from rlm.inkernel.shutdown import ignore_zombies_at_shutdown
+from rlm.inkernel.shutdown import ignore_zombies_at_shutdown, quiet_after_shutdown_reply
 
 __all__ = ["active", "load_inputs", "receive", "run", "setup"]
 
@@ -59,6 +59,7 @@ def setup() -> None:
     kernel = getattr(_shell(), "kernel", None)
     if kernel is not None:
         ignore_zombies_at_shutdown(kernel)
+        quiet_after_shutdown_reply(kernel)
 
 
 def receive(secret: str) -> None:
