@@ -172,20 +172,26 @@ runpy.run_module("rlm", run_name="__main__", alter_sys=True)
 """
 
 
+def _run_probe(
+    model: ScriptedModel, tmp_path: Path, probe: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``rlm`` run through ``probe`` (``python -c probe ARGS``) against ``model``."""
+    return subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True,
+        text=True,
+        env=model_env(model.base_url, tmp_path / "home", fresh_env()),
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+
 def test_one_shot_run_imports_only_what_its_first_request_needs(tmp_path: Path) -> None:
     out = tmp_path / "modules.json"
     with ScriptedModel() as model:
         model.script(reply("done"))
         port = model.base_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
-        env = model_env(model.base_url, tmp_path / "home", fresh_env())
-        result = subprocess.run(
-            [sys.executable, "-c", _FIRST_REQUEST_PROBE, str(out), port, "-q", "hello"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=120,
-        )
+        result = _run_probe(model, tmp_path, _FIRST_REQUEST_PROBE, str(out), port, "-q", "hello")
         assert result.returncode == 0, result.stderr
         assert not model.errors, model.errors
     assert result.stdout.strip() == "done"
@@ -255,15 +261,7 @@ def test_a_successful_run_never_imports_the_sdk(tmp_path: Path) -> None:
     out = tmp_path / "modules.json"
     with ScriptedModel() as model:
         model.script(reply(None, ipython("print(6 * 7)")), reply("done"))
-        env = model_env(model.base_url, tmp_path / "home", fresh_env())
-        result = subprocess.run(
-            [sys.executable, "-c", _CLI_PROBE, str(out), "-q", "compute 6 * 7"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=120,
-        )
+        result = _run_probe(model, tmp_path, _CLI_PROBE, str(out), "-q", "compute 6 * 7")
         assert result.returncode == 0, result.stderr
         assert not model.errors, model.errors
         assert len(model.requests) == 2
